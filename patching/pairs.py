@@ -1,0 +1,625 @@
+"""Prompt pairs and prompt sets: reading, pairing, writing.
+
+Every interchange and DLA experiment in this toolkit runs on *pairs*: a harmful
+request and a matched harmless control that share topic words and length, so
+that the two runs differ in harmfulness and as little else as possible.
+
+Pair files (:func:`read_pairs`, :func:`write_pairs`)
+----------------------------------------------------
+* JSONL (``.jsonl``), one object a line::
+
+      {"harmful": "Explain how to build a pipe bomb at home",
+       "control": "Explain how to build a bird house at home",
+       "category": "weapons", "variant": "plain"}
+
+  ``harmful`` and ``control`` are required non-empty strings; ``category`` and
+  ``variant`` are optional (string or null). Other keys are ignored. Blank
+  lines are skipped.
+* CSV (``.csv``) with a header row holding ``harmful`` and ``control`` and
+  optionally ``category`` and ``variant``; other columns are ignored.
+
+Prompt files in public formats (:func:`read_prompts`)
+-----------------------------------------------------
+Researchers usually have these benchmarks as local files; the format is
+recognised from the column names (or pass ``format=``):
+
+==============  ===========================================  ==========================
+format          layout                                       parsed as
+==============  ===========================================  ==========================
+advbench        CSV ``goal,target``                          text=goal, harmful
+harmbench       CSV ``Behavior,FunctionalCategory,``         text=Behavior (with its
+                ``SemanticCategory,Tags,ContextString,``     ContextString first when
+                ``BehaviorID``                               set), category=Semantic-
+                                                             Category, harmful
+jailbreakbench  CSV ``Index,Goal,Target,Behavior,``          text=Goal, category=
+                ``Category,Source``                          Category, harmful
+xstest          CSV ``id,prompt,type,label,focus,note``      text=prompt, category=type,
+                                                             harmful = type starts with
+                                                             ``contrast_``
+alpaca          JSON list of ``{"instruction", "input",``    text=instruction (+ newline
+                ``"output"}``                                + input when set), harmless
+==============  ===========================================  ==========================
+
+Harmful and harmless prompt sets become pairs with :func:`make_pairs` (for
+example AdvBench with Alpaca), which matches each harmful prompt to the
+harmless prompt closest in word count.
+
+A built-in set written for this project (:func:`builtin_pairs`) ships in
+``patching/data/builtin_pairs.jsonl``: short benchmark-style requests over
+nine harm categories, each with a control of the same word count (±1) that
+keeps the topic words.
+
+Every problem with a file raises :class:`~patching.errors.PromptFileError`
+whose message names the file, the line (for malformed rows), what is wrong
+and how to fix it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from patching.errors import PromptFileError
+
+__all__ = [
+    "PUBLIC_FORMATS",
+    "Prompt",
+    "PromptPair",
+    "builtin_pairs",
+    "make_pairs",
+    "read_pairs",
+    "read_prompts",
+    "write_pairs",
+]
+
+#: Formats :func:`read_prompts` understands (besides ``"auto"``).
+PUBLIC_FORMATS: tuple[str, ...] = ("advbench", "harmbench", "jailbreakbench", "xstest", "alpaca")
+
+_PAIR_SUFFIXES = (".jsonl", ".csv")
+_PAIR_LINE_SHAPE = '{"harmful": ..., "control": ..., "category": ...}'
+_BUILTIN_RESOURCE = "builtin_pairs.jsonl"
+
+# Columns that identify each CSV format. JailbreakBench also has a "Behavior"
+# column (a short behaviour name), so it must be recognised before HarmBench.
+_FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "jailbreakbench": ("Goal",),
+    "harmbench": ("Behavior",),
+    "advbench": ("goal",),
+    "xstest": ("prompt", "type"),
+    "alpaca": ("instruction",),
+}
+
+
+# --------------------------------------------------------------------------- data types
+
+
+def _clean_text(value: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise PromptFileError(
+            f"{field} must be a string, got {type(value).__name__} {value!r}; "
+            f"pass the prompt text as a str"
+        )
+    text = value.strip()
+    if not text:
+        raise PromptFileError(f"{field} is empty; give it the prompt text")
+    return text
+
+
+def _clean_optional(value: str | None, field: str) -> str | None:
+    # A blank category cell in a spreadsheet means "no category", not an error.
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PromptFileError(
+            f"{field} must be a string or null, got {type(value).__name__} {value!r}"
+        )
+    return value.strip() or None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPair:
+    """A harmful request and its matched harmless control.
+
+    Surrounding whitespace is stripped; empty texts raise ``PromptFileError``.
+    ``category`` is the harm category (``None`` when unknown); ``variant`` tags
+    rewrites of the same request (e.g. ``"plain"`` / ``"cipher"``).
+    """
+
+    harmful: str
+    control: str
+    category: str | None = None
+    variant: str | None = None
+
+    def __post_init__(self) -> None:
+        # frozen dataclass: normalise through object.__setattr__
+        object.__setattr__(self, "harmful", _clean_text(self.harmful, "harmful"))
+        object.__setattr__(self, "control", _clean_text(self.control, "control"))
+        object.__setattr__(self, "category", _clean_optional(self.category, "category"))
+        object.__setattr__(self, "variant", _clean_optional(self.variant, "variant"))
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One prompt from a prompt set.
+
+    ``harmful`` is ``True``/``False`` when the source says so and ``None`` when
+    it does not; ``category`` is the source's category label, if any.
+    """
+
+    text: str
+    category: str | None = None
+    harmful: bool | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", _clean_text(self.text, "text"))
+        object.__setattr__(self, "category", _clean_optional(self.category, "category"))
+
+
+# --------------------------------------------------------------------------- file access
+
+
+def _check_path(path: str | Path) -> Path:
+    """Return ``path`` as a Path that names an existing regular file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        where = "" if p.is_absolute() else f" (relative to the current directory {Path.cwd()})"
+        raise PromptFileError(
+            f"{p}: file does not exist{where}; check the spelling or pass an absolute path"
+        )
+    if p.is_dir():
+        raise PromptFileError(
+            f"{p} is a directory, not a file; pass the path of the file inside it"
+        )
+    return p
+
+
+def _read_text(p: Path) -> str:
+    """Read a file as UTF-8 (a leading byte-order mark is allowed)."""
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise PromptFileError(
+            f"{p}: cannot be read ({e.strerror or e}); check its permissions"
+        ) from None
+    return _decode(raw, str(p))
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        # utf-8-sig: spreadsheets often save CSV with a byte-order mark
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise PromptFileError(
+            f"{name} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x} at offset "
+            f"{e.start}); save the file as UTF-8 (e.g. 'Save as... CSV UTF-8' or "
+            f"iconv -t UTF-8)"
+        ) from None
+
+
+def _require_not_blank(text: str, name: str, what: str) -> None:
+    if not text.strip():
+        raise PromptFileError(f"{name} is empty: it has no {what}; add at least one")
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _csv_rows(text: str, name: str) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """Split CSV text into its header and ``(line number, row dict)`` pairs.
+
+    Line numbers are 1-based physical lines where the row starts, so a row
+    with a quoted multi-line field is reported where the user would look.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise PromptFileError(
+            f"{name} line 1: malformed CSV header ({e}); fix the quoting"
+        ) from None
+    if header is None or not any(h.strip() for h in header):
+        raise PromptFileError(
+            f"{name} line 1: no CSV header row; the first line must name the columns"
+        )
+    columns = [h.strip() for h in header]
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        prev_end = reader.line_num
+        while True:
+            start = prev_end + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise PromptFileError(
+                    f"{name} line {start}: malformed CSV ({e}); check that quotes are closed "
+                    f'and that quotes inside a field are doubled ("")'
+                ) from None
+            prev_end = reader.line_num
+            if not any(f.strip() for f in fields):
+                continue  # blank line
+            if len(fields) != len(columns):
+                raise PromptFileError(
+                    f"{name} line {start}: {len(fields)} fields but the header has "
+                    f"{len(columns)} ({', '.join(columns)}); quote fields that contain commas"
+                )
+            yield start, dict(zip(columns, fields, strict=True))
+
+    return columns, rows()
+
+
+# --------------------------------------------------------------------------- pair files
+
+
+def _pair_from_mapping(obj: dict[str, Any], where: str, shape: str) -> PromptPair:
+    """Build a pair from a JSON object or CSV row; ``where`` is 'file line k'."""
+    for key in ("harmful", "control"):
+        if key not in obj:
+            raise PromptFileError(f'{where}: missing key "{key}"; each {shape}')
+        value = obj[key]
+        if not isinstance(value, str):
+            raise PromptFileError(
+                f'{where}: "{key}" must be a string, got {type(value).__name__}; each {shape}'
+            )
+        if not value.strip():
+            raise PromptFileError(f'{where}: "{key}" is empty; give it the prompt text')
+    for key in ("category", "variant"):
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            raise PromptFileError(
+                f'{where}: "{key}" must be a string or null, got {type(value).__name__}'
+            )
+    return PromptPair(obj["harmful"], obj["control"], obj.get("category"), obj.get("variant"))
+
+
+def _parse_pairs_jsonl(text: str, name: str) -> list[PromptPair]:
+    _require_not_blank(text, name, "pairs")
+    shape = f"line must be {_PAIR_LINE_SHAPE}"
+    pairs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{name} line {lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PromptFileError(
+                f"{where}: invalid JSON ({e.msg} at column {e.colno}); each {shape} "
+                f"on a single line"
+            ) from None
+        if not isinstance(obj, dict):
+            raise PromptFileError(
+                f"{where}: expected a JSON object, got {type(obj).__name__}; each {shape}"
+            )
+        pairs.append(_pair_from_mapping(obj, where, shape))
+    return pairs
+
+
+def _parse_pairs_csv(text: str, name: str) -> list[PromptPair]:
+    _require_not_blank(text, name, "pairs")
+    columns, rows = _csv_rows(text, name)
+    missing = [c for c in ("harmful", "control") if c not in columns]
+    if missing:
+        raise PromptFileError(
+            f"{name} line 1: CSV header lacks {', '.join(missing)} (found: {', '.join(columns)}); "
+            f"the header must be harmful,control[,category][,variant]"
+        )
+    shape = "row needs harmful and control text"
+    pairs = [_pair_from_mapping(dict(row), f"{name} line {ln}", shape) for ln, row in rows]
+    if not pairs:
+        raise PromptFileError(f"{name} has a header but no pairs; add one row per pair")
+    return pairs
+
+
+def _select(
+    pairs: list[PromptPair], n: int | None, seed: int | None, name: str
+) -> list[PromptPair]:
+    if n is None:
+        return pairs
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise PromptFileError(f"n must be a positive integer, got {n!r}; pass n >= 1 or None")
+    if n > len(pairs):
+        raise PromptFileError(
+            f"{name} has {len(pairs)} pairs, fewer than the n={n} asked for; "
+            f"pass n <= {len(pairs)} or n=None for all"
+        )
+    if seed is None:
+        return pairs[:n]
+    # A seeded sample, returned in file order so results read like the file.
+    chosen = sorted(random.Random(seed).sample(range(len(pairs)), n))
+    return [pairs[i] for i in chosen]
+
+
+def read_pairs(
+    path: str | Path, *, n: int | None = None, seed: int | None = None
+) -> list[PromptPair]:
+    """Read prompt pairs from a ``.jsonl`` or ``.csv`` file (see the module docstring).
+
+    ``n`` keeps only ``n`` pairs: the first ``n`` in the file when ``seed`` is
+    None, otherwise ``n`` pairs sampled without replacement with
+    ``random.Random(seed)`` and returned in file order. ``n`` must be between
+    1 and the number of pairs in the file.
+    """
+    p = _check_path(path)
+    suffix = p.suffix.lower()
+    if suffix not in _PAIR_SUFFIXES:
+        raise PromptFileError(
+            f"{p}: unsupported extension {p.suffix or '(none)'!r}; pair files must be "
+            f"{' or '.join(_PAIR_SUFFIXES)} (for AdvBench/HarmBench/... files use "
+            f"read_prompts and make_pairs)"
+        )
+    text = _read_text(p)
+    if suffix == ".jsonl":
+        pairs = _parse_pairs_jsonl(text, str(p))
+    else:
+        pairs = _parse_pairs_csv(text, str(p))
+    return _select(pairs, n, seed, str(p))
+
+
+def write_pairs(pairs: Iterable[PromptPair], path: str | Path) -> Path:
+    """Write pairs as JSONL (readable by :func:`read_pairs`); return the path.
+
+    ``category``/``variant`` are written only when set. The parent directory
+    must exist (a typo in it should not silently create directories).
+    """
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".jsonl":
+        raise PromptFileError(f"{p}: write_pairs writes JSONL; give the path a .jsonl extension")
+    if not p.parent.is_dir():
+        raise PromptFileError(
+            f"{p}: directory {p.parent} does not exist; create it first or choose another path"
+        )
+    lines = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, PromptPair):
+            raise PromptFileError(
+                f"item {i} is a {type(pair).__name__}, not a PromptPair; "
+                f"build pairs with PromptPair(harmful, control)"
+            )
+        obj = {"harmful": pair.harmful, "control": pair.control}
+        if pair.category is not None:
+            obj["category"] = pair.category
+        if pair.variant is not None:
+            obj["variant"] = pair.variant
+        lines.append(json.dumps(obj, ensure_ascii=False))
+    if not lines:
+        raise PromptFileError(f"{p}: no pairs to write; pass at least one PromptPair")
+    try:
+        p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise PromptFileError(
+            f"{p}: cannot be written ({e.strerror or e}); check permissions"
+        ) from None
+    return p
+
+
+def builtin_pairs(n: int | None = None) -> list[PromptPair]:
+    """The project's built-in pair set (first ``n`` pairs, or all when None).
+
+    Nine harm categories; each control keeps the harmful request's topic
+    words and word count (±1). Pairs of a category are contiguous, so a small
+    ``n`` covers few categories: use ``read_pairs`` with a seed to sample.
+    """
+    resource = resources.files("patching").joinpath("data", _BUILTIN_RESOURCE)
+    name = f"patching/data/{_BUILTIN_RESOURCE}"
+    try:
+        raw = resource.read_bytes()
+    except OSError:
+        raise PromptFileError(
+            f"{name} is missing from the installed package; reinstall refusal-circuits"
+        ) from None
+    pairs = _parse_pairs_jsonl(_decode(raw, name), name)
+    return _select(pairs, n, None, "the built-in set")
+
+
+# --------------------------------------------------------------------------- public formats
+
+
+def _opt(row: dict[str, str], key: str) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+def _prompt_from_row(fmt: str, row: dict[str, str]) -> Prompt:
+    if fmt == "advbench":
+        return Prompt(row["goal"], None, True)
+    if fmt == "jailbreakbench":
+        return Prompt(row["Goal"], _opt(row, "Category"), True)
+    if fmt == "harmbench":
+        # Contextual behaviours refer to their ContextString ("the text above");
+        # HarmBench prompts them as context, separator, behaviour.
+        context = _opt(row, "ContextString")
+        text = row["Behavior"] if context is None else f"{context}\n\n---\n\n{row['Behavior']}"
+        return Prompt(text, _opt(row, "SemanticCategory"), True)
+    if fmt == "xstest":
+        kind = row["type"].strip()
+        return Prompt(row["prompt"], kind or None, kind.startswith("contrast_"))
+    raise AssertionError(fmt)  # pragma: no cover - callers pass a known CSV format
+
+
+def _detect(keys: Sequence[str], name: str, allowed: Sequence[str]) -> str:
+    for fmt in allowed:
+        if all(col in keys for col in _FORMAT_COLUMNS[fmt]):
+            return fmt
+    raise PromptFileError(
+        f"{name}: cannot tell the format from the columns found ({', '.join(keys) or 'none'}); "
+        f"supported: AdvBench CSV (goal), HarmBench CSV (Behavior), JailbreakBench CSV (Goal), "
+        f"XSTest CSV (prompt, type), Alpaca JSON (instruction); pass format= or rename the "
+        f"columns"
+    )
+
+
+def _check_format(fmt: str, keys: Sequence[str], name: str) -> None:
+    needed = [c for c in _FORMAT_COLUMNS[fmt] if c not in keys]
+    if needed:
+        raise PromptFileError(
+            f"{name}: format {fmt!r} needs column(s) {', '.join(needed)}, found "
+            f"{', '.join(keys) or 'none'}; pass the right format= or format='auto'"
+        )
+
+
+def _read_csv_prompts(text: str, name: str, fmt: str) -> list[Prompt]:
+    columns, rows = _csv_rows(text, name)
+    if fmt == "auto":
+        fmt = _detect(columns, name, [f for f in _FORMAT_COLUMNS if f != "alpaca"])
+    else:
+        _check_format(fmt, columns, name)
+    text_col = {"advbench": "goal", "jailbreakbench": "Goal", "harmbench": "Behavior"}.get(
+        fmt, "prompt"
+    )
+    prompts = []
+    for lineno, row in rows:
+        if not row[text_col].strip():
+            raise PromptFileError(
+                f"{name} line {lineno}: column {text_col} is empty; fill it in or delete the row"
+            )
+        prompts.append(_prompt_from_row(fmt, row))
+    return prompts
+
+
+def _read_alpaca(text: str, name: str) -> list[Prompt]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PromptFileError(
+            f"{name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno}); "
+            f"Alpaca files are one JSON list of objects"
+        ) from None
+    if not isinstance(data, list):
+        raise PromptFileError(
+            f'{name}: expected a JSON list of {{"instruction", "input", "output"}} '
+            f"objects, got a {type(data).__name__}"
+        )
+    if not data:
+        raise PromptFileError(f"{name} is an empty list: it has no prompts; add at least one")
+    prompts = []
+    for i, item in enumerate(data, start=1):
+        where = f"{name} entry {i}"
+        if not isinstance(item, dict):
+            raise PromptFileError(
+                f"{where}: expected an object, got {type(item).__name__}; each entry must be "
+                f'{{"instruction": ..., "input": ..., "output": ...}}'
+            )
+        if i == 1:
+            _detect(list(item), name, ["alpaca"])
+        instruction, extra = item.get("instruction"), item.get("input") or ""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise PromptFileError(
+                f'{where}: "instruction" is missing or empty; give every entry an instruction'
+            )
+        if not isinstance(extra, str):
+            raise PromptFileError(f'{where}: "input" must be a string, got {type(extra).__name__}')
+        # Alpaca's own template shows the input below the instruction.
+        text_ = f"{instruction.strip()}\n{extra.strip()}" if extra.strip() else instruction
+        prompts.append(Prompt(text_, None, False))
+    return prompts
+
+
+def read_prompts(path: str | Path, *, format: str = "auto") -> list[Prompt]:
+    """Read a prompt set in a public format (see the table in the module docstring).
+
+    ``format="auto"`` recognises the format from the CSV header or the JSON
+    keys; otherwise pass one of :data:`PUBLIC_FORMATS`.
+    """
+    if format != "auto" and format not in PUBLIC_FORMATS:
+        raise PromptFileError(
+            f"unknown format {format!r}; use 'auto' or one of {', '.join(PUBLIC_FORMATS)}"
+        )
+    p = _check_path(path)
+    text = _read_text(p)
+    name = str(p)
+    _require_not_blank(text, name, "prompts")
+    if p.suffix.lower() == ".jsonl":
+        # JSONL is this toolkit's pair format, not one of the public prompt formats.
+        raise PromptFileError(
+            f"{name}: .jsonl files are pair files; read them with read_pairs, or give "
+            f"read_prompts a CSV (AdvBench, HarmBench, JailbreakBench, XSTest) or Alpaca JSON"
+        )
+    is_json = p.suffix.lower() == ".json" or (format == "auto" and text.lstrip()[:1] == "[")
+    if format == "alpaca" or (format == "auto" and is_json):
+        prompts = _read_alpaca(text, name)
+    elif is_json:
+        raise PromptFileError(
+            f"{name}: format {format!r} is a CSV format but the file is JSON; "
+            f"pass format='alpaca' or 'auto', or give the CSV file"
+        )
+    else:
+        prompts = _read_csv_prompts(text, name, format)
+    if not prompts:
+        raise PromptFileError(f"{name} has a header but no prompts; add one row per prompt")
+    return prompts
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
+
+
+def make_pairs(
+    harmful: Sequence[Prompt], harmless: Sequence[Prompt], *, seed: int = 0
+) -> list[PromptPair]:
+    """Pair each harmful prompt with a distinct harmless prompt of the closest word count.
+
+    Greedy, in the order of ``harmful``: each takes the unused harmless prompt
+    whose word count is nearest to its own. Ties (and there are many: Alpaca
+    has thousands of 8-word instructions) are broken by a shuffle of
+    ``harmless`` with ``random.Random(seed)``, so the result is the same for
+    the same seed and different seeds give different controls. The pair's
+    category is the harmful prompt's. Needs ``len(harmless) >= len(harmful)``.
+    """
+    if not harmful:
+        raise PromptFileError("make_pairs got no harmful prompts; pass at least one")
+    if len(harmless) < len(harmful):
+        raise PromptFileError(
+            f"make_pairs needs at least as many harmless prompts as harmful ones: got "
+            f"{len(harmless)} harmless for {len(harmful)} harmful; add harmless prompts "
+            f"(e.g. more Alpaca rows) or use fewer harmful ones"
+        )
+    for label, prompts, bad in (("harmful", harmful, False), ("harmless", harmless, True)):
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, Prompt):
+                raise PromptFileError(
+                    f"{label}[{i}] is a {type(prompt).__name__}, not a Prompt; "
+                    f"read files with read_prompts or build Prompt(text)"
+                )
+            if prompt.harmful is bad:
+                raise PromptFileError(
+                    f"{label}[{i}] is marked harmful={prompt.harmful} ({prompt.text[:40]!r}); "
+                    f"split mixed sets (e.g. XSTest) on Prompt.harmful first"
+                )
+
+    order = list(range(len(harmless)))
+    random.Random(seed).shuffle(order)
+    # Buckets by word count, each in shuffled order, so the next candidate of a
+    # given length is O(1) and the search only widens over lengths.
+    buckets: dict[int, deque[int]] = {}
+    for idx in order:
+        buckets.setdefault(_word_count(harmless[idx].text), deque()).append(idx)
+    rank = {idx: r for r, idx in enumerate(order)}
+    max_len = max(buckets)
+
+    pairs = []
+    for prompt in harmful:
+        target = _word_count(prompt.text)
+        for dist in range(max(target, max_len) + 1):
+            heads = [buckets[wc][0] for wc in {target - dist, target + dist} if buckets.get(wc)]
+            if heads:
+                best = min(heads, key=rank.__getitem__)
+                buckets[_word_count(harmless[best].text)].popleft()
+                pairs.append(PromptPair(prompt.text, harmless[best].text, prompt.category))
+                break
+    return pairs
