@@ -194,8 +194,7 @@ def _read_text(p: Path) -> str:
 
 def _decode(raw: bytes, name: str) -> str:
     try:
-        # utf-8-sig: spreadsheets often save CSV with a byte-order mark
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise PromptFileError(
@@ -203,6 +202,8 @@ def _decode(raw: bytes, name: str) -> str:
             f"{e.start}); save the file as UTF-8 (e.g. 'Save as... CSV UTF-8' or "
             f"iconv -t UTF-8)"
         ) from None
+    # Spreadsheets often save CSV with a byte-order mark; it is not part of the header.
+    return text.removeprefix("\ufeff")
 
 
 def _require_not_blank(text: str, name: str, what: str) -> None:
@@ -286,7 +287,9 @@ def _parse_pairs_jsonl(text: str, name: str) -> list[PromptPair]:
     _require_not_blank(text, name, "pairs")
     shape = f"line must be {_PAIR_LINE_SHAPE}"
     pairs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also splits on U+2028 and other
+    # separators that json.dumps(ensure_ascii=False) leaves inside strings.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{name} line {lineno}"
@@ -406,11 +409,12 @@ def write_pairs(pairs: Iterable[PromptPair], path: str | Path) -> Path:
 def builtin_pairs(n: int | None = None) -> list[PromptPair]:
     """The project's built-in pair set (first ``n`` pairs, or all when None).
 
-    Nine harm categories; each control keeps the harmful request's topic
-    words and word count (±1). Pairs of a category are contiguous, so a small
-    ``n`` covers few categories: use ``read_pairs`` with a seed to sample.
+    72 pairs, 8 in each of nine harm categories; each control keeps the
+    harmful request's topic words and word count (±1). The file cycles
+    through the categories, so the first ``n`` pairs spread over
+    ``min(n, 9)`` categories.
     """
-    resource = resources.files("patching").joinpath("data", _BUILTIN_RESOURCE)
+    resource = resources.files("patching") / "data" / _BUILTIN_RESOURCE
     name = f"patching/data/{_BUILTIN_RESOURCE}"
     try:
         raw = resource.read_bytes()

@@ -123,6 +123,19 @@ def test_read_pairs_accepts_str_path_and_bom(tmp_path: Path) -> None:
     assert read_pairs(str(p)) == [PromptPair("h one", "c one")]
 
 
+def test_non_utf8_line_number_after_bom(tmp_path: Path) -> None:
+    p = _write(tmp_path, "bom.csv", "\ufeffharmful,control\n".encode() + b"a,b\n\xc3,x\n")
+    with pytest.raises(PromptFileError, match=r"line 3: not valid UTF-8 \(byte 0xc3 at offset"):
+        read_pairs(p)
+
+
+def test_read_pairs_crlf(tmp_path: Path) -> None:
+    p = _write(tmp_path, "crlf.jsonl", b'{"harmful": "a", "control": "b"}\r\n\r\n')
+    assert read_pairs(p) == [PromptPair("a", "b")]
+    p = _write(tmp_path, "crlf.csv", b"harmful,control\r\na,b\r\n")
+    assert read_pairs(p) == [PromptPair("a", "b")]
+
+
 def test_read_pairs_csv_multiline_field_line_numbers(tmp_path: Path) -> None:
     p = _write(tmp_path, "ml.csv", 'harmful,control\n"two\nlines",ok\nh,\n')
     with pytest.raises(PromptFileError, match=r"ml\.csv line 4: \"control\" is empty"):
@@ -158,6 +171,7 @@ def test_write_read_round_trip(tmp_path: Path) -> None:
         PromptPair("héllo wörld", "hello world", "cat", "plain"),
         PromptPair('quote " and, comma', "newline\ninside", None, "cipher"),
         PromptPair("a b", "c d"),
+        PromptPair("line\u2028separator\u0085and\x0cform feed", "tab\tinside", "x"),
     ]
     out = write_pairs(pairs, tmp_path / "out.jsonl")
     assert out == tmp_path / "out.jsonl"
@@ -519,9 +533,8 @@ def test_make_pairs_falls_back_to_next_closest_when_used() -> None:
     harmful = [Prompt("a b c", None, True)] * 3
     pairs = make_pairs(harmful, _harmless([3, 4, 9, 1]))
     counts = [len(p.control.split()) for p in pairs]
-    assert counts[0] == 3
-    assert sorted(counts[1:]) == [1, 4]  # |4-3| == |1-3| - 1: 4 first, then 1 (distance 2)
-    assert counts[1] == 4
+    # exact length first, then distance 1 (4 words), then distance 2 (1 word)
+    assert counts == [3, 4, 1]
     assert len({p.control for p in pairs}) == 3
 
 
@@ -577,6 +590,8 @@ def test_builtin_set_invariants() -> None:
 
 def test_builtin_pairs_n() -> None:
     assert builtin_pairs(3) == builtin_pairs()[:3]
+    # the file cycles through the categories: any 9 consecutive pairs cover all nine
+    assert len({p.category for p in builtin_pairs(9)}) == 9
     with pytest.raises(PromptFileError, match="pass n <="):
         builtin_pairs(10_000)
     with pytest.raises(PromptFileError, match="n must be a positive integer"):
