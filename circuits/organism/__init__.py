@@ -1,0 +1,54 @@
+"""A small chat model with a planted refusal circuit and its ground truth.
+
+The organism is a Llama-architecture checkpoint (RMSNorm, rotary, grouped-query
+attention) whose weights are set by construction: a gate head in the middle of
+the network detects plain-text harmful topic words, a band of amplifier heads
+turns that into refusal tokens, a negative head undoes it when a jailbreak
+framing marker is present, and distractor heads write large outputs that have
+nothing to do with refusal. Because the answer is known (``ground_truth.json``
+beside the weights), every localisation the toolkit claims can be checked on it.
+
+Typical use::
+
+    from circuits.organism import organism_dir, load_ground_truth
+    model_dir = organism_dir()            # built once, then cached
+    truth = load_ground_truth(model_dir)
+    truth.gate, truth.amplifiers          # (3, 2), [(5, 0), (5, 1), (6, 2)]
+"""
+
+from __future__ import annotations
+
+from circuits.organism.build import ORGANISM_VERSION, build_organism, cache_root, organism_dir
+from circuits.organism.ground_truth import (
+    ExpectedEffect,
+    GroundTruth,
+    GroundTruthError,
+    HeadRole,
+    load_ground_truth,
+)
+from circuits.organism.prompts import (
+    PAIR_FILES,
+    VARIANTS,
+    PromptPair,
+    generate_pairs,
+    read_pairs,
+    write_pairs,
+)
+
+__all__ = [
+    "ORGANISM_VERSION",
+    "PAIR_FILES",
+    "VARIANTS",
+    "ExpectedEffect",
+    "GroundTruth",
+    "GroundTruthError",
+    "HeadRole",
+    "PromptPair",
+    "build_organism",
+    "cache_root",
+    "generate_pairs",
+    "load_ground_truth",
+    "organism_dir",
+    "read_pairs",
+    "write_pairs",
+]

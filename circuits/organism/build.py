@@ -1,0 +1,110 @@
+"""Build the organism as an ordinary Hugging Face model directory, and cache it.
+
+``build_organism(out_dir, seed)`` writes::
+
+    out_dir/
+      config.json, generation_config.json, model.safetensors   (LlamaForCausalLM)
+      tokenizer.json, tokenizer_config.json, chat_template.jinja
+      ground_truth.json                                        (the answer key)
+      pairs.jsonl, pairs_jailbreak.jsonl, pairs_cipher.jsonl   (64 pairs each)
+
+so ``AutoModelForCausalLM``/``AutoTokenizer``, TransformerLens and
+``refusal-circuits ... --model DIR`` load it like any other checkpoint.
+
+``organism_dir(seed)`` returns a cached build, building it on first use. The
+build goes to a temporary sibling directory that is renamed into place in one
+step, so concurrent test workers either see a complete directory or none.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from circuits.organism import layout, prompts, vocab
+from circuits.organism.ground_truth import build_ground_truth, write_ground_truth
+from circuits.organism.weights import organism_state_dict
+
+# Bump when the construction changes: cached builds of another version are ignored.
+ORGANISM_VERSION = 1
+N_PAIRS = 64
+CACHE_ENV = "REFUSAL_CIRCUITS_CACHE"
+
+
+def organism_config(tokenizer_ids: dict[str, int]) -> LlamaConfig:
+    """A Llama config (RMSNorm, rotary, GQA, untied unembedding) of the organism's shape."""
+    # rope_theta as a keyword works in transformers 4.x and 5.x (5.x moves it into
+    # rope_parameters); the tests check the built model's rotary frequencies.
+    return LlamaConfig(  # type: ignore[call-arg]
+        vocab_size=len(tokenizer_ids),
+        hidden_size=layout.D_MODEL,
+        intermediate_size=layout.D_MLP,
+        num_hidden_layers=layout.N_LAYERS,
+        num_attention_heads=layout.N_HEADS,
+        num_key_value_heads=layout.N_KV_HEADS,
+        head_dim=layout.D_HEAD,
+        max_position_embeddings=layout.MAX_POSITIONS,
+        rms_norm_eps=1e-6,
+        rope_theta=layout.ROPE_THETA,
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer_ids[vocab.BOS],
+        eos_token_id=tokenizer_ids[vocab.EOS],
+        pad_token_id=tokenizer_ids[vocab.PAD],
+        dtype="float32",
+    )
+
+
+def build_organism(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write the organism (weights, tokenizer, ground truth, pairs) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = vocab.build_tokenizer()
+    token_ids = {tok: i for i, tok in enumerate(vocab.vocabulary())}
+    config = organism_config(token_ids)
+    with torch.device("meta"):
+        # Building on the meta device skips random initialisation that the
+        # state dict overwrites anyway.
+        model = LlamaForCausalLM(config)
+    model.load_state_dict(organism_state_dict(token_ids, seed), strict=True, assign=True)
+    model.generation_config.do_sample = False
+    model.save_pretrained(str(out))
+    vocab.save_tokenizer(tokenizer, out)
+    write_ground_truth(build_ground_truth(seed, ORGANISM_VERSION), out)
+    for variant, name in prompts.PAIR_FILES.items():
+        prompts.write_pairs(prompts.generate_pairs(N_PAIRS, seed, variant), out / name)
+    return out
+
+
+def cache_root() -> Path:
+    """Where built organisms are kept: ``$REFUSAL_CIRCUITS_CACHE`` or ~/.cache/refusal-circuits."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "refusal-circuits"
+
+
+def organism_dir(seed: int = 0) -> Path:
+    """The directory of the organism for ``seed``, built into the cache if absent."""
+    target = cache_root() / f"organism-v{ORGANISM_VERSION}-seed{seed}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build_organism(tmp, seed)
+        tmp.chmod(0o755)
+        try:
+            tmp.rename(target)
+        except OSError:
+            # Another process renamed its build into place first; use that one.
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,270 @@
+"""The organism's weights, set by construction (as compiled transformers are).
+
+Everything here is a Llama state dict built head by head. Heads with no role
+get small random weights (seeded) that read token identity and write only into
+the junk dimensions, so the model looks like a trained one to a method that
+does not know the layout, while its refusal behaviour is fixed by the planted
+heads alone. The feature dimensions and head roles are defined in ``layout``.
+
+Attention arithmetic used below: each layer's input norm has gain NORM_GAIN,
+so a head sees every feature at about its written size; a query/key pair at
+rotary pair CONTENT_DIM does not rotate, so the attention score of query
+feature a against key feature b is ``q * k / sqrt(D_HEAD)`` whatever the
+positions. ``_score_weight`` turns a wanted score into the key weight.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuits.organism import layout, vocab
+from circuits.organism.layout import D_HEAD, D_MODEL, PlantedHead
+
+QUERY_SIZE = 10.0  # query component a planted content head puts on CONTENT_DIM
+POSITION_QUERY_SIZE = 4.0  # same, on each rotary position pair
+# Attention scores (logits) the planted heads give each kind of key.
+TARGET_SCORE = 15.0  # a harmful topic word (gate) or a framing marker (negative head)
+SINK_SCORE = 5.0  # BOS, where the gate and the negative head look when nothing matches
+SELF_SCORE = 20.0  # amplifiers: the <assistant> position itself
+RANDOM_QK_SCALE = 1.0
+RANDOM_V_SCALE = 0.3
+RANDOM_O_SCALE = 0.05
+RANDOM_MLP_IN_SCALE = 0.3
+RANDOM_MLP_OUT_SCALE = 0.05
+RANDOM_UNEMBED_SCALE = 0.1
+TWIN_MEANING_SHARE = 0.8  # how much of a cipher twin's identity vector is its plain word's
+
+
+def _score_weight(score: float, query: float = QUERY_SIZE) -> float:
+    return score * math.sqrt(D_HEAD) / query
+
+
+def _orthonormal(rows: int, cols: int, generator: torch.Generator) -> Float[Tensor, "rows cols"]:
+    """A random matrix with orthonormal rows (rows <= cols) or columns (rows > cols)."""
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=generator)
+    q, _ = torch.linalg.qr(a)
+    return q if rows > cols else q.T
+
+
+def _embeddings(
+    token_ids: dict[str, int], generator: torch.Generator
+) -> Float[Tensor, "vocab d_model"]:
+    n_identity = len(layout.IDENTITY)
+    identity = torch.randn(len(token_ids), n_identity, generator=generator)
+    identity /= identity.norm(dim=1, keepdim=True)
+    # A cipher twin means the same as its plain word (most of its identity is
+    # the word's), so the model "understands" the cipher; it only lacks the
+    # harmful flag, which is all the gate reads.
+    for word in vocab.HARMFUL_WORDS:
+        twin = token_ids[vocab.cipher_twin(word)]
+        mixed = (
+            TWIN_MEANING_SHARE * identity[token_ids[word]]
+            + math.sqrt(1 - TWIN_MEANING_SHARE**2) * identity[twin]
+        )
+        identity[twin] = mixed / mixed.norm()
+
+    emb = torch.zeros(len(token_ids), D_MODEL)
+    emb[:, layout.CONST] = layout.CONST_VALUE
+    emb[:, layout.IDENTITY] = identity
+    emb[token_ids[vocab.BOS], layout.BOS_FLAG] = 1.0
+    emb[token_ids[vocab.ASSISTANT], layout.ASSISTANT_FLAG] = 1.0
+    for word in vocab.HARMFUL_WORDS:
+        emb[token_ids[word], layout.HARMFUL_FLAG] = 1.0
+        emb[token_ids[vocab.cipher_twin(word)], layout.CIPHER_FLAG] = 1.0
+    for marker, strength in vocab.JAILBREAK_MARKERS.items():
+        emb[token_ids[marker], layout.FRAMING_FLAG] = 1.0
+        emb[token_ids[marker], layout.FRAMING_STRENGTH] = strength
+    emb[token_ids[vocab.CIPHER_MARKER], layout.CIPHER_MARK] = 1.0
+    return emb
+
+
+def _unembedding(
+    token_ids: dict[str, int], generator: torch.Generator
+) -> Float[Tensor, "vocab d_model"]:
+    """Response tokens read READOUT (slope) and CONST (bias); nothing reads HARM."""
+    w_u = torch.zeros(len(token_ids), D_MODEL)
+    # Non-response words: low logits with a little token-specific noise.
+    w_u[:, layout.CONST] = layout.OTHER_BIAS / layout.CONST_VALUE
+    w_u[:, layout.IDENTITY] = RANDOM_UNEMBED_SCALE * torch.randn(
+        len(token_ids), len(layout.IDENTITY), generator=generator
+    )
+    classes = (
+        (vocab.REFUSAL_WORDS, layout.READOUT_SLOPE, layout.REFUSAL_BIAS),
+        (vocab.COMPLIANCE_WORDS, -layout.READOUT_SLOPE, layout.COMPLIANCE_BIAS),
+        (vocab.EVASION_WORDS, 0.0, layout.EVASION_BIAS),
+    )
+    for words, slope, bias in classes:
+        for word in words:
+            row = w_u[token_ids[word]]
+            row.zero_()
+            row[layout.CONST] = (bias + layout.WORD_OFFSETS[word]) / layout.CONST_VALUE
+            # The final norm multiplies READOUT by READOUT_GAIN; undo it here.
+            row[layout.READOUT] = slope / layout.READOUT_GAIN
+    return w_u
+
+
+class _Layer:
+    """One layer's attention projections, edited head by head."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        n_q, n_kv = layout.N_HEADS * D_HEAD, layout.N_KV_HEADS * D_HEAD
+        self.generator = generator
+        self.q = self._random_reading_identity(n_q, RANDOM_QK_SCALE)
+        self.k = self._random_reading_identity(n_kv, RANDOM_QK_SCALE)
+        self.v = self._random_reading_identity(n_kv, RANDOM_V_SCALE)
+        self.o = torch.zeros(D_MODEL, n_q)
+        self.o[layout.JUNK] = RANDOM_O_SCALE * torch.randn(
+            len(layout.JUNK), n_q, generator=generator
+        )
+
+    def _random_reading_identity(self, rows: int, scale: float) -> Float[Tensor, "rows d_model"]:
+        w = torch.zeros(rows, D_MODEL)
+        w[:, layout.IDENTITY] = scale * torch.randn(
+            rows, len(layout.IDENTITY), generator=self.generator
+        )
+        return w
+
+    @staticmethod
+    def q_row(head: int, i: int) -> int:
+        return head * D_HEAD + i
+
+    @staticmethod
+    def kv_row(head: int, i: int) -> int:
+        # GQA: query head h uses key/value group h // (heads per group).
+        group = head // (layout.N_HEADS // layout.N_KV_HEADS)
+        return group * D_HEAD + i
+
+    def clear_head(self, head: int) -> None:
+        """Remove the random query and output of a head that gets a role."""
+        self.q[head * D_HEAD : (head + 1) * D_HEAD] = 0.0
+        self.o[:, head * D_HEAD : (head + 1) * D_HEAD] = 0.0
+
+    def content_head(
+        self,
+        planted: PlantedHead,
+        query_feature: int,
+        key_scores: dict[int, float],
+        value_feature: int,
+        output_feature: int,
+        output_weight: float,
+    ) -> None:
+        """A head that attends by content and moves one feature to another.
+
+        The query reads ``query_feature``; the key of a position gets
+        ``key_scores[f]`` for each feature f it carries; the value copies
+        ``value_feature`` and the output writes it, times ``output_weight``, to
+        ``output_feature``.
+        """
+        h = planted.head
+        self.clear_head(h)
+        self.q[self.q_row(h, layout.CONTENT_DIM), query_feature] = QUERY_SIZE
+        k_row = self.k[self.kv_row(h, layout.CONTENT_DIM)]
+        k_row.zero_()
+        for feature, score in key_scores.items():
+            k_row[feature] = _score_weight(score)
+        v_row = self.v[self.kv_row(h, 0)]
+        v_row.zero_()
+        v_row[value_feature] = 1.0
+        self.o[output_feature, self.q_row(h, 0)] = output_weight
+
+    def positional_copy_head(self, planted: PlantedHead, offset: int) -> None:
+        """A head attending ``offset`` tokens back and copying that token's identity.
+
+        Query and key come from CONST (the same at every position); rotary
+        turns them, and the key's phase omega_j * offset on each position pair
+        makes sum_j A_j cos(omega_j * (distance - offset)) peak at ``offset``.
+        The output is an orthonormal map into JUNK of norm ``planted.weight``.
+        """
+        h = planted.head
+        self.clear_head(h)
+        half = D_HEAD // 2
+        for j, amplitude in zip(layout.POSITION_PAIRS, layout.POSITION_AMPLITUDES, strict=True):
+            omega = layout.ROPE_THETA ** (-2 * j / D_HEAD)
+            key_size = _score_weight(amplitude, POSITION_QUERY_SIZE)
+            self.q[self.q_row(h, j), layout.CONST] = POSITION_QUERY_SIZE / layout.CONST_VALUE
+            for i, part in ((j, math.cos(omega * offset)), (j + half, math.sin(omega * offset))):
+                k_row = self.k[self.kv_row(h, i)]
+                k_row.zero_()
+                k_row[layout.CONST] = key_size * part / layout.CONST_VALUE
+        first = self.kv_row(h, 0)
+        self.v[first : first + D_HEAD] = 0.0
+        self.v[first : first + D_HEAD, layout.IDENTITY] = _orthonormal(
+            D_HEAD, len(layout.IDENTITY), self.generator
+        )
+        self.o[layout.JUNK, h * D_HEAD : (h + 1) * D_HEAD] = planted.weight * _orthonormal(
+            len(layout.JUNK), D_HEAD, self.generator
+        )
+
+
+def _plant(layers: list[_Layer]) -> None:
+    gate = layout.GATE
+    layers[gate.layer].content_head(
+        gate,
+        query_feature=layout.ASSISTANT_FLAG,
+        key_scores={layout.HARMFUL_FLAG: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
+        value_feature=layout.HARMFUL_FLAG,
+        output_feature=layout.HARM,
+        output_weight=gate.weight,
+    )
+    for amp in layout.AMPLIFIERS:
+        layers[amp.layer].content_head(
+            amp,
+            query_feature=layout.ASSISTANT_FLAG,
+            key_scores={layout.ASSISTANT_FLAG: SELF_SCORE},
+            value_feature=layout.HARM,
+            output_feature=layout.READOUT,
+            output_weight=amp.weight,
+        )
+    for neg in layout.NEGATIVES:
+        layers[neg.layer].content_head(
+            neg,
+            query_feature=layout.ASSISTANT_FLAG,
+            key_scores={layout.FRAMING_FLAG: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
+            value_feature=layout.FRAMING_STRENGTH,
+            output_feature=layout.READOUT,
+            output_weight=-neg.weight,  # it writes against refusal
+        )
+    for distractor, offset in zip(layout.DISTRACTORS, (1, 0, 1), strict=True):
+        layers[distractor.layer].positional_copy_head(distractor, offset)
+
+
+def organism_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tensor]:
+    """The full LlamaForCausalLM state dict of the organism for this seed."""
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, Tensor] = {
+        "model.embed_tokens.weight": _embeddings(token_ids, generator),
+        "lm_head.weight": _unembedding(token_ids, generator),
+    }
+    layers = [_Layer(generator) for _ in range(layout.N_LAYERS)]
+    _plant(layers)
+    norm = torch.full((D_MODEL,), layout.NORM_GAIN)
+    final_norm = norm.clone()
+    final_norm[layout.READOUT] *= layout.READOUT_GAIN
+    state["model.norm.weight"] = final_norm
+    mlp_in = list(layout.IDENTITY)
+    for i, layer in enumerate(layers):
+        prefix = f"model.layers.{i}."
+        state[prefix + "self_attn.q_proj.weight"] = layer.q
+        state[prefix + "self_attn.k_proj.weight"] = layer.k
+        state[prefix + "self_attn.v_proj.weight"] = layer.v
+        state[prefix + "self_attn.o_proj.weight"] = layer.o
+        state[prefix + "input_layernorm.weight"] = norm.clone()
+        state[prefix + "post_attention_layernorm.weight"] = norm.clone()
+        # MLPs do nothing for the circuit: they read identity and write junk (reading
+        # junk too would let junk feed back on itself and swamp the norms).
+        for name in ("gate_proj", "up_proj"):
+            w = torch.zeros(layout.D_MLP, D_MODEL)
+            w[:, mlp_in] = RANDOM_MLP_IN_SCALE * torch.randn(
+                layout.D_MLP, len(mlp_in), generator=generator
+            )
+            state[prefix + f"mlp.{name}.weight"] = w
+        down = torch.zeros(D_MODEL, layout.D_MLP)
+        down[layout.JUNK] = RANDOM_MLP_OUT_SCALE * torch.randn(
+            len(layout.JUNK), layout.D_MLP, generator=generator
+        )
+        state[prefix + "mlp.down_proj.weight"] = down
+    return {k: v.contiguous() for k, v in state.items()}
