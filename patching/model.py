@@ -204,7 +204,17 @@ class HookedModel:
         return self._norm_gain(self.bridge.blocks[layer].ln1_post.weight)
 
     # -- running ------------------------------------------------------------
+    def check_tokens(self, tokens: Int[Tensor, "batch pos"]) -> None:
+        """Refuse token ids the embedding does not have (else torch fails deep inside)."""
+        if tokens.numel() and int(tokens.max()) >= self.d_vocab:
+            raise ModelLoadError(
+                f"token id {int(tokens.max())} is outside {self.name}'s vocabulary of "
+                f"{self.d_vocab}: the tokenizer does not belong to this model. Save the "
+                f"tokenizer the model was trained with next to its weights."
+            )
+
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+        self.check_tokens(tokens)
         with torch.no_grad():
             return self.bridge(tokens.to(self.device))
 
@@ -214,8 +224,15 @@ class HookedModel:
         fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]],
     ) -> Float[Tensor, "batch pos d_vocab"]:
         """One forward pass with TransformerLens hooks ``(hook_name, fn(tensor, hook))``."""
+        self.check_tokens(tokens)
         with torch.no_grad():
             return self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=fwd_hooks)
+
+
+def _checked(model: HookedModel) -> HookedModel:
+    """Refuse models the toolkit cannot give exact numbers for, before any work starts."""
+    model.check_supported()
+    return model
 
 
 def _boot(name: str, hf_model: Any | None, tokenizer: Any, device: str, dtype: torch.dtype) -> Any:
@@ -300,7 +317,7 @@ def load_model(
             bridge = _boot(name, hf, tokenizer, device, torch_dtype)
         except (ValueError, KeyError, NotImplementedError) as exc:
             raise _unsupported(name, exc) from exc
-        return HookedModel(bridge=bridge, tokenizer=tokenizer, name=name)
+        return _checked(HookedModel(bridge=bridge, tokenizer=tokenizer, name=name))
 
     text = str(source)
     path = Path(os.path.expanduser(text))
@@ -322,7 +339,7 @@ def load_model(
             bridge = _boot(str(path), None, tok, device, torch_dtype)
         except (ValueError, KeyError, NotImplementedError) as exc:
             raise _unsupported(text, exc) from exc
-        return HookedModel(bridge=bridge, tokenizer=tok, name=text)
+        return _checked(HookedModel(bridge=bridge, tokenizer=tok, name=text))
     return _load_from_hub(text, device, torch_dtype, tokenizer)
 
 
@@ -356,7 +373,7 @@ def _load_gguf(
         bridge = _boot(hf.config.model_type, hf, tok, device, dtype)
     except (ValueError, KeyError, NotImplementedError) as exc:
         raise _unsupported(str(path), exc) from exc
-    return HookedModel(bridge=bridge, tokenizer=tok, name=str(path))
+    return _checked(HookedModel(bridge=bridge, tokenizer=tok, name=str(path)))
 
 
 def _load_from_hub(
@@ -383,4 +400,4 @@ def _load_from_hub(
         ) from exc
     except (ValueError, KeyError, NotImplementedError) as exc:
         raise _unsupported(name, exc) from exc
-    return HookedModel(bridge=bridge, tokenizer=tok, name=name)
+    return _checked(HookedModel(bridge=bridge, tokenizer=tok, name=name))

