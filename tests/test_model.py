@@ -59,12 +59,12 @@ def test_missing_local_path(tmp_path: Path) -> None:
 
 
 def test_directory_without_config(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(str(tmp_path))
 
 
 def test_missing_gguf_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="GGUF file .* does not exist"):
+    with pytest.raises(ModelLoadError, match=r"GGUF file .* does not exist"):
         load_model(str(tmp_path / "model.gguf"))
 
 
