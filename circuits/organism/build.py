@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.utils import logging as hf_logging
 
 from circuits.organism import layout, prompts, vocab
 from circuits.organism.ground_truth import build_ground_truth, write_ground_truth
@@ -75,7 +76,14 @@ def build_organism(out_dir: str | Path, seed: int = 0) -> Path:
         model = LlamaForCausalLM(config)
     model.load_state_dict(organism_state_dict(token_ids, seed), strict=True, assign=True)
     model.generation_config.do_sample = False
-    model.save_pretrained(str(out))
+    # A progress bar for writing a 1 MB file is noise in the main command's output.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(str(out))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     vocab.save_tokenizer(tokenizer, out)
     write_ground_truth(build_ground_truth(seed, ORGANISM_VERSION), out)
     for variant, name in prompts.PAIR_FILES.items():

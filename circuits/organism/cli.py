@@ -1,7 +1,7 @@
 """The ``organism`` command: ``refusal-circuits organism build --out DIR [--seed S]``.
 
 ``register`` adds the command to the toolkit's argparse subparsers; the parsed
-namespace carries ``func``, which the main entry point calls with it.
+namespace carries ``handler``, which the main entry point calls with it.
 """
 
 from __future__ import annotations
@@ -39,4 +39,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--out", required=True, help="directory to write the model into")
     build.add_argument("--seed", type=int, default=0, help="seed of the random filler weights")
-    build.set_defaults(func=_build)
+    build.set_defaults(handler=_build)
