@@ -67,6 +67,8 @@ def decompose_residual(
     model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     positions: Int[Tensor, " batch"] | None = None,
+    *,
+    interventions: list[tuple[str | Callable[..., Any], Callable[..., Any]]] | None = None,
 ) -> ResidualDecomposition:
     """Run ``tokens`` once and split the final residual at ``positions`` into its terms.
 
@@ -74,6 +76,9 @@ def decompose_residual(
         model: the hooked model.
         tokens: a batch of equal-length token rows (no padding).
         positions: the position to decompose in each row; the last one when omitted.
+        interventions: TransformerLens hooks ``(name, fn)`` applied *before* the
+            capturing hooks, e.g. a knocked-out gate: the decomposition is then
+            of the intervened run (what a knockout cascade needs).
     """
     model.check_supported()
     batch, seq = tokens.shape
@@ -107,7 +112,7 @@ def decompose_residual(
 
     if model.logit_soft_cap is not None:
         hooks.append(("ln_final.hook_out", keep("normalized")))
-    logits = model.run_with_hooks(tokens, hooks)
+    logits = model.run_with_hooks(tokens, [*(interventions or []), *hooks])
     if model.logit_soft_cap is not None:
         # tanh is not inverted (lossy near the cap): recompute from the normalised residual.
         bias = model.b_U if model.b_U is not None else 0.0

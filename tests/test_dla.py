@@ -176,3 +176,22 @@ def test_no_pairs_is_a_clear_error(tiny_dirs) -> None:
 
     with pytest.raises(RefusalCircuitsError, match="no prompt pairs"):
         direct_logit_attribution(load_model(tiny_dirs["qwen2"]), [], progress=False)
+
+
+def test_decomposition_of_an_intervened_run(tiny_dirs) -> None:
+    """Hooks passed as interventions change the run that is decomposed, identity intact."""
+    from patching.model import load_model
+
+    model = load_model(tiny_dirs["qwen2"])
+    tokens = format_chat(model.tokenizer, PAIRS[0].harmful).tokens[None]
+
+    def zero_head(z: torch.Tensor, hook: object) -> torch.Tensor:
+        z = z.clone()
+        z[:, :, 1] = 0.0
+        return z
+
+    dec = decompose_residual(model, tokens, interventions=[("blocks.0.attn.hook_z", zero_head)])
+    assert torch.count_nonzero(dec.heads[:, 0, 1]) == 0
+    torch.testing.assert_close(dec.total(), dec.resid_final, atol=1e-5, rtol=1e-5)
+    clean = decompose_residual(model, tokens)
+    assert not torch.allclose(dec.resid_final, clean.resid_final)
