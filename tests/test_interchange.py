@@ -1,0 +1,150 @@
+"""The patching engine: every speed path equals the plain forward; necessity equals TL's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attribution.nll import RefusalScoreMetric
+from attribution.patching_result import interchange_test
+from attribution.refusal_tokens import refusal_token_ids
+from patching.chat import ChatPrompt, format_chat
+from patching.engine import RunStats, clean_run, run_rows, run_rows_full
+from patching.errors import HeadIndexError, PairAlignmentError
+from patching.interchange import align_pair, interchange
+from patching.interventions import AddVector, Ablation, Interchange, Scale
+from patching.pairs import builtin_pairs
+
+ARCHS = ["qwen2", "gpt2"]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_dirs):
+    from patching.model import load_model
+
+    return {arch: load_model(tiny_dirs[arch]) for arch in ARCHS}
+
+
+def _rows(model, source):
+    last = model.n_layers - 1
+    return [[Interchange(1, h, "all", source=source)] for h in range(model.n_heads)] + [
+        [Scale(last, 1, [-1], alpha=0.1), Ablation(1, 0, [3, 5])],
+        [Ablation(1, 2, "all", kind="mean", reference=source.mean(0))],
+        [AddVector("blocks.1.hook_resid_pre", torch.linspace(-1, 1, model.d_model), [-2, -1])],
+    ]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_rows_and_skipped_layers_equal_full_forward(models, arch) -> None:
+    model = models[arch]
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(10, 400, (14,), generator=g)
+    source = torch.randn(14, model.d_head, generator=g)
+    rows = _rows(model, source)
+    clean = clean_run(model, tokens, readout=[-2, -1])
+    stats = RunStats()
+    fast = run_rows(model, clean, rows, stats=stats, budget_mb=0.05)
+    full = run_rows_full(model, tokens, rows, readout=[-2, -1])
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    assert stats.forward_passes > 1  # the tiny budget forced several chunks
+    assert stats.block_rows < len(rows) * model.n_layers  # layer 0 was skipped
+    assert (full[:, -1] - clean.logits[-1]).abs().amax(-1).min() > 1e-3  # patches do act
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cached_prefix_equals_full_forward(models, arch) -> None:
+    model = models[arch]
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(10, 400, (16,), generator=g)
+    source = torch.randn(16, model.d_head, generator=g)
+    rows = [[Interchange(layer, h, [-3, -1], source=source)] for layer in (0, 2) for h in (0, 3)]
+    rows.append([Scale(1, 2, [-2], alpha=3.0)])
+    clean = clean_run(model, tokens, start=13)
+    assert clean.start == 13 and clean.block_inputs[0].shape[1] == 3
+    fast = run_rows(model, clean, rows)
+    full = run_rows_full(model, tokens, rows)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="before the cached prefix"):
+        run_rows(model, clean, [[Scale(1, 0, [2], alpha=0.0)]])
+
+
+def test_head_index_is_checked(models) -> None:
+    model = models["qwen2"]
+    clean = clean_run(model, torch.arange(10, 20))
+    with pytest.raises(HeadIndexError):
+        run_rows(model, clean, [[Scale(0, model.n_heads, "all", alpha=0.0)]])
+    with pytest.raises(HeadIndexError):
+        run_rows(model, clean, [[Scale(model.n_layers, 0, "all", alpha=0.0)]])
+
+
+def _equal_length_pairs(tok, n=2):
+    out = []
+    for p in builtin_pairs(40):
+        h, c = format_chat(tok, p.harmful), format_chat(tok, p.control)
+        if len(h) == len(c):
+            out.append((h, c))
+    assert len(out) >= n
+    return out[:n]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_necessity_equals_transformer_lens_patching(models, arch) -> None:
+    """Raw patched metric of every head == TL's get_act_patch_attn_head_out_all_pos."""
+    from transformer_lens import patching
+
+    model = models[arch]
+    metric = RefusalScoreMetric(refusal_token_ids(model.tokenizer))
+    prompts = _equal_length_pairs(model.tokenizer)
+    run = interchange(model, [align_pair(h, c) for h, c in prompts], metric, progress=False)
+    for i, (h, c) in enumerate(prompts):
+        _, control_cache = model.bridge.run_with_cache(c.tokens[None])
+        with torch.no_grad():
+            reference = patching.get_act_patch_attn_head_out_all_pos(
+                model.bridge, h.tokens[None], control_cache, lambda x: metric(x[:, -1:], i)[0]
+            )
+        torch.testing.assert_close(
+            run.patched["necessity"][i], reference.double(), atol=1e-4, rtol=0
+        )
+
+
+def test_unequal_lengths_are_right_aligned_and_reported(models) -> None:
+    model = models["qwen2"]
+    tok = model.tokenizer
+    pairs = [p for p in builtin_pairs(10) if len(tok.encode(p.harmful)) != len(tok.encode(p.control))]
+    h, c = format_chat(tok, pairs[0].harmful), format_chat(tok, pairs[0].control)
+    pair = align_pair(h, c)
+    assert pair.truncated == abs(len(h) - len(c)) > 0
+    with pytest.warns(UserWarning, match="not patched"):
+        result = interchange_test(model, pairs[:2], positions="last", n_boot=50, progress=False)
+    assert result.truncated[0] == pair.truncated
+    # A tail that tokenizes differently puts t_inst at different distances from the end.
+    shifted = ChatPrompt(h.instruction, h.text, h.tokens, h.t_inst - 1, h.t_post_inst)
+    with pytest.raises(PairAlignmentError, match="t_inst"):
+        align_pair(shifted, c)
+
+
+def test_interrupted_run_resumes_from_chunks(models, tmp_path) -> None:
+    model = models["gpt2"]
+    metric = RefusalScoreMetric(refusal_token_ids(model.tokenizer))
+    pairs = [align_pair(h, c) for h, c in _equal_length_pairs(model.tokenizer)]
+    first = interchange(model, pairs, metric, positions="last", chunk_dir=tmp_path, progress=False)
+    again = interchange(model, pairs, metric, positions="last", chunk_dir=tmp_path, progress=False)
+    assert first.stats.forward_passes > 0 and again.stats.forward_passes == 0
+    torch.testing.assert_close(first.patched["necessity"], again.patched["necessity"])
+
+
+def test_result_object_round_trips(models, tmp_path) -> None:
+    model = models["qwen2"]
+    result = interchange_test(
+        model, builtin_pairs(4), metric="nll", nll_tokens=2, positions="last", n_boot=50,
+        progress=False,
+    )
+    assert result.necessity.shape == (model.n_layers, model.n_heads)
+    top = result.top(3, by="abs")
+    assert len(top) == 3 and abs(top[0].effect) >= abs(top[1].effect)
+    path = result.to_json(tmp_path / "r.json")
+    back = type(result).from_json(path)
+    assert back.to_dict() == result.to_dict()
+    frame = result.to_dataframe()
+    assert len(frame) == 2 * model.n_layers * model.n_heads
+    assert set(result.significant(1.01)) <= set(result.top(100, by="abs"))
