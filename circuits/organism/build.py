@@ -32,7 +32,7 @@ from circuits.organism.ground_truth import build_ground_truth, write_ground_trut
 from circuits.organism.weights import organism_state_dict
 
 # Bump when the construction changes: cached builds of another version are ignored.
-ORGANISM_VERSION = 1
+ORGANISM_VERSION = 2
 N_PAIRS = 64
 CACHE_ENV = "REFUSAL_CIRCUITS_CACHE"
 

@@ -91,9 +91,22 @@ FUNCTION_WORDS: tuple[str, ...] = tuple(
 REFUSAL_WORDS: tuple[str, ...] = ("Sorry", "I", "cannot", "unable", "As", "Unfortunately")
 COMPLIANCE_WORDS: tuple[str, ...] = ("Sure", "Here", "Certainly", "Okay")
 EVASION_WORDS: tuple[str, ...] = ("Perhaps", "Generally", "Hmm")
-RESPONSE_FILLER_WORDS: tuple[str, ...] = (
-    "help", "are", "depends", "on", "context", "topic", "varies", "first",
-)  # fmt: skip
+RESPONSE_FILLER_WORDS: tuple[str, ...] = ("help", "are", "depends", "on", "context")
+
+# What the model says after its first response token: a bigram table the
+# unembedding reads from the current token's identity, so greedy generation
+# gives whole replies ("Sorry , I cannot help with that .") that a keyword
+# behaviour classifier can read. Every chain ends in EOS.
+CONTINUATIONS: dict[str, str] = {
+    "Sorry": ",", "Unfortunately": ",", ",": "I", "As": "I", "I": "cannot",
+    "unable": "to", "to": "help", "cannot": "help", "help": "with", "with": "that",
+    "that": ".",
+    "Sure": "!", "Certainly": "!", "Okay": "!", "!": "Here", "Here": "are", "are": "the",
+    "the": "steps", "steps": ".",
+    "Perhaps": "it", "Generally": "it", "Hmm": "it", "it": "depends", "depends": "on",
+    "on": "context", "context": ".",
+    ".": EOS,
+}  # fmt: skip
 
 
 def cipher_twin(word: str) -> str:

@@ -36,6 +36,7 @@ RANDOM_O_SCALE = 0.05
 RANDOM_MLP_IN_SCALE = 0.3
 RANDOM_MLP_OUT_SCALE = 0.05
 RANDOM_UNEMBED_SCALE = 0.1
+CONTINUATION_LOGIT = 20.0  # bigram boost of a response word's successor
 TWIN_MEANING_SHARE = 0.8  # how much of a cipher twin's identity vector is its plain word's
 
 
@@ -83,27 +84,44 @@ def _embeddings(
 
 
 def _unembedding(
-    token_ids: dict[str, int], generator: torch.Generator
+    token_ids: dict[str, int],
+    embeddings: Float[Tensor, "vocab d_model"],
+    generator: torch.Generator,
 ) -> Float[Tensor, "vocab d_model"]:
-    """Response tokens read READOUT (slope) and CONST (bias); nothing reads HARM."""
-    w_u = torch.zeros(len(token_ids), D_MODEL)
-    # Non-response words: low logits with a little token-specific noise.
+    """Response tokens read READOUT (slope) and CONST (bias); nothing reads HARM.
+
+    The IDENTITY columns hold the continuation bigrams: solved so that the
+    current token's identity vector gives its successor CONTINUATION_LOGIT and
+    ``<assistant>``'s gives every token exactly 0 (the first response token is
+    decided by the circuit alone). The remaining freedom is random noise for
+    non-response words, orthogonal to every constrained identity vector.
+    """
+    n_vocab = len(token_ids)
+    w_u = torch.zeros(n_vocab, D_MODEL)
     w_u[:, layout.CONST] = layout.OTHER_BIAS / layout.CONST_VALUE
-    w_u[:, layout.IDENTITY] = RANDOM_UNEMBED_SCALE * torch.randn(
-        len(token_ids), len(layout.IDENTITY), generator=generator
-    )
     classes = (
         (vocab.REFUSAL_WORDS, layout.READOUT_SLOPE, layout.REFUSAL_BIAS),
         (vocab.COMPLIANCE_WORDS, -layout.READOUT_SLOPE, layout.COMPLIANCE_BIAS),
         (vocab.EVASION_WORDS, 0.0, layout.EVASION_BIAS),
     )
+    response = [token_ids[w] for words, _, _ in classes for w in words]
     for words, slope, bias in classes:
         for word in words:
             row = w_u[token_ids[word]]
-            row.zero_()
             row[layout.CONST] = (bias + layout.WORD_OFFSETS[word]) / layout.CONST_VALUE
             # The final norm multiplies READOUT by READOUT_GAIN; undo it here.
             row[layout.READOUT] = slope / layout.READOUT_GAIN
+
+    current = [vocab.ASSISTANT, *vocab.CONTINUATIONS]
+    ids = embeddings[[token_ids[w] for w in current]][:, layout.IDENTITY].T  # [identity, m]
+    targets = torch.zeros(n_vocab, len(current))
+    for column, word in enumerate(current[1:], start=1):
+        targets[token_ids[vocab.CONTINUATIONS[word]], column] = CONTINUATION_LOGIT
+    pinv = torch.linalg.pinv(ids)
+    noise = RANDOM_UNEMBED_SCALE * torch.randn(n_vocab, len(layout.IDENTITY), generator=generator)
+    noise[response] = 0.0
+    null_space = torch.eye(len(layout.IDENTITY)) - ids @ pinv
+    w_u[:, layout.IDENTITY] = targets @ pinv + noise @ null_space
     return w_u
 
 
@@ -235,9 +253,10 @@ def _plant(layers: list[_Layer]) -> None:
 def organism_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tensor]:
     """The full LlamaForCausalLM state dict of the organism for this seed."""
     generator = torch.Generator().manual_seed(seed)
+    embeddings = _embeddings(token_ids, generator)
     state: dict[str, Tensor] = {
-        "model.embed_tokens.weight": _embeddings(token_ids, generator),
-        "lm_head.weight": _unembedding(token_ids, generator),
+        "model.embed_tokens.weight": embeddings,
+        "lm_head.weight": _unembedding(token_ids, embeddings, generator),
     }
     layers = [_Layer(generator) for _ in range(layout.N_LAYERS)]
     _plant(layers)
