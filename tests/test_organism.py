@@ -30,10 +30,10 @@ from circuits.organism import (
     generate_pairs,
     load_ground_truth,
     organism_dir,
-    read_pairs,
 )
 from circuits.organism import vocab as organism_vocab
 from circuits.organism.cli import register
+from patching.pairs import read_pairs
 from tests.organism_helpers import (
     by_length,
     chat_ids,

@@ -29,10 +29,7 @@ from circuits.organism.ground_truth import (
 from circuits.organism.prompts import (
     PAIR_FILES,
     VARIANTS,
-    PromptPair,
     generate_pairs,
-    read_pairs,
-    write_pairs,
 )
 
 __all__ = [
@@ -43,12 +40,9 @@ __all__ = [
     "GroundTruth",
     "GroundTruthError",
     "HeadRole",
-    "PromptPair",
     "build_organism",
     "cache_root",
     "generate_pairs",
     "load_ground_truth",
     "organism_dir",
-    "read_pairs",
-    "write_pairs",
 ]

@@ -30,6 +30,7 @@ from transformers.utils import logging as hf_logging
 from circuits.organism import layout, prompts, vocab
 from circuits.organism.ground_truth import build_ground_truth, write_ground_truth
 from circuits.organism.weights import organism_state_dict
+from patching.pairs import write_pairs
 
 # Bump when the construction changes: cached builds of another version are ignored.
 ORGANISM_VERSION = 2
@@ -87,7 +88,7 @@ def build_organism(out_dir: str | Path, seed: int = 0) -> Path:
     vocab.save_tokenizer(tokenizer, out)
     write_ground_truth(build_ground_truth(seed, ORGANISM_VERSION), out)
     for variant, name in prompts.PAIR_FILES.items():
-        prompts.write_pairs(prompts.generate_pairs(N_PAIRS, seed, variant), out / name)
+        write_pairs(prompts.generate_pairs(N_PAIRS, seed, variant), out / name)
     return out
 
 

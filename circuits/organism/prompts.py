@@ -20,12 +20,10 @@ from a plain harmful run into the matching cipher run.
 
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from circuits.organism import vocab
+from patching.pairs import PromptPair
 
 VARIANTS = ("plain", "jailbreak", "cipher")
 PAIR_FILES = {
@@ -33,14 +31,6 @@ PAIR_FILES = {
     "jailbreak": "pairs_jailbreak.jsonl",
     "cipher": "pairs_cipher.jsonl",
 }
-
-
-@dataclass(frozen=True)
-class PromptPair:
-    harmful: str
-    control: str
-    category: str
-    variant: str
 
 
 def generate_pairs(n: int = 64, seed: int = 0, variant: str = "plain") -> list[PromptPair]:
@@ -78,19 +68,3 @@ def generate_pairs(n: int = 64, seed: int = 0, variant: str = "plain") -> list[P
             )
         )
     return pairs
-
-
-def write_pairs(pairs: list[PromptPair], path: Path) -> Path:
-    """Write pairs as JSONL: one ``{"harmful", "control", "category", "variant"}`` a line."""
-    path.write_text("".join(json.dumps(asdict(p)) + "\n" for p in pairs))
-    return path
-
-
-def read_pairs(path: Path) -> list[PromptPair]:
-    """Read a pair file written by :func:`write_pairs`."""
-    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-    rows = [json.loads(line) for line in lines]
-    return [
-        PromptPair(r["harmful"], r["control"], r.get("category", ""), r.get("variant", "plain"))
-        for r in rows
-    ]
