@@ -76,7 +76,9 @@ class HeadEffect:
 
 def _nan_to_none(values: np.ndarray) -> Any:
     """Nested lists with NaN as ``None`` (JSON has no NaN)."""
-    return np.where(np.isnan(values), None, values).tolist()
+    out = np.asarray(values, dtype=np.float64).astype(object)
+    out[np.isnan(values)] = None
+    return out.tolist()
 
 
 def _from_json(values: Any) -> np.ndarray:

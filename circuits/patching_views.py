@@ -50,7 +50,12 @@ def patching_heatmap(
                 x=[h.head for h in hits],
                 y=[h.layer for h in hits],
                 mode="markers",
-                marker={"symbol": "circle-open", "size": 14, "color": "black", "line": {"width": 2}},
+                marker={
+                    "symbol": "circle-open",
+                    "size": 14,
+                    "color": "black",
+                    "line": {"width": 2},
+                },
                 name=f"q < {alpha:g}",
                 hoverinfo="skip",
             )

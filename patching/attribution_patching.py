@@ -33,7 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from patching.engine import RunStats
+from patching.engine import Hook, RunStats
 from patching.interchange import (
     DIRECTIONS,
     AlignedPair,
@@ -63,16 +63,14 @@ def _grad_run(
 
         return hook
 
-    hooks: list[tuple[str, Any]] = [("blocks.0.hook_resid_pre", leaf)]
+    hooks: list[Hook] = [("blocks.0.hook_resid_pre", leaf)]
     hooks += [(z_hook(layer), keep(layer)) for layer in range(model.n_layers)]
     with torch.enable_grad():
         logits = model.bridge.run_with_hooks(tokens[None].to(model.device), fwd_hooks=hooks)
         value = metric(logits[:, -n_readout:], index).sum()
         value.backward()
     z = torch.stack([t.detach()[0] for t in zs])
-    grad = torch.stack(
-        [t.grad[0] if t.grad is not None else torch.zeros_like(t[0]) for t in zs]
-    )
+    grad = torch.stack([t.grad[0] if t.grad is not None else torch.zeros_like(t[0]) for t in zs])
     return float(value.detach()), z.double(), grad.double()
 
 

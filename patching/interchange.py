@@ -67,8 +67,11 @@ class PatchMetric(Protocol):
     positions (or at the last one when there is none).
     """
 
-    name: str
-    key: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
 
     def continuation(self, pair: int) -> list[int]: ...
 
@@ -266,7 +269,9 @@ def interchange(
                 chunk = torch.load(saved)
             else:
                 chunk = _run_pair(model, pair, i, metric, positions, heads, directions, budget_mb)
-                result.stats.add(chunk.pop("stats"))
+                stats = chunk.pop("stats")
+                assert isinstance(stats, RunStats)
+                result.stats.add(stats)
                 if saved is not None:
                     torch.save(chunk, saved.with_suffix(".tmp"))
                     saved.with_suffix(".tmp").replace(saved)  # never a half-written chunk

@@ -50,7 +50,12 @@ def test_prescreen_runs_exact_top_k_only(tiny_dirs) -> None:
 
     model = load_model(tiny_dirs["qwen2"])
     result = interchange_test(
-        model, builtin_pairs(3), mode="prescreen", top_k=4, positions="last", n_boot=50,
+        model,
+        builtin_pairs(3),
+        mode="prescreen",
+        top_k=4,
+        positions="last",
+        n_boot=50,
         progress=False,
     )
     assert int((~torch.isnan(torch.tensor(result.necessity))).sum()) == 4

@@ -12,7 +12,7 @@ from patching.chat import ChatPrompt, format_chat
 from patching.engine import RunStats, clean_run, run_rows, run_rows_full
 from patching.errors import HeadIndexError, PairAlignmentError
 from patching.interchange import align_pair, interchange
-from patching.interventions import AddVector, Ablation, Interchange, Scale
+from patching.interventions import Ablation, AddVector, Interchange, Scale
 from patching.pairs import builtin_pairs
 
 ARCHS = ["qwen2", "gpt2"]
@@ -100,7 +100,7 @@ def test_necessity_equals_transformer_lens_patching(models, arch) -> None:
         _, control_cache = model.bridge.run_with_cache(c.tokens[None])
         with torch.no_grad():
             reference = patching.get_act_patch_attn_head_out_all_pos(
-                model.bridge, h.tokens[None], control_cache, lambda x: metric(x[:, -1:], i)[0]
+                model.bridge, h.tokens[None], control_cache, lambda x, i=i: metric(x[:, -1:], i)[0]
             )
         torch.testing.assert_close(
             run.patched["necessity"][i], reference.double(), atol=1e-4, rtol=0
@@ -110,7 +110,9 @@ def test_necessity_equals_transformer_lens_patching(models, arch) -> None:
 def test_unequal_lengths_are_right_aligned_and_reported(models) -> None:
     model = models["qwen2"]
     tok = model.tokenizer
-    pairs = [p for p in builtin_pairs(10) if len(tok.encode(p.harmful)) != len(tok.encode(p.control))]
+    pairs = [
+        p for p in builtin_pairs(10) if len(tok.encode(p.harmful)) != len(tok.encode(p.control))
+    ]
     h, c = format_chat(tok, pairs[0].harmful), format_chat(tok, pairs[0].control)
     pair = align_pair(h, c)
     assert pair.truncated == abs(len(h) - len(c)) > 0
@@ -136,7 +138,12 @@ def test_interrupted_run_resumes_from_chunks(models, tmp_path) -> None:
 def test_result_object_round_trips(models, tmp_path) -> None:
     model = models["qwen2"]
     result = interchange_test(
-        model, builtin_pairs(4), metric="nll", nll_tokens=2, positions="last", n_boot=50,
+        model,
+        builtin_pairs(4),
+        metric="nll",
+        nll_tokens=2,
+        positions="last",
+        n_boot=50,
         progress=False,
     )
     assert result.necessity.shape == (model.n_layers, model.n_heads)

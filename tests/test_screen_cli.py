@@ -17,19 +17,54 @@ def _parse(argv):
 def test_screen_writes_json_and_html(tiny_dirs, tmp_path) -> None:
     out = tmp_path / "screen"
     args = _parse(
-        ["screen", "--model", str(tiny_dirs["gpt2"]), "--out", str(out), "--n", "4",
-         "--positions", "last", "--quiet"]
+        [
+            "screen",
+            "--model",
+            str(tiny_dirs["gpt2"]),
+            "--out",
+            str(out),
+            "--n",
+            "4",
+            "--positions",
+            "last",
+            "--quiet",
+        ]
     )
     args.func(args)
     data = json.loads((out / "screen.json").read_text())
-    for key in ("necessity", "sufficiency", "p", "q", "n_pairs", "metric", "positions",
-                "forward_passes", "seconds"):
+    for key in (
+        "necessity",
+        "sufficiency",
+        "p",
+        "q",
+        "n_pairs",
+        "metric",
+        "positions",
+        "forward_passes",
+        "seconds",
+    ):
         assert key in data
     assert len(data["necessity"]) == 3 and len(data["necessity"][0]) == 4
     assert data["n_pairs"] == 4 and data["positions"] == "last"
     html = (out / "screen.html").read_text()
-    assert "<script src=\"http" not in html and "Plotly" in html
-    again = _parse(["screen", "--model", str(tiny_dirs["gpt2"]), "--out", str(out), "--n", "4",
-                    "--positions", "last", "--mode", "prescreen", "--top-k", "3", "--quiet"])
+    assert '<script src="http' not in html and "Plotly" in html
+    again = _parse(
+        [
+            "screen",
+            "--model",
+            str(tiny_dirs["gpt2"]),
+            "--out",
+            str(out),
+            "--n",
+            "4",
+            "--positions",
+            "last",
+            "--mode",
+            "prescreen",
+            "--top-k",
+            "3",
+            "--quiet",
+        ]
+    )
     again.func(again)
     assert json.loads((out / "screen.json").read_text())["mode"] == "prescreen"

@@ -1,0 +1,192 @@
+"""Benchmark: full layer x head necessity map, TransformerLens's patching vs this engine.
+
+A randomly initialised GPT-2-architecture model (12 layers, d_model 768, 12 heads)
+and n = 8 equal-length pairs of the built-in set (padded toward ~40 tokens). The
+same map is computed with ``transformer_lens.patching.get_act_patch_attn_head_out_*``
+(one forward per head) and with :func:`patching.interchange.interchange`; the
+script checks they agree and prints wall time, forward passes, peak memory and
+the speed-up, for all positions, the last position, and prescreen + exact top 10%.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_interchange.py
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse
+import math
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+torch.set_flush_denormal(True)
+
+from attribution.nll import RefusalScoreMetric  # noqa: E402
+from attribution.refusal_tokens import refusal_token_ids  # noqa: E402
+from patching.attribution_patching import attribution_estimate  # noqa: E402
+from patching.chat import format_chat  # noqa: E402
+from patching.interchange import align_pair, interchange  # noqa: E402
+from patching.model import load_model  # noqa: E402
+from patching.pairs import builtin_pairs  # noqa: E402
+
+
+def build(directory: Path) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests.tiny_models import build_tokenizer
+
+    tok = build_tokenizer(directory)
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_embd=768,
+        n_layer=12,
+        n_head=12,
+        n_positions=256,
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    GPT2LMHeadModel(config).eval().save_pretrained(str(directory))
+    return directory
+
+
+def pairs_of_length(tok, n: int, target: int = 40):
+    """n equal-length pairs, the ones closest to ``target`` tokens (padded with a suffix)."""
+    found = []
+    for p in builtin_pairs():
+        pad = ""
+        h, c = format_chat(tok, p.harmful), format_chat(tok, p.control)
+        if len(h) == len(c):
+            while len(h) < target - 4:
+                pad += " now please"
+                h, c = format_chat(tok, p.harmful + pad), format_chat(tok, p.control + pad)
+            if len(h) == len(c):
+                found.append((h, c))
+    return found[:n]
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tl_map(model, prompts, metric, last: bool):
+    from transformer_lens import patching
+
+    fn = (
+        patching.get_act_patch_attn_head_out_by_pos
+        if last
+        else patching.get_act_patch_attn_head_out_all_pos
+    )
+    maps = []
+    for i, (h, c) in enumerate(prompts):
+        _, cache = model.bridge.run_with_cache(c.tokens[None])
+        with torch.no_grad():
+            if last:
+                # TL patches every position separately; take the last-position column only
+                # would still run them all, so index_df restricts it to the last position.
+                import pandas as pd
+
+                n = len(h)
+                rows = [
+                    (layer, n - 1, head)
+                    for layer in range(model.n_layers)
+                    for head in range(model.n_heads)
+                ]
+                index_df = pd.DataFrame(rows, columns=["layer", "pos", "head"])
+                out = patching.generic_activation_patch(
+                    model.bridge,
+                    h.tokens[None],
+                    cache,
+                    lambda x, i=i: metric(x[:, -1:], i)[0],
+                    patching.layer_pos_head_vector_patch_setter,
+                    "z",
+                    index_df=index_df,
+                )
+                out = out.view(model.n_layers, model.n_heads)
+            else:
+                out = fn(
+                    model.bridge, h.tokens[None], cache, lambda x, i=i: metric(x[:, -1:], i)[0]
+                )
+        maps.append(out.double())
+    passes = len(prompts) * (1 + model.n_layers * model.n_heads)
+    return torch.stack(maps), passes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(build(Path(tmp)))
+    tok = model.tokenizer
+    prompts = pairs_of_length(tok, args.pairs)
+    pairs = [align_pair(h, c) for h, c in prompts]
+    metric = RefusalScoreMetric(refusal_token_ids(tok))
+    print(
+        f"model: GPT-2 arch, {model.n_layers} layers, d_model {model.d_model}, "
+        f"{model.n_heads} heads; {len(pairs)} pairs of "
+        f"{np.mean([len(h) for h, _ in prompts]):.0f} tokens"
+    )
+    rows = []
+    for label, positions in (("all positions", "all"), ("last position", "last")):
+        t = time.perf_counter()
+        ref, tl_passes = tl_map(model, prompts, metric, last=positions == "last")
+        tl_s = time.perf_counter() - t
+        t = time.perf_counter()
+        run = interchange(
+            model, pairs, metric, positions=positions, directions=("necessity",), progress=False
+        )
+        ours_s = time.perf_counter() - t
+        err = float((run.patched["necessity"] - ref).abs().max())
+        rows.append((label, tl_s, tl_passes, ours_s, run.stats.forward_passes, err, ""))
+        if positions == "all":
+            exact_all = run
+    # Prescreen: attribution estimate for all heads, exact interchange of the top 10%.
+    t = time.perf_counter()
+    est = attribution_estimate(model, pairs, metric, directions=("necessity",), progress=False)
+    drop = (est.clean_harmful[:, None, None] - est.patched["necessity"]).mean(0).abs()
+    k = math.ceil(0.1 * model.n_layers * model.n_heads)
+    top = torch.argsort(drop.flatten(), descending=True)[:k]
+    heads = [(int(i) // model.n_heads, int(i) % model.n_heads) for i in top]
+    pre = interchange(model, pairs, metric, heads=heads, directions=("necessity",), progress=False)
+    pre_s = time.perf_counter() - t
+    exact_drop = (exact_all.clean_harmful[:, None, None] - exact_all.patched["necessity"]).mean(0)
+    true_top5 = set(torch.argsort(exact_drop.abs().flatten(), descending=True)[:5].tolist())
+    inside = len(true_top5 & set(top.tolist()))
+    mask = ~torch.isnan(pre.patched["necessity"])
+    err = float((pre.patched["necessity"][mask] - exact_all.patched["necessity"][mask]).abs().max())
+    rows.append(
+        (
+            "prescreen + exact top 10%",
+            rows[0][1],
+            rows[0][2],
+            pre_s,
+            pre.stats.forward_passes + est.stats.forward_passes,
+            err,
+            f"exact top-5 inside: {inside}/5",
+        )
+    )
+    print("\n| map | TL s | TL passes | engine s | engine passes | speed-up | max diff | note |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, tl_s, tl_p, s, p, e, note in rows:
+        print(
+            f"| {label} | {tl_s:.1f} | {tl_p} | {s:.2f} | {p} | {tl_s / s:.1f}x "
+            f"| {e:.1e} | {note} |"
+        )
+    print(f"\npeak memory (RSS): {peak_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
