@@ -47,9 +47,34 @@ from patching.model import HookedModel
 
 
 def _grad_run(
-    model: HookedModel, tokens: Tensor, metric: PatchMetric, index: int, n_readout: int
-) -> tuple[float, Tensor, Tensor]:
-    """Metric, every layer's ``z`` and ``dm/dz`` (both [layer, pos, head, d_head])."""
+    model: HookedModel,
+    tokens: Tensor,
+    metric: PatchMetric,
+    index: int,
+    n_readout: int,
+    backward: bool = True,
+) -> tuple[float, Tensor, Tensor | None]:
+    """Metric, every layer's ``z`` and ``dm/dz`` (both [layer, pos, head, d_head]).
+
+    With ``backward=False`` (a prompt that is only ever a source) no gradient is taken.
+    """
+    if not backward:
+        zs_only: list[Tensor] = [torch.empty(0)] * model.n_layers
+
+        def keep_only(layer: int) -> Any:
+            def hook(z: Tensor, hook: Any) -> Tensor:
+                zs_only[layer] = z.detach()
+                return z
+
+            return hook
+
+        with torch.no_grad():
+            logits = model.bridge.run_with_hooks(
+                tokens[None].to(model.device),
+                fwd_hooks=[(z_hook(layer), keep_only(layer)) for layer in range(model.n_layers)],
+            )
+            value = metric(logits[:, -n_readout:], index).sum()
+        return float(value), torch.stack([t[0] for t in zs_only]).double(), None
     zs: list[Tensor] = [torch.empty(0)] * model.n_layers
 
     def leaf(x: Tensor, hook: Any) -> Tensor:
@@ -101,9 +126,10 @@ def attribution_estimate(
     for i, pair in enumerate(tqdm(pairs, desc="attribution", unit="pair", disable=not progress)):
         aligned = aligned_positions(pair, positions)
         runs = {}
+        bases = {"harmful" if d == "necessity" else "control" for d in directions}
         for side in ("harmful", "control"):
             tokens = pair.harmful if side == "harmful" else pair.control
-            runs[side] = _grad_run(model, tokens, metric, i, pair.n_readout)
+            runs[side] = _grad_run(model, tokens, metric, i, pair.n_readout, backward=side in bases)
             result.stats.forward_passes += 1
         result.clean_harmful[i] = runs["harmful"][0]
         result.clean_control[i] = runs["control"][0]
@@ -115,6 +141,7 @@ def attribution_estimate(
             pb = [p + off_b for p in aligned]
             ps = [p + off_s for p in aligned]
             value, z_base, grad = runs[base]
+            assert grad is not None  # every base side ran backward
             z_source = runs[source][1]
             delta: Float[Tensor, "layer pos head d_head"] = z_source[:, ps] - z_base[:, pb]
             estimate = torch.einsum("lphd,lphd->lh", delta, grad[:, pb])

@@ -11,8 +11,8 @@ from attribution.refusal_tokens import refusal_token_ids
 from patching.chat import ChatPrompt, format_chat
 from patching.engine import RunStats, clean_run, run_rows, run_rows_full
 from patching.errors import HeadIndexError, PairAlignmentError
-from patching.interchange import align_pair, interchange
-from patching.interventions import Ablation, AddVector, Interchange, Scale
+from patching.interchange import align_pair, group_layers, interchange
+from patching.interventions import Ablation, AddVector, Interchange, Intervention, Scale
 from patching.pairs import builtin_pairs
 
 ARCHS = ["qwen2", "gpt2"]
@@ -23,6 +23,25 @@ def models(tiny_dirs):
     from patching.model import load_model
 
     return {arch: load_model(tiny_dirs[arch]) for arch in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def organism():
+    """The built model organism (Llama architecture, GQA) and its first equal-length pairs."""
+    from circuits.organism import organism_dir
+    from patching.model import load_model
+    from patching.pairs import read_pairs
+
+    directory = organism_dir()
+    model = load_model(directory)
+    tok = model.tokenizer
+    prompts = []
+    for p in read_pairs(directory / "pairs.jsonl", n=12):
+        h, c = format_chat(tok, p.harmful), format_chat(tok, p.control)
+        if len(h) == len(c):
+            prompts.append((h, c))
+    assert len(prompts) >= 4
+    return model, prompts[:4]
 
 
 def _rows(model, source):
@@ -57,7 +76,9 @@ def test_cached_prefix_equals_full_forward(models, arch) -> None:
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(10, 400, (16,), generator=g)
     source = torch.randn(16, model.d_head, generator=g)
-    rows = [[Interchange(layer, h, [-3, -1], source=source)] for layer in (0, 2) for h in (0, 3)]
+    rows: list[list[Intervention]] = [
+        [Interchange(layer, h, [-3, -1], source=source)] for layer in (0, 2) for h in (0, 3)
+    ]
     rows.append([Scale(1, 2, [-2], alpha=3.0)])
     clean = clean_run(model, tokens, start=13)
     assert clean.start == 13 and clean.block_inputs[0].shape[1] == 3
@@ -87,14 +108,20 @@ def _equal_length_pairs(tok, n=2):
     return out[:n]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_necessity_equals_transformer_lens_patching(models, arch) -> None:
-    """Raw patched metric of every head == TL's get_act_patch_attn_head_out_all_pos."""
+@pytest.mark.parametrize("arch", [*ARCHS, "organism"])
+def test_necessity_equals_transformer_lens_patching(request, arch) -> None:
+    """Raw patched metric of every head == TL's get_act_patch_attn_head_out_all_pos.
+
+    On tiny Qwen2 (GQA) and GPT-2 models and on the model organism (Llama, GQA).
+    """
     from transformer_lens import patching
 
-    model = models[arch]
+    if arch == "organism":
+        model, prompts = request.getfixturevalue("organism")
+    else:
+        model = request.getfixturevalue("models")[arch]
+        prompts = _equal_length_pairs(model.tokenizer)
     metric = RefusalScoreMetric(refusal_token_ids(model.tokenizer))
-    prompts = _equal_length_pairs(model.tokenizer)
     run = interchange(model, [align_pair(h, c) for h, c in prompts], metric, progress=False)
     for i, (h, c) in enumerate(prompts):
         _, control_cache = model.bridge.run_with_cache(c.tokens[None])
@@ -105,6 +132,25 @@ def test_necessity_equals_transformer_lens_patching(models, arch) -> None:
         torch.testing.assert_close(
             run.patched["necessity"][i], reference.double(), atol=1e-4, rtol=0
         )
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_chosen_heads_merged_into_one_run_equal_the_full_grid(organism, positions) -> None:
+    """A few heads in different layers (one batched run from the lowest) == the per-layer map."""
+    model, prompts = organism
+    metric = RefusalScoreMetric(refusal_token_ids(model.tokenizer))
+    pairs = [align_pair(h, c) for h, c in prompts[:2]]
+    heads = [(1, 2), (3, 0), (3, 3), (6, 1), (model.n_layers - 1, 2)]
+    assert len(group_layers(heads, model.n_layers)) < len({layer for layer, _ in heads})
+    full = interchange(model, pairs, metric, positions=positions, progress=False)
+    some = interchange(model, pairs, metric, positions=positions, heads=heads, progress=False)
+    for d in ("necessity", "sufficiency"):
+        for layer, head in heads:
+            torch.testing.assert_close(
+                some.patched[d][:, layer, head], full.patched[d][:, layer, head], atol=1e-5, rtol=0
+            )
+        assert int((~some.patched[d].isnan()).sum()) == len(heads) * len(pairs)
+    assert some.stats.forward_passes < full.stats.forward_passes
 
 
 def test_unequal_lengths_are_right_aligned_and_reported(models) -> None:
