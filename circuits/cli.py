@@ -17,7 +17,7 @@ from patching.errors import RefusalCircuitsError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from circuits import dla_command
+    from circuits import audit_command, compare, dla_command, screen
     from circuits.organism import cli as organism_cli
 
     parser = argparse.ArgumentParser(
@@ -30,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dla_command.register(sub)
+    screen.register(sub)
     organism_cli.register(sub)
+    audit_command.register(sub)
+    compare.register(sub)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""``refusal-circuits compare``: audits of several models side by side.
+
+Each audit directory's ``audit.json`` is reduced to the numbers that travel
+across model families: where the gate sits (its depth as a fraction of the
+layers), how necessary it is, how wide the amplifier band is (layers spanned),
+and how strongly the gate's knockout silences the amplifiers (the cascade's
+percentage drop), set against model size (layers x heads, the number of heads
+the audit searched). The table is printed and written as CSV; the figures go
+into one self-contained ``compare.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from circuits.audit_views import compare_figures
+from circuits.views import write_report
+from patching.errors import RefusalCircuitsError
+
+
+def audit_row(directory: str | Path) -> dict[str, Any]:
+    """The comparable numbers of one audit directory."""
+    path = Path(directory) / "audit.json"
+    if not path.is_file():
+        raise RefusalCircuitsError(
+            f"{path} not found: pass directories written by `refusal-circuits audit --out DIR`"
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))
+    gate = data["gate"]
+    amps = data["amplifiers"]
+    cascade = data.get("cascade") or {}
+    n_layers = int(data["n_layers"])
+    amp_layers = [a["layer"] for a in amps]
+    return {
+        "model": data["model"],
+        "dir": str(directory),
+        "n_layers": n_layers,
+        "n_heads": int(data["n_heads"]),
+        "size": n_layers * int(data["n_heads"]),
+        "gate": ", ".join(f"L{g['layer']}H{g['head']}" for g in gate) or "none",
+        "gate_depth": gate[0]["layer"] / n_layers if gate else None,
+        "gate_necessity": gate[0]["necessity"] if gate else None,
+        "gate_q": gate[0]["q"] if gate else None,
+        "n_amplifiers": len(amps),
+        "amplifier_band_width": (max(amp_layers) - min(amp_layers) + 1) if amp_layers else 0,
+        "cascade_strength": -cascade["effect"] if cascade.get("effect") is not None else None,
+        "cascade_p": cascade.get("p"),
+        "n_negative": len(data["negative_heads"]["heads"]),
+        "n_pairs": int(data["n_pairs"]),
+    }
+
+
+def compare_audits(dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per audit, ordered by model size."""
+    if not dirs:
+        raise RefusalCircuitsError("compare needs at least one audit directory")
+    rows = [audit_row(d) for d in dirs]
+    return pd.DataFrame(rows).sort_values("size", kind="stable").reset_index(drop=True)
+
+
+def write_comparison(table: pd.DataFrame, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    figures = compare_figures(table.to_dict("records"))
+    summary = [
+        f"{r['model']}: gate {r['gate']} at depth "
+        + (f"{r['gate_depth']:.0%}" if r["gate_depth"] is not None else "-")
+        + f", {r['n_amplifiers']} amplifiers over {r['amplifier_band_width']} layers"
+        for r in table.to_dict("records")
+    ]
+    html = write_report(
+        out / "compare.html", "Refusal circuits across models", list(figures.values()),
+        summary=summary,
+    )  # fmt: skip
+    return [out / "compare.csv", html]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="put audits of several models side by side",
+        description=(
+            "Read DIR/audit.json of each audit and compare gate depth (fraction of layers), "
+            "gate necessity, amplifier band width and cascade strength against model size. "
+            "Prints a table; writes OUT/compare.csv and OUT/compare.html."
+        ),
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, help="audit output directories")
+    parser.add_argument("--out", type=Path, default=Path("compare"), help="output directory")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    table = compare_audits(args.dirs)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.drop(columns=["dir"]).to_string(index=False))
+    for path in write_comparison(table, args.out):
+        print(f"wrote {path}")
+    return 0

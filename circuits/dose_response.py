@@ -1,0 +1,120 @@
+"""Dose-response: scale the gate's output and watch refusal and behaviour move.
+
+A gate that routes refusal should act like a dial. Multiplying its output by
+``alpha`` (0 silences it, 1 is the clean model, above 1 amplifies it) should
+move the refusal score monotonically, and the greedy response should walk
+through the behaviour classes (answer -> evasion -> refusal as alpha rises).
+For every alpha this records the mean refusal score on the harmful prompts and
+the share of each behaviour class among their greedy continuations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attribution.metrics import refusal_score
+from circuits.behaviour import BEHAVIOURS, Judge, class_shares, classify, greedy_continuations
+from circuits.knockout import Head, head_hooks
+from patching.batching import batches_by_length
+from patching.chat import ChatPrompt
+from patching.interventions import HeadIntervention, Scale
+from patching.model import HookedModel
+
+DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+@dataclass
+class DoseResponse:
+    """Refusal score and behaviour shares along the scaling factor alpha."""
+
+    heads: list[Head]
+    alphas: list[float]
+    score_mean: list[float]
+    score_sd: list[float]
+    shares: list[dict[str, float]]
+    examples: list[str]
+    n_prompts: int
+
+    def dominant(self) -> list[str]:
+        """The most common behaviour class at each alpha."""
+        return [max(BEHAVIOURS, key=lambda b: s[b]) for s in self.shares]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "heads": [list(h) for h in self.heads],
+            "alphas": self.alphas,
+            "refusal_score": self.score_mean,
+            "refusal_score_sd": self.score_sd,
+            "behaviour": self.shares,
+            "dominant": self.dominant(),
+            "examples": self.examples,
+            "n_prompts": self.n_prompts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DoseResponse:
+        return cls(
+            heads=[(int(a), int(b)) for a, b in data["heads"]],
+            alphas=[float(a) for a in data["alphas"]],
+            score_mean=[float(x) for x in data["refusal_score"]],
+            score_sd=[float(x) for x in data["refusal_score_sd"]],
+            shares=[dict(s) for s in data["behaviour"]],
+            examples=list(data["examples"]),
+            n_prompts=int(data["n_prompts"]),
+        )
+
+
+def scores_under(
+    model: HookedModel,
+    prompts: Sequence[ChatPrompt],
+    refusal_ids: list[int],
+    rows: Sequence[Sequence[HeadIntervention]] | None,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Refusal score at the last prompt position of every prompt under ``rows[i]``."""
+    out = np.zeros(len(prompts))
+    for idx, tokens in batches_by_length(prompts, batch_size):
+        hooks = head_hooks([rows[i] for i in idx]) if rows is not None else []
+        logits = model.run_with_hooks(tokens, hooks)[:, -1]
+        out[idx] = refusal_score(logits, refusal_ids).cpu().numpy()
+    return out
+
+
+def dose_response(
+    model: HookedModel,
+    prompts: Sequence[ChatPrompt],
+    refusal_ids: list[int],
+    heads: Sequence[Head],
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    n_tokens: int = 8,
+    judge: Judge | None = None,
+    progress: bool = True,
+) -> DoseResponse:
+    """Scale every head in ``heads`` by each alpha; score and classify the responses."""
+    means, sds, shares, examples = [], [], [], []
+    with torch.no_grad():
+        for alpha in tqdm(alphas, desc="dose-response", unit="alpha", disable=not progress):
+            row: list[HeadIntervention] = [Scale(lay, h, alpha=float(alpha)) for lay, h in heads]
+            rows = [row for _ in prompts]
+            scores = scores_under(model, prompts, refusal_ids, rows)
+            texts = greedy_continuations(model, prompts, n_tokens, rows)
+            means.append(float(scores.mean()))
+            sds.append(float(scores.std(ddof=1)) if len(scores) > 1 else 0.0)
+            shares.append(class_shares(classify(texts, judge)))
+            examples.append(texts[0] if texts else "")
+    return DoseResponse(
+        heads=list(heads),
+        alphas=[float(a) for a in alphas],
+        score_mean=means,
+        score_sd=sds,
+        shares=shares,
+        examples=examples,
+        n_prompts=len(prompts),
+    )

@@ -1,0 +1,169 @@
+"""Negative refusal heads: the heads that push *against* refusal.
+
+Jailbreak framings and long reasoning traces work partly by recruiting heads
+whose output lowers the refusal logits. Two measurements name them:
+
+1. **Down-scaling.** Each head's output is multiplied by 0.1 on every harmful
+   prompt (plain and jailbreak-framed); a negative head's removal *raises* the
+   refusal score. Per-prompt raises, on the pooled scale of the interchange gap,
+   get a sign-flip test and Benjamini-Hochberg q.
+2. **Direct effect.** The head's refusal DLA on those prompts is negative.
+
+The check that matters to a red-teamer is behavioural: ablate the top ``k``
+percent of heads by raise (among heads with negative DLA) and measure the
+**attack success rate**, the share of harmful prompts the model *answers*
+(greedy response judged "answer"), before and after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attribution.metrics import refusal_score
+from circuits.behaviour import Judge, classify, greedy_continuations
+from circuits.knockout import Head
+from circuits.roles import EffectStats
+from patching.chat import ChatPrompt
+from patching.engine import clean_run, run_rows
+from patching.interventions import Ablation, HeadIntervention, Scale
+from patching.model import HookedModel
+
+
+@dataclass
+class NegativeHeadsResult:
+    """Down-scaling raises, DLA, the heads named, and attack success before/after."""
+
+    scale: float
+    raises: EffectStats
+    harmful_dla: np.ndarray
+    heads: list[Head]
+    ablated: list[Head]
+    top_pct: float
+    asr_before: dict[str, float]
+    asr_after: dict[str, float]
+
+    def top(self, k: int = 10) -> list[dict[str, Any]]:
+        """The ``k`` heads whose down-scaling raises refusal most."""
+        order = np.argsort(-np.nan_to_num(self.raises.effect, nan=-np.inf), axis=None)[:k]
+        n_heads = self.raises.effect.shape[1]
+        return [
+            {
+                "layer": int(i) // n_heads,
+                "head": int(i) % n_heads,
+                "raise": float(self.raises.effect.flat[i]),
+                "q": float(self.raises.q.flat[i]),
+                "dla": float(self.harmful_dla.flat[i]),
+            }
+            for i in order
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale,
+            "raises": self.raises.to_dict(),
+            "harmful_dla": self.harmful_dla.tolist(),
+            "heads": [list(h) for h in self.heads],
+            "ablated": [list(h) for h in self.ablated],
+            "top_pct": self.top_pct,
+            "asr_before": self.asr_before,
+            "asr_after": self.asr_after,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NegativeHeadsResult:
+        return cls(
+            scale=float(data["scale"]),
+            raises=EffectStats.from_dict(data["raises"]),
+            harmful_dla=np.asarray(data["harmful_dla"], dtype=np.float64),
+            heads=[(int(a), int(b)) for a, b in data["heads"]],
+            ablated=[(int(a), int(b)) for a, b in data["ablated"]],
+            top_pct=float(data["top_pct"]),
+            asr_before=dict(data["asr_before"]),
+            asr_after=dict(data["asr_after"]),
+        )
+
+
+def per_head_scores(
+    model: HookedModel,
+    prompts: Sequence[ChatPrompt],
+    refusal_ids: list[int],
+    row_of: Any,
+    progress: bool = True,
+    desc: str = "per-head",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clean score per prompt and score with each head intervened: ``[prompt, layer, head]``.
+
+    ``row_of(layer, head, prompt_index)`` gives that head's intervention.
+    """
+    heads = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
+    clean = np.zeros(len(prompts))
+    out = np.zeros((len(prompts), model.n_layers, model.n_heads))
+    with torch.no_grad():
+        for i, prompt in enumerate(tqdm(prompts, desc=desc, unit="prompt", disable=not progress)):
+            run = clean_run(model, prompt.tokens)
+            clean[i] = float(refusal_score(run.logits, refusal_ids)[0])
+            rows = [[row_of(lay, h, i)] for lay, h in heads]
+            logits = run_rows(model, run, rows)[:, -1]
+            out[i] = refusal_score(logits, refusal_ids).cpu().numpy().reshape(out.shape[1:])
+    return clean, out
+
+
+def downscale_raises(
+    model: HookedModel,
+    prompts: Sequence[ChatPrompt],
+    refusal_ids: list[int],
+    scale: float = 0.1,
+    progress: bool = True,
+) -> np.ndarray:
+    """Per-prompt rise of the refusal score when each head is scaled by ``scale``."""
+    clean, scaled = per_head_scores(
+        model,
+        prompts,
+        refusal_ids,
+        lambda lay, h, i: Scale(lay, h, alpha=scale),
+        progress,
+        "down-scaling",
+    )
+    return scaled - clean[:, None, None]
+
+
+def top_percent(raises: EffectStats, harmful_dla: np.ndarray, pct: float) -> list[Head]:
+    """The top ``pct`` percent of all heads by raise, among heads with negative DLA."""
+    n_heads = raises.effect.shape[1]
+    k = max(1, math.ceil(pct / 100.0 * raises.effect.size))
+    eligible = [
+        (float(raises.effect.flat[i]), (i // n_heads, i % n_heads))
+        for i in range(raises.effect.size)
+        if harmful_dla.flat[i] < 0 and raises.effect.flat[i] > 0
+    ]
+    return sorted(h for _, h in sorted(eligible, key=lambda e: -e[0])[:k])
+
+
+def attack_success(
+    model: HookedModel,
+    prompt_sets: Mapping[str, Sequence[ChatPrompt]],
+    ablate: Sequence[Head],
+    n_tokens: int = 8,
+    judge: Judge | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Share of each set's harmful prompts answered, clean and with ``ablate`` zeroed."""
+    before, after = {}, {}
+    row: list[HeadIntervention] = [Ablation(lay, h, kind="zero") for lay, h in ablate]
+    for name, prompts in prompt_sets.items():
+        if not prompts:
+            continue
+        clean = classify(greedy_continuations(model, prompts, n_tokens), judge)
+        knocked = classify(
+            greedy_continuations(model, prompts, n_tokens, [row for _ in prompts] if row else None),
+            judge,
+        )
+        before[name] = sum(c == "answer" for c in clean) / len(prompts)
+        after[name] = sum(c == "answer" for c in knocked) / len(prompts)
+    return before, after

@@ -1,0 +1,113 @@
+"""The audit against the organism's ground truth, resumability, and the null audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from circuits.audit import AuditConfig, AuditResult, audit, shuffle_labels
+from circuits.organism import load_ground_truth, organism_dir
+from circuits.roles import precision_recall
+from patching.model import load_model
+from patching.pairs import read_pairs
+
+N_PAIRS = 32
+
+
+@pytest.fixture(scope="module")
+def organism():
+    directory = organism_dir()
+    return load_model(directory), directory, load_ground_truth(directory)
+
+
+@pytest.fixture(scope="module")
+def audited(organism, tmp_path_factory: pytest.TempPathFactory) -> tuple[AuditResult, Path]:
+    model, directory, _ = organism
+    out = tmp_path_factory.mktemp("audit")
+    pairs = read_pairs(directory / "pairs.jsonl")
+    jailbreak = read_pairs(directory / "pairs_jailbreak.jsonl")
+    config = AuditConfig(n=N_PAIRS, figures=False)
+    result = audit(model, pairs, config, out, progress=False, jailbreak=jailbreak)
+    return result, out
+
+
+def test_names_the_planted_gate(audited, organism) -> None:
+    result, _ = audited
+    truth = organism[2]
+    assert [(g.layer, g.head) for g in result.gate] == [truth.gate]
+    gate = result.gate[0]
+    assert gate.q < 0.05 and gate.necessity > 0.9 and gate.dla_share < 0.01
+    named = {(h.layer, h.head) for h in [*result.gate, *result.amplifiers]}
+    assert not named & set(truth.distractors)
+
+
+def test_finds_the_amplifiers_and_negative_head(audited, organism) -> None:
+    result, _ = audited
+    truth = organism[2]
+    precision, recall = precision_recall(
+        [(a.layer, a.head) for a in result.amplifiers], truth.amplifiers
+    )
+    assert precision >= 0.9 and recall >= 0.9
+    assert set(truth.negatives) <= set(result.negative_heads.heads)
+    assert not set(result.negative_heads.heads) & set(truth.distractors)
+    neg = result.negative_heads
+    assert neg.asr_after["jailbreak"] < neg.asr_before["jailbreak"]
+
+
+def test_cascade_amplifiers_fall_and_null_does_not(audited) -> None:
+    result, _ = audited
+    cascade = result.cascade
+    assert cascade is not None
+    assert all(change < -50 for change in cascade.per_amplifier().values())
+    assert cascade.effect < -50
+    assert abs(cascade.null_mean) < 5 and cascade.null_max < 10
+    assert cascade.p == min(cascade.p, 1 / (1 + len(cascade.null_effects)) + 1e-12)
+
+
+def test_dose_response_walks_from_answer_to_refusal(audited) -> None:
+    dose = audited[0].dose_response
+    assert dose is not None
+    assert dose.score_mean == sorted(dose.score_mean)
+    classes = dose.dominant()
+    assert classes[0] == "answer" and classes[-1] == "refusal" and "evasion" in classes
+
+
+def test_outputs_and_resume(audited, organism) -> None:
+    result, out = audited
+    data = json.loads((out / "audit.json").read_text())
+    for key in ("model", "n_layers", "n_heads", "n_pairs", "gate", "amplifiers", "negative_heads",
+                "cascade", "ablation_vs_interchange", "dose_response", "settings", "versions",
+                "seconds"):  # fmt: skip
+        assert key in data
+    assert {"layer", "head", "necessity", "ci", "p", "q", "dla_share"} <= set(data["gate"][0])
+    assert "knockout_change" in data["amplifiers"][0]
+    html = (out / "report.html").read_text()
+    assert "<script src=" not in html and "plotly" in html.lower()
+    model, directory, _ = organism
+    pairs = read_pairs(directory / "pairs.jsonl")
+    jailbreak = read_pairs(directory / "pairs_jailbreak.jsonl")
+    again = audit(model, pairs, AuditConfig(n=N_PAIRS, figures=False), out, progress=False,
+                  jailbreak=jailbreak)  # fmt: skip
+    assert again.steps["computed"] == []
+    strip = ("seconds", "steps", "summary")
+    first = {k: v for k, v in result.to_dict().items() if k not in strip}
+    assert first == {k: v for k, v in again.to_dict().items() if k not in strip}
+    # A changed dose setting recomputes only the dose-response.
+    changed = audit(model, pairs, AuditConfig(n=N_PAIRS, figures=False, dose_alphas=(0.0, 1.0)),
+                    out, progress=False, jailbreak=jailbreak)  # fmt: skip
+    assert changed.steps["computed"] == ["dose_response"]
+    assert AuditResult.from_json(out / "audit.json").to_dict()["gate"] == changed.to_dict()["gate"]
+
+
+def test_null_audit_names_no_gate(organism) -> None:
+    model, directory, _ = organism
+    pairs = read_pairs(directory / "pairs.jsonl")
+    config = AuditConfig(n=12, figures=False, n_boot=200)
+    named = 0
+    seeds = range(10)
+    for seed in seeds:
+        result = audit(model, shuffle_labels(pairs[:12], seed), config, progress=False)
+        named += bool(result.gate)
+    assert named / len(seeds) <= 0.05 + 1e-9
