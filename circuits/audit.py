@@ -105,6 +105,8 @@ class AuditConfig:
     n_boot: int = 1000
     refusal_words: tuple[str, ...] = REFUSAL_WORDS
     figures: bool = True
+    negative_heads: bool = True
+    ablation_compare: bool = True
 
     def settings(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -168,9 +170,9 @@ class AuditResult:
     gate: list[HeadFinding]
     gate_candidates: list[HeadFinding]
     amplifiers: list[HeadFinding]
-    negative_heads: NegativeHeadsResult
+    negative_heads: NegativeHeadsResult | None
     cascade: CascadeResult | None
-    ablation_vs_interchange: AblationComparison
+    ablation_vs_interchange: AblationComparison | None
     dose_response: DoseResponse | None
     settings: dict[str, Any]
     versions: dict[str, str]
@@ -216,7 +218,9 @@ class AuditResult:
                 f"{c.null_max:.1f}%, empirical p={c.p:.3g}, {len(c.null_effects)} null heads)."
             )
         neg = self.negative_heads
-        if neg.heads:
+        if neg is None:
+            lines.append("Negative heads: not run (negative_heads=False).")
+        elif neg.heads:
             lines.append(
                 "Negative refusal heads: "
                 + ", ".join(f"L{a}H{b}" for a, b in neg.heads)
@@ -232,12 +236,13 @@ class AuditResult:
         else:
             lines.append("No negative refusal head.")
         comp = self.ablation_vs_interchange
-        lines.append(
-            f"Ablation ({comp.kind}) vs interchange rankings: Spearman "
-            f"{comp.rank_correlation:+.2f}; "
-            f"interchange only: {_labels(comp.found_by_interchange - comp.found_by_ablation)}; "
-            f"ablation only: {_labels(comp.found_by_ablation - comp.found_by_interchange)}."
-        )
+        if comp is not None:
+            lines.append(
+                f"Ablation ({comp.kind}) vs interchange rankings: Spearman "
+                f"{comp.rank_correlation:+.2f}; "
+                f"interchange only: {_labels(comp.found_by_interchange - comp.found_by_ablation)}; "
+                f"ablation only: {_labels(comp.found_by_ablation - comp.found_by_interchange)}."
+            )
         if self.dose_response is not None:
             d = self.dose_response
             walk = ", ".join(f"{a:g}:{b}" for a, b in zip(d.alphas, d.dominant(), strict=True))
@@ -255,9 +260,13 @@ class AuditResult:
                 "gate": [h.to_dict() for h in self.gate],
                 "gate_candidates": [h.to_dict() for h in self.gate_candidates],
                 "amplifiers": [h.to_dict() for h in self.amplifiers],
-                "negative_heads": self.negative_heads.to_dict(),
+                "negative_heads": None
+                if self.negative_heads is None
+                else self.negative_heads.to_dict(),
                 "cascade": None if self.cascade is None else self.cascade.to_dict(),
-                "ablation_vs_interchange": self.ablation_vs_interchange.to_dict(),
+                "ablation_vs_interchange": None
+                if self.ablation_vs_interchange is None
+                else self.ablation_vs_interchange.to_dict(),
                 "dose_response": None
                 if self.dose_response is None
                 else self.dose_response.to_dict(),
@@ -285,9 +294,13 @@ class AuditResult:
             gate=[HeadFinding.from_dict(h) for h in data["gate"]],
             gate_candidates=[HeadFinding.from_dict(h) for h in data["gate_candidates"]],
             amplifiers=[HeadFinding.from_dict(h) for h in data["amplifiers"]],
-            negative_heads=NegativeHeadsResult.from_dict(data["negative_heads"]),
+            negative_heads=None
+            if data["negative_heads"] is None
+            else NegativeHeadsResult.from_dict(data["negative_heads"]),
             cascade=None if data["cascade"] is None else CascadeResult.from_dict(data["cascade"]),
-            ablation_vs_interchange=AblationComparison.from_dict(data["ablation_vs_interchange"]),
+            ablation_vs_interchange=None
+            if data["ablation_vs_interchange"] is None
+            else AblationComparison.from_dict(data["ablation_vs_interchange"]),
             dose_response=None
             if data["dose_response"] is None
             else DoseResponse.from_dict(data["dose_response"]),
@@ -559,83 +572,89 @@ def audit(
         say("[5/7] no gate: dose-response skipped")
 
     # 6. negative heads -------------------------------------------------------
-    say(f"[6/7] negative refusal heads (down-scaling x{s.negative_scale:g})")
-    neg_prompts = harmful + jb_harmful
-    neg_answers = torch.cat([answers, _answers(model, jb_control)]) if jb_control else answers
-    neg_deps = {
-        **base,
-        "jailbreak": digest([[p.harmful, p.control] for p in jailbreak]),
-        "scale": s.negative_scale,
-    }
+    negative: NegativeHeadsResult | None = None
+    if s.negative_heads:
+        say(f"[6/7] negative refusal heads (down-scaling x{s.negative_scale:g})")
+        neg_prompts = harmful + jb_harmful
+        neg_answers = torch.cat([answers, _answers(model, jb_control)]) if jb_control else answers
+        neg_deps = {
+            **base,
+            "jailbreak": digest([[p.harmful, p.control] for p in jailbreak]),
+            "scale": s.negative_scale,
+        }
 
-    def run_downscale() -> dict[str, Any]:
-        from circuits.knockout import intervened_dla
+        def run_downscale() -> dict[str, Any]:
+            from circuits.knockout import intervened_dla
 
-        raises = downscale_raises(model, neg_prompts, refusal_ids, s.negative_scale, progress)
-        heads_dla, _ = intervened_dla(model, neg_prompts, refusal_ids, neg_answers)
-        return {"raises": raises.tolist(), "dla": heads_dla.mean(axis=0).tolist()}
+            raises = downscale_raises(model, neg_prompts, refusal_ids, s.negative_scale, progress)
+            heads_dla, _ = intervened_dla(model, neg_prompts, refusal_ids, neg_answers)
+            return {"raises": raises.tolist(), "dla": heads_dla.mean(axis=0).tolist()}
 
-    down = store.step("downscale", neg_deps, run_downscale)
-    raises = effect_stats(
-        np.asarray(down["raises"], dtype=np.float64) / scale, seed=s.seed, n_boot=s.n_boot
-    )
-    neg_dla = np.asarray(down["dla"], dtype=np.float64)
-    negatives = select_negatives(
-        raises,
-        neg_dla,
-        alpha=s.alpha,
-        min_raise=s.negative_min_raise,
-        min_dla_share=s.max_dla_share,
-    )
-    ablated = top_percent(raises, neg_dla, s.negative_top_pct)
-    sets = {"harmful": harmful[: s.n_generate], "jailbreak": jb_harmful[: s.n_generate]}
-    asr = store.step(
-        "attack_success",
-        {**neg_deps, **gen_deps, "ablated": [list(h) for h in ablated]},
-        lambda: dict(
-            zip(
-                ("before", "after"),
-                attack_success(model, sets, ablated, s.gen_tokens, judge),
-                strict=True,
-            )
-        ),
-    )
-    negative = NegativeHeadsResult(
-        scale=s.negative_scale,
-        raises=raises,
-        harmful_dla=neg_dla,
-        heads=negatives,
-        ablated=ablated,
-        top_pct=s.negative_top_pct,
-        asr_before=asr["before"],
-        asr_after=asr["after"],
-    )
+        down = store.step("downscale", neg_deps, run_downscale)
+        raises = effect_stats(
+            np.asarray(down["raises"], dtype=np.float64) / scale, seed=s.seed, n_boot=s.n_boot
+        )
+        neg_dla = np.asarray(down["dla"], dtype=np.float64)
+        negatives = select_negatives(
+            raises,
+            neg_dla,
+            alpha=s.alpha,
+            min_raise=s.negative_min_raise,
+            min_dla_share=s.max_dla_share,
+        )
+        ablated = top_percent(raises, neg_dla, s.negative_top_pct)
+        sets = {"harmful": harmful[: s.n_generate], "jailbreak": jb_harmful[: s.n_generate]}
+        asr = store.step(
+            "attack_success",
+            {**neg_deps, **gen_deps, "ablated": [list(h) for h in ablated]},
+            lambda: dict(
+                zip(
+                    ("before", "after"),
+                    attack_success(model, sets, ablated, s.gen_tokens, judge),
+                    strict=True,
+                )
+            ),
+        )
+        negative = NegativeHeadsResult(
+            scale=s.negative_scale,
+            raises=raises,
+            harmful_dla=neg_dla,
+            heads=negatives,
+            ablated=ablated,
+            top_pct=s.negative_top_pct,
+            asr_before=asr["before"],
+            asr_after=asr["after"],
+        )
 
     # 7. ablation vs interchange -------------------------------------------
-    say(f"[7/7] per-head {s.knockout} ablation vs interchange")
+    comparison: AblationComparison | None = None
+    if s.ablation_compare:
+        say(f"[7/7] per-head {s.knockout} ablation vs interchange")
 
-    def run_ablation() -> dict[str, Any]:
-        ref = capture_z(model, control, range(model.n_layers)) if s.knockout != "zero" else None
-        every = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
-        rows = {h: knockouts([h], harmful, s.knockout, ref, s.seed) for h in every}
+        def run_ablation() -> dict[str, Any]:
+            ref = capture_z(model, control, range(model.n_layers)) if s.knockout != "zero" else None
+            every = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
+            rows = {h: knockouts([h], harmful, s.knockout, ref, s.seed) for h in every}
 
-        def row_of(lay: int, h: int, i: int) -> Ablation:
-            iv = rows[lay, h][i][0]
-            assert isinstance(iv, Ablation)
-            return iv
+            def row_of(lay: int, h: int, i: int) -> Ablation:
+                iv = rows[lay, h][i][0]
+                assert isinstance(iv, Ablation)
+                return iv
 
-        clean, ablated_scores = per_head_scores(
-            model, harmful, refusal_ids, row_of, progress, "ablation"
+            clean, ablated_scores = per_head_scores(
+                model, harmful, refusal_ids, row_of, progress, "ablation"
+            )
+            return {"drops": (clean[:, None, None] - ablated_scores).tolist()}
+
+        drops = store.step(
+            "ablation", {**base, "knockout": s.knockout, "seed": s.seed}, run_ablation
         )
-        return {"drops": (clean[:, None, None] - ablated_scores).tolist()}
-
-    drops = store.step("ablation", {**base, "knockout": s.knockout, "seed": s.seed}, run_ablation)
-    ablation = effect_stats(
-        np.asarray(drops["drops"], dtype=np.float64) / scale, seed=s.seed, n_boot=s.n_boot
-    )
-    comparison = AblationComparison(
-        kind=s.knockout, ablation=ablation, interchange=necessity, alpha=s.alpha
-    )
+        ablation = effect_stats(
+            np.asarray(drops["drops"], dtype=np.float64) / scale, seed=s.seed, n_boot=s.n_boot
+        )
+        comparison = AblationComparison(
+            kind=s.knockout, ablation=ablation, interchange=necessity, alpha=s.alpha
+        )
 
     result = AuditResult(
         model=model.name,

@@ -64,7 +64,8 @@ def necessity_heatmap(result: AuditResult) -> go.Figure:
     )
     marks = [((h.layer, h.head), "G") for h in result.gate]
     marks += [((h.layer, h.head), "A") for h in result.amplifiers]
-    marks += [((a, b), "N") for a, b in result.negative_heads.heads]
+    if result.negative_heads is not None:
+        marks += [((a, b), "N") for a, b in result.negative_heads.heads]
     for (layer, head), letter in marks:
         fig.add_annotation(
             x=f"H{head}",
@@ -177,6 +178,8 @@ def dose_response_chart(result: AuditResult) -> go.Figure:
 def ranking_comparison(result: AuditResult) -> go.Figure:
     """Ablation effect vs interchange necessity per head (one point per head)."""
     comp = result.ablation_vs_interchange
+    if comp is None:
+        return go.Figure(layout={"title": "Ablation vs interchange: not run"})
     n_heads = result.n_heads
     labels = [f"L{i // n_heads}H{i % n_heads}" for i in range(comp.ablation.effect.size)]
     inter, abl = comp.found_by_interchange, comp.found_by_ablation
@@ -219,6 +222,8 @@ def _points(comp: Any, idx: list[int], labels: list[str], name: str, colour: str
 
 def ranking_table(result: AuditResult, k: int = 12) -> go.Figure:
     """The top heads by interchange necessity with their ablation rank beside."""
+    if result.ablation_vs_interchange is None:
+        return go.Figure(layout={"title": "Rankings: ablation not run"})
     rows = result.ablation_vs_interchange.table(k)
     columns = ["head", "necessity", "rank", "ablation", "rank", "q (interchange)"]
     cells = [

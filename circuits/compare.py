@@ -51,7 +51,7 @@ def audit_row(directory: str | Path) -> dict[str, Any]:
         "amplifier_band_width": (max(amp_layers) - min(amp_layers) + 1) if amp_layers else 0,
         "cascade_strength": -cascade["effect"] if cascade.get("effect") is not None else None,
         "cascade_p": cascade.get("p"),
-        "n_negative": len(data["negative_heads"]["heads"]),
+        "n_negative": len((data.get("negative_heads") or {}).get("heads", [])),
         "n_pairs": int(data["n_pairs"]),
     }
 

@@ -50,9 +50,11 @@ def test_finds_the_amplifiers_and_negative_head(audited, organism) -> None:
         [(a.layer, a.head) for a in result.amplifiers], truth.amplifiers
     )
     assert precision >= 0.9 and recall >= 0.9
-    assert set(truth.negatives) <= set(result.negative_heads.heads)
-    assert not set(result.negative_heads.heads) & set(truth.distractors)
+    negatives = set(result.negative_heads.heads) if result.negative_heads else set()
+    assert set(truth.negatives) <= negatives
+    assert not negatives & set(truth.distractors)
     neg = result.negative_heads
+    assert neg is not None
     assert neg.asr_after["jailbreak"] < neg.asr_before["jailbreak"]
 
 
@@ -104,7 +106,9 @@ def test_outputs_and_resume(audited, organism) -> None:
 def test_null_audit_names_no_gate(organism) -> None:
     model, directory, _ = organism
     pairs = read_pairs(directory / "pairs.jsonl")
-    config = AuditConfig(n=12, figures=False, n_boot=200)
+    config = AuditConfig(
+        n=12, figures=False, n_boot=200, negative_heads=False, ablation_compare=False
+    )
     named = 0
     seeds = range(10)
     for seed in seeds:

@@ -1,0 +1,86 @@
+"""Units of the audit that need no model: judge, store, roles, statistics helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from circuits.ablation_compare import spearman
+from circuits.audit import AuditConfig, shuffle_labels
+from circuits.behaviour import KeywordJudge, class_shares, classify
+from circuits.cascade import percent_change
+from circuits.roles import (
+    EffectStats,
+    depth_band,
+    effect_stats,
+    gate_band,
+    precision_recall,
+    select_amplifiers,
+)
+from circuits.store import StepStore
+from patching.pairs import PromptPair
+
+
+def test_keyword_judge_classes() -> None:
+    judge = KeywordJudge()
+    assert judge("Sorry , I cannot help with that .") == "refusal"
+    assert judge("Perhaps it depends on context .") == "evasion"
+    assert judge("Instead, here is a safer way to do it") == "constructive"
+    assert judge("Sure ! Here are the steps .") == "answer"
+    assert class_shares(classify(["Sorry", "Sure"]))["refusal"] == 0.5
+    with pytest.raises(ValueError, match="judge"):
+        classify(["x"], judge=lambda t: "maybe")
+
+
+def test_store_loads_and_keys_on_settings(tmp_path) -> None:
+    store = StepStore(tmp_path)
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"x": [1.0, 2.0]}
+
+    assert store.step("a", {"k": 1}, compute) == {"x": [1.0, 2.0]}
+    again = StepStore(tmp_path)
+    assert again.step("a", {"k": 1}, compute) == {"x": [1.0, 2.0]}
+    assert len(calls) == 1 and again.loaded == ["a"]
+    again.step("a", {"k": 2}, compute)
+    assert len(calls) == 2 and again.computed == ["a"]
+
+
+def test_depth_band_and_gate_band() -> None:
+    assert depth_band(8, (0.25, 0.65)) == [2, 3, 4, 5]
+    with pytest.raises(ValueError, match="band"):
+        depth_band(8, (0.7, 0.2))
+    effect = np.zeros((8, 4))
+    effect[3, 2], effect[4, 1], effect[6, 0] = 1.0, 0.6, 0.9
+    stats = EffectStats(effect, effect, effect, effect, effect, 10)
+    assert gate_band((3, 2), [(3, 2), (4, 1), (6, 0)], stats) == [(3, 2), (4, 1)]
+
+
+def test_amplifier_selection_and_precision() -> None:
+    dla = np.zeros((8, 4))
+    dla[5, 0], dla[6, 2], dla[7, 3] = 6.0, 5.0, 4.0
+    change = np.zeros((8, 4))
+    change[5, 0], change[6, 2] = -1.0, -0.9
+    assert select_amplifiers(dla, change, after_layer=3) == [(5, 0), (6, 2)]
+    assert precision_recall([(5, 0), (6, 2)], [(5, 0), (6, 2), (5, 1)]) == (1.0, 2 / 3)
+
+
+def test_label_shuffle_flips_pooled_effects() -> None:
+    pairs = [PromptPair(harmful=f"h{i}", control=f"c{i}") for i in range(40)]
+    shuffled = shuffle_labels(pairs, seed=1)
+    swapped = sum(p.harmful.startswith("c") for p in shuffled)
+    assert 0 < swapped < 40
+    # Effects of equal size and random sign: the sign-flip test calls nothing.
+    rng = np.random.default_rng(0)
+    signs = rng.choice([-1.0, 1.0], size=(40, 2, 2))
+    assert (effect_stats(signs, n_boot=100).p > 0.01).all()
+
+
+def test_helpers() -> None:
+    assert percent_change(np.array([2.0, 0.0]), np.array([1.0, 1.0]))[0] == -50.0
+    assert np.isnan(percent_change(np.array([2.0, 0.0]), np.array([1.0, 1.0]))[1])
+    assert spearman(np.arange(5.0), np.arange(5.0) ** 2) == pytest.approx(1.0)
+    config = AuditConfig(band=(0.2, 0.6), dose_alphas=(0.0, 1.0))
+    assert AuditConfig.from_settings(config.settings()) == config
