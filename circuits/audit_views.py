@@ -265,6 +265,7 @@ def write_audit_outputs(result: AuditResult, out: Path, *, static: bool = True) 
         ),
     ]
     if static:
+        (out / "figures").mkdir(exist_ok=True)
         try:
             for stem, fig in figures.items():
                 if stem != "ranking_table":

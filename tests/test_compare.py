@@ -37,5 +37,5 @@ def test_compare_table_and_command(tmp_path: Path) -> None:
     assert main(["compare", str(small), str(large), "--out", str(out)]) == 0
     html = (out / "compare.html").read_text()
     assert "gate depth" in html and "<script src=" not in html
-    with pytest.raises(RefusalCircuitsError, match="audit.json"):
+    with pytest.raises(RefusalCircuitsError, match=r"audit\.json"):
         compare_audits([tmp_path])
