@@ -28,12 +28,7 @@ def register(subparsers: Any) -> None:
             "DIR/steps, so rerunning after an interruption resumes."
         ),
     )
-    add_model_args(parser)
-    parser.set_defaults(out=DEFAULT_OUT)
-    for action in parser._actions:  # --out is optional here (default ./audit)
-        if action.dest == "out":
-            action.required = False
-            action.help = f"output directory (default: ./{DEFAULT_OUT})"
+    add_model_args(parser, default_out=DEFAULT_OUT)
     parser.add_argument("--jailbreak", type=Path, default=None, help="jailbreak-framed pairs")
     parser.add_argument(
         "--band",

@@ -14,7 +14,8 @@ from patching.pairs import PromptPair, builtin_pairs, read_pairs
 ORGANISM = "organism"
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser, *, default_out: Path | None = None) -> None:
+    """The shared options; ``--out`` is required unless a ``default_out`` is given."""
     parser.add_argument(
         "--model",
         default=ORGANISM,
@@ -28,7 +29,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         help="JSONL/CSV prompt pairs (harmful, control, category); default: the organism's "
         "own pairs for the organism, the built-in set otherwise",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_out,
+        required=default_out is None,
+        help="output directory" + (f" (default: ./{default_out})" if default_out else ""),
+    )
     parser.add_argument("--n", type=int, default=None, help="use n pairs (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling and statistics")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
