@@ -49,3 +49,33 @@ def test_the_network_check_catches_a_remote_resource(tmp_path: Path) -> None:
     load = load_page(page, tmp_path)
     assert load.remote_urls == ["https://cdn.example.org/x.js"]
     assert rendered_figures(load.dom) == 0
+
+
+@pytest.fixture(scope="module")
+def audit_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from circuits.audit import AuditConfig, audit
+    from circuits.organism import organism_dir
+    from patching.model import load_model
+    from patching.pairs import read_pairs
+
+    directory = organism_dir()
+    out = tmp_path_factory.mktemp("audit")
+    audit(
+        load_model(directory),
+        read_pairs(directory / "pairs.jsonl"),
+        AuditConfig(n=12, n_null=6, figures=False),
+        out_dir=out,
+        progress=False,
+        jailbreak=read_pairs(directory / "pairs_jailbreak.jsonl"),
+    )
+    return out / "report.html"
+
+
+def test_audit_report_renders_every_figure_offline(audit_report: Path, tmp_path: Path) -> None:
+    html = audit_report.read_text()
+    load = load_page(audit_report, tmp_path)
+    assert figure_count(html) >= 4  # heatmaps, cascade, dose-response, ranking comparison
+    assert rendered_figures(load.dom) == figure_count(html)
+    assert "Gate L3H2" in load.dom  # the written summary is on the page
+    assert not is_blank(load.screenshot)
+    assert load.remote_urls == []
