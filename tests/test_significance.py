@@ -54,3 +54,70 @@ def test_null_audit_with_shuffled_labels_stays_at_nominal_rate(n_pairs: int) -> 
         c = np.where(swap[:, None, None], harmful, control)
         q = benjamini_hochberg(sign_flip_test(h - c, seed=seed, n_perm=2000))
         assert np.mean(q < 0.05) <= 0.05
+
+
+@pytest.fixture(scope="module")
+def organism_pairs():
+    """The model organism and 12 of its equal-length (harmful, control) pairs, aligned."""
+    from circuits.organism import organism_dir
+    from patching.chat import format_chat
+    from patching.interchange import align_pair
+    from patching.model import load_model
+    from patching.pairs import read_pairs
+
+    directory = organism_dir()
+    model = load_model(directory)
+    tok = model.tokenizer
+    prompts = []
+    for p in read_pairs(directory / "pairs.jsonl"):
+        h, c = format_chat(tok, p.harmful), format_chat(tok, p.control)
+        if len(h) == len(c):
+            prompts.append((h, c))
+    assert len(prompts) >= 12
+    return (
+        model,
+        [align_pair(h, c) for h, c in prompts[:12]],
+        [align_pair(c, h) for h, c in prompts[:12]],
+    )
+
+
+def _interchange_effect(run) -> np.ndarray:
+    """e = [m(s) - m(s<-c)] + [m(c<-s) - m(c)] per pair and head (s: the 'harmful' side)."""
+    s = run.clean_harmful.numpy()[:, None, None]
+    c = run.clean_control.numpy()[:, None, None]
+    return (s - run.patched["necessity"].numpy()) + (run.patched["sufficiency"].numpy() - c)
+
+
+def test_null_audit_on_the_organism_with_labels_swapped_within_pairs(organism_pairs) -> None:
+    """Real model, real pairs, harmful/control swapped at random within each pair.
+
+    The per-pair effect is ``e = N + S`` with necessity drop ``N = m(s) - m(s<-c)``
+    and sufficiency rise ``S = m(c<-s) - m(c)``. Swapping s and c turns N into -S
+    and S into -N, so ``e -> -e``: it is *antisymmetric*, and with labels swapped
+    by fair coins its per-pair sign is a coin flip whatever the model does, which
+    is exactly the sign-flip test's null. (``N - S`` would be symmetric, and N
+    alone is neither, so neither gives a valid label-shuffling null.) The patched
+    runs are recomputed on the swapped pairs for every seed. The organism has a
+    real refusal circuit; the unswapped pairs must find it (the audit has power),
+    the swapped ones must not: share of heads with q < 0.05 <= 0.05 for every seed.
+    """
+    from attribution.nll import RefusalScoreMetric
+    from attribution.refusal_tokens import refusal_token_ids
+    from patching.interchange import interchange
+
+    model, pairs, swapped_pairs = organism_pairs
+    metric = RefusalScoreMetric(refusal_token_ids(model.tokenizer))
+    base = _interchange_effect(interchange(model, pairs, metric, progress=False))
+    n = len(pairs)
+    q_true = benjamini_hochberg(sign_flip_test(base.reshape(n, -1), n_perm=2000))
+    assert np.nanmin(q_true) < 0.05  # a positive control: the circuit is found unswapped
+    for seed in range(5):
+        swap = np.random.default_rng(seed).random(n) < 0.5
+        assert 0 < swap.sum() < n
+        mixed = [swapped_pairs[i] if swap[i] else pairs[i] for i in range(n)]
+        effect = _interchange_effect(interchange(model, mixed, metric, progress=False))
+        # The antisymmetry holds on the model's own numbers, not just on paper.
+        sign = np.where(swap, -1.0, 1.0)[:, None, None]
+        np.testing.assert_allclose(effect, sign * base, atol=1e-4)
+        q = benjamini_hochberg(sign_flip_test(effect.reshape(n, -1), seed=seed, n_perm=2000))
+        assert np.mean(q < 0.05) <= 0.05, f"seed {seed}: {np.mean(q < 0.05):.3f} of heads"
