@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 
 from circuits.behaviour import BEHAVIOURS
 from circuits.export import StaticExportUnavailable, save_static
-from circuits.views import DIVERGING, write_report
+from circuits.views import head_heatmap, write_report
 
 if TYPE_CHECKING:
     from circuits.audit import AuditResult
@@ -39,7 +39,6 @@ CLASS_COLOURS = {
 def necessity_heatmap(result: AuditResult) -> go.Figure:
     """Interchange necessity per head; the gate (G) and amplifiers (A) marked."""
     nec = result.necessity
-    zmax = float(np.nanmax(np.abs(nec.effect))) or 1.0
     hover = np.empty(nec.effect.shape, dtype=object)
     for layer in range(result.n_layers):
         for head in range(result.n_heads):
@@ -48,20 +47,7 @@ def necessity_heatmap(result: AuditResult) -> go.Figure:
                 f"[{nec.ci_low[layer, head]:+.3f}, {nec.ci_high[layer, head]:+.3f}]"
                 f"<br>p={nec.p[layer, head]:.2g}, q={nec.q[layer, head]:.2g}"
             )
-    fig = go.Figure(
-        go.Heatmap(
-            z=nec.effect,
-            x=[f"H{h}" for h in range(result.n_heads)],
-            y=[f"L{layer}" for layer in range(result.n_layers)],
-            colorscale=DIVERGING,
-            zmid=0.0,
-            zmin=-zmax,
-            zmax=zmax,
-            text=hover,
-            hoverinfo="text",
-            colorbar={"title": "necessity"},
-        )
-    )
+    fig = go.Figure(head_heatmap(nec.effect, hover, colorbar_title="necessity"))
     marks = [((h.layer, h.head), "G") for h in result.gate]
     marks += [((h.layer, h.head), "A") for h in result.amplifiers]
     if result.negative_heads is not None:

@@ -22,8 +22,35 @@ DIVERGING = "RdBu_r"
 
 
 def _symmetric_range(*grids: np.ndarray) -> float:
-    peak = max(float(np.abs(g).max()) for g in grids)
+    peaks = [float(np.nanmax(np.abs(g))) for g in grids if np.isfinite(g).any()]
+    peak = max(peaks, default=0.0)
     return peak if peak > 0 else 1.0
+
+
+def head_heatmap(
+    values: np.ndarray,
+    hover: np.ndarray,
+    *,
+    colorbar_title: str,
+    zmax: float | None = None,
+    showscale: bool = True,
+) -> go.Heatmap:
+    """The one layer x head trace every view uses: labelled axes, zero-centred diverging scale."""
+    n_layers, n_heads = values.shape
+    zmax = zmax if zmax is not None else _symmetric_range(values)
+    return go.Heatmap(
+        z=values,
+        x=[f"H{h}" for h in range(n_heads)],
+        y=[f"L{layer}" for layer in range(n_layers)],
+        colorscale=DIVERGING,
+        zmid=0.0,
+        zmin=-zmax,
+        zmax=zmax,
+        text=hover,
+        hoverinfo="text",
+        showscale=showscale,
+        colorbar={"title": colorbar_title},
+    )
 
 
 def _head_hover(result: DLAResult, values: np.ndarray, with_ci: bool) -> np.ndarray:
@@ -43,20 +70,8 @@ def _head_hover(result: DLAResult, values: np.ndarray, with_ci: bool) -> np.ndar
 def dla_heatmap(result: DLAResult, *, title: str | None = None) -> go.Figure:
     """Layer x head map of harmful-minus-control DLA, with CI on hover."""
     values = result.per_head
-    zmax = _symmetric_range(values)
     fig = go.Figure(
-        go.Heatmap(
-            z=values,
-            x=[f"H{h}" for h in range(result.n_heads)],
-            y=[f"L{layer}" for layer in range(result.n_layers)],
-            colorscale=DIVERGING,
-            zmid=0.0,
-            zmin=-zmax,
-            zmax=zmax,
-            text=_head_hover(result, values, with_ci=True),
-            hoverinfo="text",
-            colorbar={"title": "logits"},
-        )
+        head_heatmap(values, _head_hover(result, values, with_ci=True), colorbar_title="logits")
     )
     fig.update_layout(
         title=title
@@ -78,18 +93,12 @@ def dla_side_by_side(result: DLAResult) -> go.Figure:
     )
     for col, values in ((1, harmful), (2, control)):
         fig.add_trace(
-            go.Heatmap(
-                z=values,
-                x=[f"H{h}" for h in range(result.n_heads)],
-                y=[f"L{layer}" for layer in range(result.n_layers)],
-                colorscale=DIVERGING,
-                zmid=0.0,
-                zmin=-zmax,
+            head_heatmap(
+                values,
+                _head_hover(result, values, with_ci=False),
+                colorbar_title="logits",
                 zmax=zmax,
-                text=_head_hover(result, values, with_ci=False),
-                hoverinfo="text",
                 showscale=col == 2,
-                colorbar={"title": "logits"},
             ),
             row=1,
             col=col,
