@@ -15,6 +15,7 @@ from patching.chat import format_chat
 from patching.components import decompose_residual
 from patching.errors import RefusalCircuitsError
 from patching.pairs import builtin_pairs
+from tests.identities import assert_dla_identity
 
 PAIRS = builtin_pairs(6)
 
@@ -38,16 +39,7 @@ def test_decomposition_sums_to_final_residual(tiny_model) -> None:
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2", "gemma2"])
 def test_components_sum_to_logit_difference(results, arch: str) -> None:
     """Per-head DLA + every other component == the logit diff read off the logits."""
-    r = results[arch]
-    for side in ("harmful", "control"):
-        heads = getattr(r, f"{side}_heads").sum(axis=(1, 2))
-        others = np.sum(list(getattr(r, f"{side}_components").values()), axis=0)
-        total = getattr(r, f"{side}_logit_diff")
-        np.testing.assert_allclose(
-            heads + others, total, rtol=1e-4, atol=1e-4 * np.abs(total).max()
-        )
-    assert abs(r.residual_error) <= 1e-4 * max(1.0, abs(r.total_logit_diff))
-    assert r.remainder == pytest.approx(r.total_logit_diff - r.per_head.sum())
+    assert_dla_identity(results[arch])
 
 
 def test_logit_diff_matches_an_independent_forward(tiny_dirs) -> None:

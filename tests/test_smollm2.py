@@ -13,6 +13,7 @@ from patching.bundled import smollm2_gguf
 from patching.chat import format_chat
 from patching.model import load_model
 from patching.pairs import builtin_pairs
+from tests.identities import assert_dla_identity
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +43,9 @@ def test_chat_positions_on_the_real_template(smol) -> None:
 
 
 def test_dla_identity_on_real_weights(smol) -> None:
-    r = direct_logit_attribution(smol, builtin_pairs(3), n_boot=100, progress=False)
-    for side in ("harmful", "control"):
-        heads = getattr(r, f"{side}_heads").sum(axis=(1, 2))
-        others = np.sum(list(getattr(r, f"{side}_components").values()), axis=0)
-        total = getattr(r, f"{side}_logit_diff")
-        np.testing.assert_allclose(
-            heads + others, total, rtol=1e-4, atol=1e-4 * np.abs(total).max()
-        )
+    assert_dla_identity(
+        direct_logit_attribution(smol, builtin_pairs(3), n_boot=100, progress=False)
+    )
 
 
 def test_dla_command_on_the_gguf(tmp_path) -> None:
