@@ -194,22 +194,25 @@ def _chunk_key(
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# Cost model of a batched run (in units of one row through one block): every block
-# evaluated costs a fixed overhead (module calls, hooks, cache bookkeeping) plus
-# its rows' work. Measured on CPU, a block call's overhead is worth a few rows.
-BLOCK_OVERHEAD_ROWS = 4.0
+# Cost model of a batched run: every block evaluated costs a fixed overhead (module
+# calls, hooks, cache bookkeeping) worth about this many recomputed token positions,
+# plus its rows' work (one unit per row and recomputed position).
+BLOCK_OVERHEAD_TOKENS = 64.0
 
 
 def group_layers(
-    heads: Sequence[tuple[int, int]], n_layers: int, overhead: float = BLOCK_OVERHEAD_ROWS
+    heads: Sequence[tuple[int, int]], n_layers: int, overhead: float = BLOCK_OVERHEAD_TOKENS
 ) -> list[list[int]]:
     """Partition the patched layers into batched runs that minimise the cost model.
 
-    A run starting at layer ``l`` with ``r`` rows costs ``(n_layers - l) * (overhead + r)``:
+    ``overhead`` is a block call's fixed cost in rows (:data:`BLOCK_OVERHEAD_TOKENS`
+    divided by the positions each row recomputes). A run starting at layer ``l``
+    with ``r`` rows costs ``(n_layers - l) * (overhead + r)``:
     one run per layer avoids recomputing early layers for late heads, one run for all
     saves the per-call overhead. Groups are contiguous in depth; dynamic programming
-    over the sorted layers finds the cheapest split (a few chosen heads end up in
-    one run from the lowest chosen layer; a full grid stays close to one per layer).
+    over the sorted layers finds the cheapest split (patched at the last position,
+    every head shares one run from the lowest chosen layer; at all positions of a
+    long prompt, a full grid stays at one run per layer).
     """
     counts: dict[int, int] = {}
     for layer, _ in heads:
@@ -249,7 +252,8 @@ def _patch_pair(
     """
     order: list[tuple[int, int]] = []
     out: list[Tensor] = []
-    for group in group_layers(heads, model.n_layers):
+    overhead = BLOCK_OVERHEAD_TOKENS / max(1, base.n_pos - base.start)
+    for group in group_layers(heads, model.n_layers, overhead):
         members = set(group)
         chosen = sorted((lh for lh in heads if lh[0] in members), key=lambda lh: lh[0])
         rows = [
