@@ -37,6 +37,7 @@ from attribution.refusal_tokens import refusal_token_ids  # noqa: E402
 from patching.attribution_patching import attribution_estimate  # noqa: E402
 from patching.chat import format_chat  # noqa: E402
 from patching.interchange import align_pair, interchange  # noqa: E402
+from patching.interventions import Positions  # noqa: E402
 from patching.model import load_model  # noqa: E402
 from patching.pairs import builtin_pairs  # noqa: E402
 
@@ -91,6 +92,10 @@ def tl_map(model, prompts, metric, last: bool):
     maps = []
     for i, (h, c) in enumerate(prompts):
         _, cache = model.bridge.run_with_cache(c.tokens[None])
+
+        def score(x: torch.Tensor, i: int = i) -> torch.Tensor:
+            return metric(x[:, -1:], i)[0]
+
         with torch.no_grad():
             if last:
                 # TL patches every position separately; take the last-position column only
@@ -108,16 +113,14 @@ def tl_map(model, prompts, metric, last: bool):
                     model.bridge,
                     h.tokens[None],
                     cache,
-                    lambda x, i=i: metric(x[:, -1:], i)[0],
+                    score,
                     patching.layer_pos_head_vector_patch_setter,
                     "z",
                     index_df=index_df,
                 )
                 out = out.view(model.n_layers, model.n_heads)
             else:
-                out = fn(
-                    model.bridge, h.tokens[None], cache, lambda x, i=i: metric(x[:, -1:], i)[0]
-                )
+                out = fn(model.bridge, h.tokens[None], cache, score)
         maps.append(out.double())
     passes = len(prompts) * (1 + model.n_layers * model.n_heads)
     return torch.stack(maps), passes
@@ -146,7 +149,7 @@ def main() -> None:
         f"{np.mean([len(h) for h, _ in prompts]):.0f} tokens"
     )
     rows = []
-    maps = [("all positions", "all"), ("last position", "last")]
+    maps: list[tuple[str, Positions]] = [("all positions", "all"), ("last position", "last")]
     for label, positions in maps[:1] if args.skip_last else maps:
         t = time.perf_counter()
         ref, tl_passes = tl_map(model, prompts, metric, last=positions == "last")
