@@ -75,5 +75,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="pair sampling and test seed")
     parser.add_argument("--budget-mb", type=float, default=512.0, help="activation memory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    parser.set_defaults(func=run_screen)
+    parser.set_defaults(handler=_handle)
     return parser
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """The console script's entry: run the screen, exit status 0."""
+    run_screen(args)
+    return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from circuits.screen import register
+from circuits.cli import main
+from circuits.screen import register, run_screen
 
 
 def _parse(argv):
@@ -30,7 +31,7 @@ def test_screen_writes_json_and_html(tiny_dirs, tmp_path) -> None:
             "--quiet",
         ]
     )
-    args.func(args)
+    run_screen(args)
     data = json.loads((out / "screen.json").read_text())
     for key in (
         "necessity",
@@ -66,5 +67,26 @@ def test_screen_writes_json_and_html(tiny_dirs, tmp_path) -> None:
             "--quiet",
         ]
     )
-    again.func(again)
+    run_screen(again)
     assert json.loads((out / "screen.json").read_text())["mode"] == "prescreen"
+
+
+def test_screen_runs_through_the_console_script(tiny_dirs, tmp_path) -> None:
+    out = tmp_path / "via_main"
+    code = main(
+        [
+            "screen",
+            "--model",
+            str(tiny_dirs["qwen2"]),
+            "--out",
+            str(out),
+            "--n",
+            "2",
+            "--positions",
+            "last",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    data = json.loads((out / "screen.json").read_text())
+    assert len(data["necessity"]) == 3 and len(data["necessity"][0]) == 4
