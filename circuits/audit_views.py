@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from circuits.behaviour import BEHAVIOURS
-from circuits.export import StaticExportUnavailable, save_static
+from circuits.export import save_figures
 from circuits.views import head_heatmap, write_report
 
 if TYPE_CHECKING:
@@ -252,12 +252,8 @@ def write_audit_outputs(result: AuditResult, out: Path, *, static: bool = True) 
     ]
     if static:
         (out / "figures").mkdir(exist_ok=True)
-        try:
-            for stem, fig in figures.items():
-                if stem != "ranking_table":
-                    written += save_static(fig, out / "figures" / stem)
-        except StaticExportUnavailable as exc:
-            print(f"note: {exc}")
+        plots = {stem: fig for stem, fig in figures.items() if stem != "ranking_table"}
+        written += save_figures(plots, out / "figures")
     return written
 
 

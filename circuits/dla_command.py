@@ -8,7 +8,7 @@ from typing import Any
 
 from attribution.dla import DLAResult, direct_logit_attribution
 from circuits.common_args import add_model_args, describe, resolve_model, resolve_pairs
-from circuits.export import StaticExportUnavailable, save_static
+from circuits.export import save_figures
 from circuits.views import dla_figures, write_report
 
 
@@ -58,12 +58,7 @@ def write_outputs(result: DLAResult, out: Path) -> list[Path]:
             summary=summary_lines(result),
         ),
     ]
-    try:
-        for stem, fig in figures.items():
-            written += save_static(fig, out / stem)
-    except StaticExportUnavailable as exc:
-        print(f"note: {exc}")
-    return written
+    return written + save_figures(figures, out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,6 +47,21 @@ _HOW_TO = (
 )
 
 
+def save_figures(figures: dict[str, go.Figure], directory: Path) -> list[Path]:
+    """PNG and SVG of every figure into ``directory`` (named by its key), where possible.
+
+    Without a renderer this prints how to get one and writes nothing: the
+    interactive HTML a command also writes is the result that must not fail.
+    """
+    written: list[Path] = []
+    try:
+        for stem, fig in figures.items():
+            written += save_static(fig, directory / stem)
+    except StaticExportUnavailable as exc:
+        print(f"note: {exc}")
+    return written
+
+
 def save_static(
     fig: go.Figure, stem: str | Path, formats: tuple[str, ...] = STATIC_FORMATS
 ) -> list[Path]:
