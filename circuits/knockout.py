@@ -30,7 +30,13 @@ from attribution.dla import attribute
 from patching.batching import batches_by_length
 from patching.chat import ChatPrompt
 from patching.components import decompose_residual
-from patching.interventions import Ablation, AblationKind, HeadIntervention, z_hook
+from patching.interventions import (
+    Ablation,
+    AblationKind,
+    HeadIntervention,
+    resolve_positions,
+    z_hook,
+)
 from patching.model import HookedModel
 
 Head = tuple[int, int]
@@ -50,13 +56,10 @@ def head_hooks(rows: RowInterventions) -> list[Hook]:
         def hook(z: Tensor, hook: Any) -> Tensor:
             z = z.clone()
             n_pos = z.shape[1]
+            # A batch shares one length, so only the end-of-prompt labels are known here.
+            labels = {"last": n_pos - 1, "t_post_inst": n_pos - 1}
             for r, iv in items:
-                if iv.positions == "all":
-                    pos = list(range(n_pos))
-                elif iv.positions == "last":
-                    pos = [n_pos - 1]
-                else:
-                    pos = [int(p) % n_pos for p in iv.positions]
+                pos = resolve_positions(iv.positions, n_pos, labels)
                 z[r, pos, iv.head] = iv.apply(z[r, pos, iv.head], pos)
             return z
 
