@@ -21,7 +21,8 @@ Benjamini-Hochberg q values across all heads (:mod:`attribution.significance`).
 - ``"attribution"``: the gradient estimate of every head (one forward and one
   backward pass per prompt);
 - ``"prescreen"``: the estimate ranks heads by ``|mean necessity|``, then the
-  exact interchange runs on the top k only (others stay NaN).
+  exact interchange runs on the top k only (others stay NaN), reusing the
+  estimate's clean runs.
 """
 
 from __future__ import annotations
@@ -381,7 +382,13 @@ def interchange_test(
         )
     else:
         run = attribution_estimate(
-            model, aligned, patch_metric, positions=positions, progress=progress
+            model,
+            aligned,
+            patch_metric,
+            positions=positions,
+            keep_runs=mode == "prescreen",
+            budget_mb=budget_mb,
+            progress=progress,
         )
     if mode == "prescreen":
         estimate, _, _ = effects_from_run(run, gap_tol=gap_tol)
@@ -400,6 +407,7 @@ def interchange_test(
             heads=heads,
             budget_mb=budget_mb,
             chunk_dir=chunk_dir,
+            runs=screened.runs,
             progress=progress,
         )
         run.stats.forward_passes += screened.stats.forward_passes

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TQDM_DISABLE", "1")  # TL's per-head progress bars would flood the table
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -165,12 +166,16 @@ def main() -> None:
             exact_all = run
     # Prescreen: attribution estimate for all heads, exact interchange of the top 10%.
     t = time.perf_counter()
-    est = attribution_estimate(model, pairs, metric, directions=("necessity",), progress=False)
+    est = attribution_estimate(
+        model, pairs, metric, directions=("necessity",), keep_runs=True, progress=False
+    )
     drop = (est.clean_harmful[:, None, None] - est.patched["necessity"]).mean(0).abs()
     k = math.ceil(0.1 * model.n_layers * model.n_heads)
     top = torch.argsort(drop.flatten(), descending=True)[:k]
     heads = [(int(i) // model.n_heads, int(i) % model.n_heads) for i in top]
-    pre = interchange(model, pairs, metric, heads=heads, directions=("necessity",), progress=False)
+    pre = interchange(
+        model, pairs, metric, heads=heads, directions=("necessity",), runs=est.runs, progress=False
+    )
     pre_s = time.perf_counter() - t
     exact_drop = (exact_all.clean_harmful[:, None, None] - exact_all.patched["necessity"]).mean(0)
     true_top5 = set(torch.argsort(exact_drop.abs().flatten(), descending=True)[:5].tolist())

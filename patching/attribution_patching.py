@@ -19,8 +19,15 @@ and MLP nonlinearities, so the estimate is a screen: rank heads by it, then run
 the exact interchange on the top k (``mode="prescreen"``).
 
 Gradients: the parameters are frozen (``HookedModel`` sets ``requires_grad``
-off), so the residual stream entering block 0 is detached and marked
-``requires_grad``; every later ``z`` then carries a gradient (``retain_grad``).
+off), so layer 0's ``z`` is detached and marked ``requires_grad``: every later
+``z`` then carries a gradient (``retain_grad``) and the backward pass stops at
+the first heads. Positions in the pair's shared opening (``AlignedPair.shared``)
+have ``z_source == z_base``, so they come from a cached prefix without gradients.
+A pair's two prompts share one batched pass when their lengths agree.
+
+The passes are the clean runs the exact interchange needs; with ``keep_runs``
+they are returned (within the memory budget) so a prescreen's exact step does
+not run them again.
 """
 
 from __future__ import annotations
@@ -33,70 +40,80 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from patching.engine import Hook, RunStats
+from patching.engine import DEFAULT_BUDGET_MB, Hook, RunStats
 from patching.interchange import (
     DIRECTIONS,
     AlignedPair,
     Direction,
     InterchangeRun,
+    PairRuns,
     PatchMetric,
-    aligned_positions,
+    pair_runs,
+    patched_positions,
 )
 from patching.interventions import Positions, z_hook
 from patching.model import HookedModel
 
 
-def _grad_run(
+def _estimate_pair(
     model: HookedModel,
-    tokens: Tensor,
-    metric: PatchMetric,
+    pair: AlignedPair,
     index: int,
-    n_readout: int,
-    backward: bool = True,
-) -> tuple[float, Tensor, Tensor | None]:
-    """Metric, every layer's ``z`` and ``dm/dz`` (both [layer, pos, head, d_head]).
-
-    With ``backward=False`` (a prompt that is only ever a source) no gradient is taken.
-    """
-    if not backward:
-        zs_only: list[Tensor] = [torch.empty(0)] * model.n_layers
-
-        def keep_only(layer: int) -> Any:
-            def hook(z: Tensor, hook: Any) -> Tensor:
-                zs_only[layer] = z.detach()
-                return z
-
-            return hook
-
-        with torch.no_grad():
-            logits = model.bridge.run_with_hooks(
-                tokens[None].to(model.device),
-                fwd_hooks=[(z_hook(layer), keep_only(layer)) for layer in range(model.n_layers)],
-            )
-            value = metric(logits[:, -n_readout:], index).sum()
-        return float(value), torch.stack([t[0] for t in zs_only]).double(), None
-    zs: list[Tensor] = [torch.empty(0)] * model.n_layers
-
-    def leaf(x: Tensor, hook: Any) -> Tensor:
-        return x.detach().requires_grad_(True)
+    metric: PatchMetric,
+    positions: Positions,
+    directions: Sequence[Direction],
+) -> tuple[dict[str, float], dict[str, Tensor], PairRuns, int]:
+    """Clean values, estimated patched values per direction, the clean runs, passes run."""
+    aligned = patched_positions(pair, positions)
+    captured: list[list[Tensor]] = []
 
     def keep(layer: int) -> Any:
         def hook(z: Tensor, hook: Any) -> Tensor:
-            z.retain_grad()
-            zs[layer] = z
+            if layer == 0:
+                captured.append([])
+                z = z.detach().requires_grad_(True)
+            else:
+                z.retain_grad()
+            captured[-1].append(z)
             return z
 
         return hook
 
-    hooks: list[Hook] = [("blocks.0.hook_resid_pre", leaf)]
-    hooks += [(z_hook(layer), keep(layer)) for layer in range(model.n_layers)]
+    hooks: list[Hook] = [(z_hook(layer), keep(layer)) for layer in range(model.n_layers)]
     with torch.enable_grad():
-        logits = model.bridge.run_with_hooks(tokens[None].to(model.device), fwd_hooks=hooks)
-        value = metric(logits[:, -n_readout:], index).sum()
-        value.backward()
-    z = torch.stack([t.detach()[0] for t in zs])
-    grad = torch.stack([t.grad[0] if t.grad is not None else torch.zeros_like(t[0]) for t in zs])
-    return float(value.detach()), z.double(), grad.double()
+        runs, logits = pair_runs(model, pair, aligned, fwd_hooks=hooks if aligned else ())
+        # Where each side's row sits: one batched pass, or one pass per side.
+        where = {"harmful": (0, 0), "control": (0, 1) if len(logits) == 1 else (1, 0)}
+        value = {side: metric(logits[p][r : r + 1], index)[0] for side, (p, r) in where.items()}
+        bases = ["harmful" if d == "necessity" else "control" for d in directions]
+        if aligned:
+            torch.stack([value[side] for side in set(bases)]).sum().backward()
+    clean = {side: float(v.detach()) for side, v in value.items()}
+    patched: dict[str, Tensor] = {}
+    for direction, base in zip(directions, bases, strict=True):
+        if not aligned:  # every chosen position lies in the shared opening: nothing changes
+            patched[direction] = torch.full(
+                (model.n_layers, model.n_heads), clean[base], dtype=torch.float64
+            )
+            continue
+        source = "control" if base == "harmful" else "harmful"
+        (pb, rb), (ps, rs) = where[base], where[source]
+        start_b = runs[0 if base == "harmful" else 1].start
+        start_s = runs[0 if source == "harmful" else 1].start
+        at_b = [p + pair.offset(base) - start_b for p in aligned]  # type: ignore[arg-type]
+        at_s = [p + pair.offset(source) - start_s for p in aligned]  # type: ignore[arg-type]
+        z_base = torch.stack([z[rb, at_b].detach() for z in captured[pb]]).double()
+        z_source = torch.stack([z[rs, at_s].detach() for z in captured[ps]]).double()
+        grad = torch.stack(
+            [
+                z.grad[rb, at_b] if z.grad is not None else torch.zeros_like(z[rb, at_b])
+                for z in captured[pb]
+            ]
+        ).double()
+        delta: Float[Tensor, "layer pos head d_head"] = z_source - z_base
+        estimate = torch.einsum("lphd,lphd->lh", delta, grad).cpu()
+        patched[direction] = clean[base] + estimate
+    return clean, patched, runs, len(logits)
 
 
 def attribution_estimate(
@@ -106,12 +123,19 @@ def attribution_estimate(
     *,
     positions: Positions = "all",
     directions: Sequence[Direction] = DIRECTIONS,
+    keep_runs: bool = False,
+    budget_mb: float = DEFAULT_BUDGET_MB,
     progress: bool = True,
 ) -> InterchangeRun:
     """Estimated patched metric values, shaped like :func:`patching.interchange.interchange`.
 
     ``patched[d][i, l, h]`` is ``m(base) + (z_source - z_base) . dm/dz_base`` summed
     over the patched positions: the first-order estimate of the exact value.
+
+    Args:
+        keep_runs: return every pair's clean runs in ``.runs`` for an exact step on
+            the same pairs and positions, unless together they exceed ``budget_mb``
+            (then ``.runs`` is None and the exact step runs its own).
     """
     n, shape = len(pairs), (model.n_layers, model.n_heads)
     result = InterchangeRun(
@@ -123,27 +147,20 @@ def attribution_estimate(
         truncated=[p.truncated for p in pairs],
         stats=RunStats(),
     )
+    kept: list[PairRuns] | None = [] if keep_runs else None
+    kept_mb = 0.0
     for i, pair in enumerate(tqdm(pairs, desc="attribution", unit="pair", disable=not progress)):
-        aligned = aligned_positions(pair, positions)
-        runs = {}
-        bases = {"harmful" if d == "necessity" else "control" for d in directions}
-        for side in ("harmful", "control"):
-            tokens = pair.harmful if side == "harmful" else pair.control
-            runs[side] = _grad_run(model, tokens, metric, i, pair.n_readout, backward=side in bases)
-            result.stats.forward_passes += 1
-        result.clean_harmful[i] = runs["harmful"][0]
-        result.clean_control[i] = runs["control"][0]
+        clean, patched, runs, passes = _estimate_pair(model, pair, i, metric, positions, directions)
+        result.stats.forward_passes += passes
+        result.clean_harmful[i] = clean["harmful"]
+        result.clean_control[i] = clean["control"]
         for direction in directions:
-            base, source = (
-                ("harmful", "control") if direction == "necessity" else ("control", "harmful")
-            )
-            off_b, off_s = pair.offset(base), pair.offset(source)
-            pb = [p + off_b for p in aligned]
-            ps = [p + off_s for p in aligned]
-            value, z_base, grad = runs[base]
-            assert grad is not None  # every base side ran backward
-            z_source = runs[source][1]
-            delta: Float[Tensor, "layer pos head d_head"] = z_source[:, ps] - z_base[:, pb]
-            estimate = torch.einsum("lphd,lphd->lh", delta, grad[:, pb])
-            result.patched[direction][i] = value + estimate
+            result.patched[direction][i] = patched[direction]
+        if kept is not None:
+            kept_mb += sum(run.nbytes for run in runs) / 2**20
+            if kept_mb > budget_mb:
+                kept = None  # too large to hold: the exact step runs its own
+            else:
+                kept.append(runs)
+    result.runs = kept
     return result

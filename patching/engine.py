@@ -15,10 +15,14 @@ engine recomputes nothing else:
    :func:`clean_run` with ``start=p`` runs the prefix once into a key/value
    cache, and patched runs process only positions ``>= p`` against those keys
    and values (the model's own ``past_key_values`` mechanism).
-3. **Batched rows.** Each row of one forward pass carries its own list of
-   interventions (typically: each row patches a different head), so a whole
-   layer's heads are patched in one pass. :func:`rows_per_chunk` sizes the
-   batches to a memory budget.
+3. **Batched rows, staggered entry.** Each row of one forward pass carries its
+   own list of interventions (typically: each row patches a different head), so
+   many heads are patched in one pass. A row joins the batch at its own first
+   patched layer (with the clean input of that block), so no row recomputes a
+   layer its patch cannot change. :func:`rows_per_chunk` sizes the batches to a
+   memory budget.
+4. **Batched clean runs.** :func:`clean_runs` runs equal-length prompts (a pair's
+   harmful and control prompt) in one pass and splits the cache per row.
 
 Only the final-norm and unembedding of the *read-out* positions (by default the
 last one) are computed. :func:`run_rows_full` runs the same hooks through a plain
@@ -46,6 +50,11 @@ from patching.interventions import (
 from patching.model import HookedModel
 
 DEFAULT_BUDGET_MB = 512.0
+# On CPU a batched run is fastest per row while its activations stay near the caches:
+# past ~64 MB the elementwise ops (GELU's temporaries) go to main memory, and a full
+# 144-row grid chunk of the benchmark model ran 25% slower than 20-row chunks
+# (benchmarks/README.md). The user's budget still caps it from above.
+CPU_CHUNK_MB = 64.0
 Hook = tuple[str | Callable[..., Any], Callable[..., Any]]
 
 
@@ -91,6 +100,13 @@ class CleanRun:
     def n_pos(self) -> int:
         return int(self.tokens.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cached block inputs, head outputs and prefix keys/values."""
+        tensors = [*self.block_inputs, *self.z]
+        tensors += [t for pair in self.prefix or [] for t in pair]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def head_output(self, layer: int, head: int) -> Float[Tensor, "pos d_head"]:
         """Head ``(layer, head)``'s output at every position (NaN before ``start``)."""
         z = self.z[layer][:, head]
@@ -113,6 +129,139 @@ def _prefix_cache_supported(cache: Any) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+def _row_slice(value: Any, row: int, batch: int) -> Any:
+    """One row's share of a batched block call: batch-shaped tensors sliced, the rest shared.
+
+    Masks come batch-shaped ([batch, 1, q, k]); rotary tables and position ids come
+    as [1, ...] and broadcast, so only leading dimensions equal to ``batch`` are sliced.
+    """
+    if isinstance(value, Tensor):
+        if batch > 1 and value.ndim >= 2 and value.shape[0] == batch:
+            return value[row : row + 1]
+        return value
+    if isinstance(value, tuple):
+        return tuple(_row_slice(v, row, batch) for v in value)
+    if isinstance(value, list):
+        return [_row_slice(v, row, batch) for v in value]
+    if isinstance(value, dict):
+        return {k: _row_slice(v, row, batch) for k, v in value.items()}
+    return value
+
+
+def _run_prefix(model: HookedModel, prefix: Tensor) -> Any:
+    """The key/value cache of ``prefix`` ([batch, start]); one row when every row's is the same."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    same = bool((prefix == prefix[:1]).all())
+    with torch.no_grad():
+        model.bridge(prefix[:1] if same else prefix, past_key_values=cache, use_cache=True)
+    return cache
+
+
+def clean_runs(
+    model: HookedModel,
+    tokens: Int[Tensor, "batch pos"],
+    *,
+    start: int = 0,
+    readout: Sequence[int] = (-1,),
+    labels: Sequence[Mapping[str, int]] | None = None,
+    fwd_hooks: Sequence[Hook] = (),
+) -> tuple[list[CleanRun], Float[Tensor, "batch readout d_vocab"]]:
+    """Clean runs of equal-length sequences in one batched forward pass.
+
+    Returns each row's :class:`CleanRun` and the batch's read-out logits. The pass
+    follows torch's grad mode: under ``torch.enable_grad()`` the logits keep their
+    graph, and ``fwd_hooks`` (extra TransformerLens hooks) can retain intermediate
+    tensors for a backward pass (:mod:`patching.attribution_patching`). The prefix
+    before ``start`` is always run without gradients, once when all rows share it.
+
+    Args:
+        start: positions before it are run once into a key/value cache and never
+            recomputed; patches must then be at positions ``>= start``. Falls back
+            to 0 (with the same results) on caches that cannot be reset to a prefix.
+        readout: positions whose logits patched runs return (negative: from the end).
+        labels: each row's named positions; ``last`` defaults to the final token.
+    """
+    tokens = tokens.to(model.device)
+    batch, n_pos = int(tokens.shape[0]), int(tokens.shape[1])
+    read = resolve_positions(list(readout), n_pos, {})
+    if not 0 <= start <= min(read):
+        raise ValueError(f"start {start} must be between 0 and the first read-out position")
+    bridge = model.bridge
+    cache: Any = None
+    prefix: list[tuple[Tensor, Tensor]] | None = None
+    if start > 0:
+        cache = _run_prefix(model, tokens[:, :start])
+        if _prefix_cache_supported(cache):
+            prefix = [(layer.keys, layer.values) for layer in cache.layers]
+            for layer, (keys, values) in zip(cache.layers, prefix, strict=True):
+                layer.keys = keys.expand(batch, -1, -1, -1)
+                layer.values = values.expand(batch, -1, -1, -1)
+        else:
+            cache, start = None, 0
+    n = model.n_layers
+    inputs: list[Tensor] = [torch.empty(0)] * n
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((), {})] * n
+    zs: list[Tensor] = [torch.empty(0)] * n
+
+    def pre_hook(layer: int) -> Callable[..., None]:
+        def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            inputs[layer] = args[0].detach()
+            calls[layer] = (tuple(args[1:]), dict(kwargs))
+
+        return hook
+
+    def keep_z(layer: int) -> Callable[..., Tensor]:
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            zs[layer] = z.detach().clone()
+            return z
+
+        return hook
+
+    handles = [
+        bridge.blocks[layer].register_forward_pre_hook(pre_hook(layer), with_kwargs=True)
+        for layer in range(n)
+    ]
+    try:
+        extra: dict[str, Any] = (
+            {"past_key_values": cache, "use_cache": True} if cache is not None else {}
+        )
+        logits = bridge.run_with_hooks(
+            tokens[:, start:],
+            fwd_hooks=[*fwd_hooks, *((z_hook(layer), keep_z(layer)) for layer in range(n))],
+            **extra,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    if prefix is not None:  # the cache keeps only the prefix (patched runs append to it)
+        for layer, (keys, values) in zip(cache.layers, prefix, strict=True):
+            layer.keys, layer.values = keys, values
+    read_logits = logits[:, [p - start for p in read]]
+    runs = []
+    for row in range(batch):
+        row_labels = dict(labels[row]) if labels is not None else {}
+        row_labels.setdefault("last", n_pos - 1)
+        runs.append(
+            CleanRun(
+                tokens=tokens[row],
+                start=start,
+                labels=row_labels,
+                readout=read,
+                logits=read_logits[row].detach(),
+                z=[z[row] for z in zs],
+                block_inputs=[x[row : row + 1] for x in inputs],
+                block_calls=[_row_slice(call, row, batch) for call in calls],
+                prefix=None
+                if prefix is None
+                else [(_row_slice(k, row, batch), _row_slice(v, row, batch)) for k, v in prefix],
+                cache=cache,
+            )
+        )
+    return runs, read_logits
+
+
 def clean_run(
     model: HookedModel,
     tokens: Int[Tensor, " pos"],
@@ -121,82 +270,12 @@ def clean_run(
     readout: Sequence[int] = (-1,),
     labels: Mapping[str, int] | None = None,
 ) -> CleanRun:
-    """Run ``tokens`` once and cache what patched runs reuse.
-
-    Args:
-        start: positions before it are run once into a key/value cache and never
-            recomputed; patches must then be at positions ``>= start``. Falls back
-            to 0 (with the same results) on caches that cannot be reset to a prefix.
-        readout: positions whose logits patched runs return (negative: from the end).
-        labels: named positions; ``last`` defaults to the final token.
-    """
-    from transformers import DynamicCache
-
-    tokens = tokens.to(model.device)
-    n_pos = int(tokens.shape[0])
-    read = resolve_positions(list(readout), n_pos, {})
-    if not 0 <= start <= min(read):
-        raise ValueError(f"start {start} must be between 0 and the first read-out position")
-    bridge = model.bridge
-    cache: Any = None
-    prefix: list[tuple[Tensor, Tensor]] | None = None
+    """Run ``tokens`` once and cache what patched runs reuse (see :func:`clean_runs`)."""
     with torch.no_grad():
-        if start > 0:
-            cache = DynamicCache()
-            bridge(tokens[None, :start], past_key_values=cache, use_cache=True)
-            if _prefix_cache_supported(cache):
-                prefix = [(layer.keys, layer.values) for layer in cache.layers]
-            else:
-                cache, start = None, 0
-        n = model.n_layers
-        inputs: list[Tensor] = [torch.empty(0)] * n
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((), {})] * n
-        zs: list[Tensor] = [torch.empty(0)] * n
-
-        def pre_hook(layer: int) -> Callable[..., None]:
-            def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-                inputs[layer] = args[0].detach()
-                calls[layer] = (tuple(args[1:]), dict(kwargs))
-
-            return hook
-
-        def keep_z(layer: int) -> Callable[..., Tensor]:
-            def hook(z: Tensor, hook: Any) -> Tensor:
-                zs[layer] = z[0].detach().clone()
-                return z
-
-            return hook
-
-        handles = [
-            bridge.blocks[layer].register_forward_pre_hook(pre_hook(layer), with_kwargs=True)
-            for layer in range(n)
-        ]
-        try:
-            extra: dict[str, Any] = (
-                {"past_key_values": cache, "use_cache": True} if cache is not None else {}
-            )
-            logits = bridge.run_with_hooks(
-                tokens[None, start:],
-                fwd_hooks=[(z_hook(layer), keep_z(layer)) for layer in range(n)],
-                **extra,
-            )
-        finally:
-            for handle in handles:
-                handle.remove()
-    all_labels = dict(labels or {})
-    all_labels.setdefault("last", n_pos - 1)
-    return CleanRun(
-        tokens=tokens,
-        start=start,
-        labels=all_labels,
-        readout=read,
-        logits=logits[0, [p - start for p in read]],
-        z=zs,
-        block_inputs=inputs,
-        block_calls=calls,
-        prefix=prefix,
-        cache=cache,
-    )
+        runs, _ = clean_runs(
+            model, tokens[None], start=start, readout=readout, labels=[labels or {}]
+        )
+    return runs[0]
 
 
 def _hooks_for_rows(
@@ -245,7 +324,10 @@ def rows_per_chunk(model: HookedModel, n_pos: int, budget_mb: float = DEFAULT_BU
 
     A row of one block holds the residual, q/k/v/z, the MLP hidden state and the
     attention scores; the estimate counts those with a 2x margin for temporaries.
+    On CPU the budget is at most :data:`CPU_CHUNK_MB` (larger batches run slower).
     """
+    if model.device.type == "cpu":
+        budget_mb = min(budget_mb, CPU_CHUNK_MB)
     d = model.d_model
     per_row = n_pos * (12 * d + 4 * model.n_heads * model.d_head) + 2 * model.n_heads * n_pos**2
     per_row_bytes = 2 * per_row * torch.finfo(model.dtype).bits // 8
@@ -270,24 +352,37 @@ def _substitute_cache(values: Any, cache: Any) -> Any:
 def _run_chunk(
     model: HookedModel, clean: CleanRun, rows: Sequence[Sequence[Intervention]]
 ) -> Tensor:
-    batch = len(rows)
-    first = first_layer(rows)
+    """One batched run of ``rows`` (sorted by first layer): each row joins at its own layer.
+
+    A row whose first intervention is in layer ``l`` is identical to the clean run
+    below ``l``, so it enters the batch there with the clean run's block input;
+    rows keep their batch index once in, so the hooks' row indices stay valid.
+    """
+    entry = [first_layer([row]) for row in rows]
     hooks = _hooks_for_rows(rows, clean.n_pos, clean.start, clean.labels)
     cache = clean.cache
     if clean.prefix is not None:
-        # Reset every layer to the clean prefix, one copy per row; attention appends to it.
-        for layer, (keys, values) in zip(cache.layers, clean.prefix, strict=True):
-            layer.keys = keys.expand(batch, -1, -1, -1)
-            layer.values = values.expand(batch, -1, -1, -1)
-    hidden = clean.block_inputs[first].expand(batch, -1, -1).contiguous()
+        # Reset every layer to the clean prefix, one copy per row in the batch at that
+        # layer; attention appends the recomputed positions to it.
+        for layer, (keys, values) in enumerate(clean.prefix):
+            active = max(1, sum(1 for e in entry if e <= layer))
+            cache.layers[layer].keys = keys.expand(active, -1, -1, -1)
+            cache.layers[layer].values = values.expand(active, -1, -1, -1)
+    hidden: Tensor | None = None
     bridge = model.bridge
     with bridge.hooks(fwd_hooks=hooks):
-        for layer in range(first, model.n_layers):
+        for layer in range(entry[0], model.n_layers):
+            joining = sum(1 for e in entry if e == layer)
+            if joining:
+                new = clean.block_inputs[layer].expand(joining, -1, -1)
+                hidden = new.contiguous() if hidden is None else torch.cat([hidden, new])
+            assert hidden is not None  # the first row joins at entry[0]
             args, kwargs = clean.block_calls[layer]
             out = bridge.blocks[layer](
                 hidden, *_substitute_cache(args, cache), **_substitute_cache(kwargs, cache)
             )
             hidden = out[0] if isinstance(out, tuple) else out
+    assert hidden is not None
     return _final_logits(model, hidden[:, [p - clean.start for p in clean.readout]])
 
 
@@ -301,21 +396,28 @@ def run_rows(
 ) -> Float[Tensor, "batch readout d_vocab"]:
     """Logits at ``clean.readout`` of one patched run per row, by the fast paths.
 
-    Each row's interventions apply to that row only; layers before the earliest
-    patched layer and positions before ``clean.start`` come from ``clean``.
+    Each row's interventions apply to that row only; a row's layers before its
+    first patched layer and positions before ``clean.start`` come from ``clean``.
+    Rows run sorted by first layer, so each chunk enters the model as late as its
+    rows allow; the logits come back in the order of ``rows``.
     """
     _check_rows(model, rows)
     chunk = rows_per_chunk(model, clean.n_pos - clean.start, budget_mb)
+    order = sorted(range(len(rows)), key=lambda r: first_layer([rows[r]]))
+    ordered = [rows[r] for r in order]
     out = []
     with torch.no_grad():
-        for begin in range(0, len(rows), chunk):
-            part = rows[begin : begin + chunk]
+        for begin in range(0, len(ordered), chunk):
+            part = ordered[begin : begin + chunk]
             out.append(_run_chunk(model, clean, part))
             if stats is not None:
                 stats.forward_passes += 1
                 stats.rows += len(part)
-                stats.block_rows += len(part) * (model.n_layers - first_layer(part))
-    return torch.cat(out)
+                stats.block_rows += sum(model.n_layers - first_layer([row]) for row in part)
+    logits = torch.cat(out)
+    unsorted = torch.empty_like(logits)
+    unsorted[order] = logits
+    return unsorted
 
 
 def run_rows_full(

@@ -25,14 +25,15 @@ says so. A labelled position that falls outside the overlap raises
 
 Speed
 -----
-Each pair's heads are patched in a few batched runs (one row per head), each
-starting at its lowest patched layer from the cached clean run (rows of later
-heads pass through the earlier layers unpatched) and recomputing only positions
-from the first patched one on (:mod:`patching.engine`). :func:`group_layers`
-picks the runs: about one per layer for a full grid, a single run for the few
-heads a prescreen keeps. Results
-are saved per pair and direction under ``chunk_dir`` so an interrupted run
-picks up where it stopped.
+Positions where the two prompts agree token for token from the start (equal
+lengths, a shared opening such as the chat template's) have identical
+activations in both runs, so interchanging a head there changes nothing:
+they are neither patched nor recomputed (``AlignedPair.shared``; the cached
+prefix of :mod:`patching.engine`). A pair's two prompts run as one batch when
+their lengths agree. Each pair's heads are then patched in one batched run (one
+row per head, chunked to the memory budget), every row joining at its own
+layer from the cached clean run. Results are saved per pair and direction under
+``chunk_dir`` so an interrupted run picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from patching.chat import ChatPrompt
-from patching.engine import DEFAULT_BUDGET_MB, CleanRun, RunStats, clean_run, run_rows
+from patching.engine import DEFAULT_BUDGET_MB, CleanRun, Hook, RunStats, clean_runs, run_rows
 from patching.errors import PairAlignmentError
 from patching.interventions import Interchange, Positions, resolve_positions
 from patching.model import HookedModel
@@ -105,6 +106,18 @@ class AlignedPair:
     def offset(self, side: Literal["harmful", "control"]) -> int:
         return len(getattr(self, side)) - self.overlap
 
+    @property
+    def shared(self) -> int:
+        """Leading positions where both prompts hold the same tokens at the same places.
+
+        A causal model computes identical activations there in both runs, so an
+        interchange at those positions is a no-op (0 when the lengths differ).
+        """
+        if len(self.harmful) != len(self.control):
+            return 0
+        differ = torch.nonzero(self.harmful != self.control)
+        return int(differ[0, 0]) if len(differ) else len(self.harmful)
+
 
 def align_pair(
     harmful: ChatPrompt, control: ChatPrompt, continuation: Sequence[int] = ()
@@ -148,6 +161,51 @@ def aligned_positions(pair: AlignedPair, positions: Positions) -> list[int]:
     return inside
 
 
+def patched_positions(pair: AlignedPair, positions: Positions) -> list[int]:
+    """The aligned positions an interchange can change: those past the shared opening."""
+    return [p for p in aligned_positions(pair, positions) if p >= pair.shared]
+
+
+PairRuns = tuple[CleanRun, CleanRun]
+
+
+def pair_runs(
+    model: HookedModel, pair: AlignedPair, positions: Sequence[int], fwd_hooks: Sequence[Hook] = ()
+) -> tuple[PairRuns, list[Tensor]]:
+    """The harmful and control clean runs of a pair, starting at its first patched position.
+
+    Equal-length prompts share one batched pass (one set of ``fwd_hooks`` calls);
+    otherwise each runs alone. Returns the runs and each pass's read-out logits.
+    """
+    readout = list(range(-pair.n_readout, 0))
+    first = min(positions) if positions else pair.overlap
+    starts = {
+        side: min(first + pair.offset(side), len(getattr(pair, side)) - pair.n_readout)
+        for side in ("harmful", "control")
+    }
+    labels = {"harmful": pair.harmful_labels, "control": pair.control_labels}
+    groups: list[tuple[str, ...]] = (
+        [("harmful", "control")]
+        if len(pair.harmful) == len(pair.control)
+        else [("harmful",), ("control",)]
+    )
+    runs: dict[str, CleanRun] = {}
+    logits = []
+    for sides in groups:
+        tokens = torch.stack([getattr(pair, side) for side in sides])
+        made, out = clean_runs(
+            model,
+            tokens,
+            start=starts[sides[0]],
+            readout=readout,
+            labels=[labels[side] for side in sides],
+            fwd_hooks=fwd_hooks,
+        )
+        runs.update(zip(sides, made, strict=True))
+        logits.append(out)
+    return (runs["harmful"], runs["control"]), logits
+
+
 @dataclass
 class InterchangeRun:
     """Patched and clean metric values for every pair and head.
@@ -164,6 +222,8 @@ class InterchangeRun:
     patched: dict[str, Float[Tensor, "pair layer head"]]
     truncated: list[int]
     stats: RunStats = field(default_factory=RunStats)
+    runs: list[PairRuns] | None = field(default=None, repr=False)
+    """Each pair's clean runs, when kept (a prescreen's exact step reuses them)."""
 
 
 def _aligned_source(base: CleanRun, base_off: int, source: CleanRun, source_off: int) -> Tensor:
@@ -194,47 +254,6 @@ def _chunk_key(
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# Cost model of a batched run: every block evaluated costs a fixed overhead (module
-# calls, hooks, cache bookkeeping) worth about this many recomputed token positions,
-# plus its rows' work (one unit per row and recomputed position).
-BLOCK_OVERHEAD_TOKENS = 64.0
-
-
-def group_layers(
-    heads: Sequence[tuple[int, int]], n_layers: int, overhead: float = BLOCK_OVERHEAD_TOKENS
-) -> list[list[int]]:
-    """Partition the patched layers into batched runs that minimise the cost model.
-
-    ``overhead`` is a block call's fixed cost in rows (:data:`BLOCK_OVERHEAD_TOKENS`
-    divided by the positions each row recomputes). A run starting at layer ``l``
-    with ``r`` rows costs ``(n_layers - l) * (overhead + r)``:
-    one run per layer avoids recomputing early layers for late heads, one run for all
-    saves the per-call overhead. Groups are contiguous in depth; dynamic programming
-    over the sorted layers finds the cheapest split (patched at the last position,
-    every head shares one run from the lowest chosen layer; at all positions of a
-    long prompt, a full grid stays at one run per layer).
-    """
-    counts: dict[int, int] = {}
-    for layer, _ in heads:
-        counts[layer] = counts.get(layer, 0) + 1
-    layers = sorted(counts)
-    best = [0.0] + [float("inf")] * len(layers)
-    cut = [0] * (len(layers) + 1)
-    for end in range(1, len(layers) + 1):
-        rows = 0
-        for begin in range(end - 1, -1, -1):
-            rows += counts[layers[begin]]
-            cost = best[begin] + (n_layers - layers[begin]) * (overhead + rows)
-            if cost < best[end]:
-                best[end], cut[end] = cost, begin
-    groups: list[list[int]] = []
-    end = len(layers)
-    while end > 0:
-        groups.append(layers[cut[end] : end])
-        end = cut[end]
-    return groups[::-1]
-
-
 def _patch_pair(
     model: HookedModel,
     base: CleanRun,
@@ -243,26 +262,13 @@ def _patch_pair(
     positions: list[int],
     budget_mb: float,
     stats: RunStats,
-) -> tuple[list[tuple[int, int]], Tensor]:
-    """Every head's patched logits, in as few batched runs as the cost model says.
-
-    Rows whose head lies in a later layer than their run's first one pass through
-    the earlier layers unpatched (the engine applies each row's hooks to that row).
-    Returns the heads in the order of the logits' rows.
-    """
-    order: list[tuple[int, int]] = []
-    out: list[Tensor] = []
-    overhead = BLOCK_OVERHEAD_TOKENS / max(1, base.n_pos - base.start)
-    for group in group_layers(heads, model.n_layers, overhead):
-        members = set(group)
-        chosen = sorted((lh for lh in heads if lh[0] in members), key=lambda lh: lh[0])
-        rows = [
-            [Interchange(layer, head, positions, source=source_z[layer, :, head])]
-            for layer, head in chosen
-        ]
-        out.append(run_rows(model, base, rows, budget_mb=budget_mb, stats=stats))
-        order += chosen
-    return order, torch.cat(out)
+) -> Tensor:
+    """Every head's patched logits (rows in the order of ``heads``), batched by the engine."""
+    rows = [
+        [Interchange(layer, head, positions, source=source_z[layer, :, head])]
+        for layer, head in heads
+    ]
+    return run_rows(model, base, rows, budget_mb=budget_mb, stats=stats)
 
 
 def all_heads(model: HookedModel) -> list[tuple[int, int]]:
@@ -279,6 +285,7 @@ def interchange(
     directions: Sequence[Direction] = DIRECTIONS,
     budget_mb: float = DEFAULT_BUDGET_MB,
     chunk_dir: str | Path | None = None,
+    runs: Sequence[PairRuns] | None = None,
     progress: bool = True,
 ) -> InterchangeRun:
     """Patched metric values of every head (or ``heads``) in both directions, per pair.
@@ -290,8 +297,12 @@ def interchange(
         budget_mb: activation memory a batched run may use (sets rows per pass).
         chunk_dir: where finished (pair, direction) chunks are saved; a rerun with the
             same model, pairs and settings loads them instead of recomputing.
+        runs: each pair's clean runs from an earlier step with the same ``positions``
+            (the attribution estimate's, in a prescreen), used instead of running them.
     """
     heads = list(heads) if heads is not None else all_heads(model)
+    if runs is not None and len(runs) != len(pairs):
+        raise ValueError(f"{len(runs)} clean runs given for {len(pairs)} pairs")
     for layer, head in heads:
         model.check_head(layer, head)
     n, shape = len(pairs), (model.n_layers, model.n_heads)
@@ -321,7 +332,10 @@ def interchange(
             if saved is not None and saved.exists():
                 chunk = torch.load(saved)
             else:
-                chunk = _run_pair(model, pair, i, metric, positions, heads, directions, budget_mb)
+                given = runs[i] if runs is not None else None
+                chunk = _run_pair(
+                    model, pair, i, metric, positions, heads, directions, budget_mb, given
+                )
                 stats = chunk.pop("stats")
                 assert isinstance(stats, RunStats)
                 result.stats.add(stats)
@@ -345,37 +359,46 @@ def _run_pair(
     heads: Sequence[tuple[int, int]],
     directions: Sequence[Direction],
     budget_mb: float,
+    given: PairRuns | None,
 ) -> dict[str, object]:
     stats = RunStats()
-    aligned = aligned_positions(pair, positions)
-    readout = list(range(-pair.n_readout, 0))
-    runs: dict[str, CleanRun] = {}
-    for side, tokens, labels in (
-        ("harmful", pair.harmful, pair.harmful_labels),
-        ("control", pair.control, pair.control_labels),
-    ):
-        off = pair.offset(side)  # type: ignore[arg-type]
-        n_pos = len(tokens)
-        start = min(min(aligned) + off, n_pos - pair.n_readout)
-        runs[side] = clean_run(model, tokens, start=start, readout=readout, labels=labels)
-        stats.forward_passes += 1
+    aligned = patched_positions(pair, positions)
+    if given is None:
+        (harmful, control), passes = pair_runs(model, pair, aligned)
+        stats.forward_passes += len(passes)
+    else:
+        harmful, control = given
+        if not (
+            torch.equal(harmful.tokens.cpu(), pair.harmful)
+            and torch.equal(control.tokens.cpu(), pair.control)
+        ):
+            raise ValueError(f"the clean runs given for pair {index} are of other prompts")
+    runs = {"harmful": harmful, "control": control}
+    clean_values = {
+        "harmful": float(metric(harmful.logits[None], index)[0]),
+        "control": float(metric(control.logits[None], index)[0]),
+    }
     chunk: dict[str, object] = {
-        "clean_harmful": float(metric(runs["harmful"].logits[None], index)[0]),
-        "clean_control": float(metric(runs["control"].logits[None], index)[0]),
+        "clean_harmful": clean_values["harmful"],
+        "clean_control": clean_values["control"],
     }
     for direction in directions:
         base_side, source_side = (
             ("harmful", "control") if direction == "necessity" else ("control", "harmful")
         )
+        values = torch.full((model.n_layers, model.n_heads), float("nan"), dtype=torch.float64)
+        if not aligned:  # every chosen position lies in the shared opening: nothing changes
+            for layer, head in heads:
+                values[layer, head] = clean_values[base_side]
+            chunk[direction] = values
+            continue
         base, base_off = runs[base_side], pair.offset(base_side)  # type: ignore[arg-type]
         source_z = _aligned_source(base, base_off, runs[source_side], pair.offset(source_side))  # type: ignore[arg-type]
-        patched_positions = [p + base_off for p in aligned]
-        values = torch.full((model.n_layers, model.n_heads), float("nan"), dtype=torch.float64)
-        order, logits = _patch_pair(
-            model, base, source_z, heads, patched_positions, budget_mb, stats
+        logits = _patch_pair(
+            model, base, source_z, heads, [p + base_off for p in aligned], budget_mb, stats
         )
         scores = metric(logits, index).double().cpu()
-        for (layer, head), score in zip(order, scores, strict=True):
+        for (layer, head), score in zip(heads, scores, strict=True):
             values[layer, head] = score
         chunk[direction] = values
     chunk["stats"] = stats

@@ -45,6 +45,75 @@ def test_last_layer_estimate_equals_exact_patching(tiny_dirs, arch) -> None:
     torch.testing.assert_close(estimate.clean_harmful, exact.clean_harmful, atol=1e-4, rtol=0)
 
 
+def _plain_estimate(model, pair, metric, base, source):
+    """The estimate from scratch: full-length runs, one prompt each, plain autograd."""
+    from patching.interventions import z_hook
+
+    def run(tokens, grad):
+        zs = []
+
+        def keep(z, hook):
+            if grad:
+                z.retain_grad()
+            zs.append(z)
+            return z
+
+        def leaf(x, hook):
+            return x.detach().requires_grad_(grad)  # the parameters are frozen
+
+        hooks = [("hook_embed", leaf)] + [(z_hook(layer), keep) for layer in range(model.n_layers)]
+        with torch.set_grad_enabled(grad):
+            logits = model.bridge.run_with_hooks(tokens[None], fwd_hooks=hooks)
+            value = metric(logits[:, -1:], 0)[0]
+            if grad:
+                value.backward()
+        return value.detach().double(), zs
+
+    value, z_base = run(getattr(pair, base), True)
+    _, z_source = run(getattr(pair, source), False)
+    n = pair.overlap
+    estimate = torch.zeros(model.n_layers, model.n_heads, dtype=torch.float64)
+    for layer in range(model.n_layers):
+        delta = z_source[layer][0, -n:] - z_base[layer][0, -n:]
+        estimate[layer] = torch.einsum("phd,phd->h", delta, z_base[layer].grad[0, -n:]).double()
+    return value + estimate
+
+
+@pytest.mark.parametrize("longer", [False, True], ids=["same-length", "longer-control"])
+def test_estimate_equals_plain_autograd(tiny_dirs, longer) -> None:
+    """Batched pair, cached shared opening and layer-0 leaf give the plain gradient estimate.
+
+    Same length: both prompts in one pass from the first differing token. A control
+    one token longer (a token repeated at the start) runs alone, right-aligned.
+    """
+    from patching.model import load_model
+
+    model = load_model(tiny_dirs["qwen2"])
+    tok = model.tokenizer
+    p = builtin_pairs(1)[0]
+    h, c = format_chat(tok, p.harmful), format_chat(tok, p.control)
+    n = min(len(h), len(c))
+    tokens = torch.cat([h.tokens[: len(h) - n], c.tokens[len(c) - n :]])
+    if longer:
+        tokens = torch.cat([tokens[:2], tokens[1:]])
+    shift = len(tokens) - len(h)
+    c = type(c)(c.instruction, c.text, tokens, h.t_inst + shift, h.t_post_inst + shift)
+    pair = align_pair(h, c)
+    assert (pair.shared > 1) != longer
+    metric = LogitDiffMetric(refusal_token_ids(tok), [5])
+    estimate = attribution_estimate(model, [pair], metric, progress=False)
+    for direction, base, source in (
+        ("necessity", "harmful", "control"),
+        ("sufficiency", "control", "harmful"),
+    ):
+        torch.testing.assert_close(
+            estimate.patched[direction][0],
+            _plain_estimate(model, pair, metric, base, source),
+            atol=1e-5,
+            rtol=1e-5,
+        )
+
+
 def test_prescreen_runs_exact_top_k_only(tiny_dirs) -> None:
     from patching.model import load_model
 

@@ -8,10 +8,11 @@ import torch
 from attribution.nll import RefusalScoreMetric
 from attribution.patching_result import interchange_test
 from attribution.refusal_tokens import refusal_token_ids
+from patching.attribution_patching import attribution_estimate
 from patching.chat import ChatPrompt, format_chat
-from patching.engine import RunStats, clean_run, run_rows, run_rows_full
+from patching.engine import RunStats, clean_run, clean_runs, run_rows, run_rows_full
 from patching.errors import HeadIndexError, PairAlignmentError
-from patching.interchange import align_pair, group_layers, interchange
+from patching.interchange import align_pair, interchange
 from patching.interventions import Ablation, AddVector, Interchange, Intervention, Scale
 from patching.pairs import builtin_pairs
 
@@ -45,11 +46,15 @@ def organism():
 
 
 def _rows(model, source):
+    """Rows in every layer, out of layer order: rows join the batch at their own layer."""
     last = model.n_layers - 1
     return [[Interchange(1, h, "all", source=source)] for h in range(model.n_heads)] + [
         [Scale(last, 1, [-1], alpha=0.1), Ablation(1, 0, [3, 5])],
+        [Interchange(last, 0, "all", source=source)],
         [Ablation(1, 2, "all", kind="mean", reference=source.mean(0))],
+        [Scale(0, 3, "all", alpha=-2.0)],
         [AddVector("blocks.1.hook_resid_pre", torch.linspace(-1, 1, model.d_model), [-2, -1])],
+        [Interchange(last - 1, 1, [4, 9], source=source)],
     ]
 
 
@@ -66,7 +71,8 @@ def test_batched_rows_and_skipped_layers_equal_full_forward(models, arch) -> Non
     full = run_rows_full(model, tokens, rows, readout=[-2, -1])
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
     assert stats.forward_passes > 1  # the tiny budget forced several chunks
-    assert stats.block_rows < len(rows) * model.n_layers  # layer 0 was skipped
+    entries = [min(iv.layer for iv in row) for row in rows]
+    assert stats.block_rows == sum(model.n_layers - e for e in entries)  # rows join late
     assert (full[:, -1] - clean.logits[-1]).abs().amax(-1).min() > 1e-3  # patches do act
 
 
@@ -87,6 +93,53 @@ def test_cached_prefix_equals_full_forward(models, arch) -> None:
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="before the cached prefix"):
         run_rows(model, clean, [[Scale(1, 0, [2], alpha=0.0)]])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_clean_runs_patch_like_lone_runs(models, arch) -> None:
+    """Each row of a batched clean run (own or shared prefix) equals a lone run and patches
+    like the plain full forward."""
+    model = models[arch]
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(10, 400, (3, 16), generator=g)
+    shared = tokens.clone()
+    shared[:, :6] = tokens[0, :6]
+    source = torch.randn(16, model.d_head, generator=g)
+    rows: list[list[Intervention]] = [
+        [Interchange(layer, 1, [8, -1], source=source)] for layer in range(model.n_layers)
+    ]
+    for batch in (tokens, shared):
+        with torch.no_grad():
+            runs, logits = clean_runs(model, batch, start=6)
+        for r, run in enumerate(runs):
+            alone = clean_run(model, batch[r], start=6)
+            torch.testing.assert_close(run.logits, alone.logits, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(logits[r], alone.logits, atol=1e-5, rtol=1e-5)
+            fast = run_rows(model, run, rows)
+            full = run_rows_full(model, batch[r], rows)
+            torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+def test_exact_step_reuses_the_estimate_clean_runs(organism) -> None:
+    """A prescreen's exact step on the attribution step's kept runs == on its own runs."""
+    model, prompts = organism
+    metric = RefusalScoreMetric(refusal_token_ids(model.tokenizer))
+    pairs = [align_pair(h, c) for h, c in prompts[:2]]
+    estimate = attribution_estimate(model, pairs, metric, keep_runs=True, progress=False)
+    assert estimate.runs is not None
+    heads = [(3, 2), (5, 0), (1, 1)]
+    reused = interchange(model, pairs, metric, heads=heads, runs=estimate.runs, progress=False)
+    fresh = interchange(model, pairs, metric, heads=heads, progress=False)
+    for d in ("necessity", "sufficiency"):
+        torch.testing.assert_close(
+            reused.patched[d], fresh.patched[d], atol=1e-5, rtol=0, equal_nan=True
+        )
+    torch.testing.assert_close(reused.clean_harmful, estimate.clean_harmful, atol=1e-5, rtol=0)
+    assert reused.stats.forward_passes == fresh.stats.forward_passes - len(pairs)
+    over = attribution_estimate(model, pairs, metric, keep_runs=True, budget_mb=1e-3)
+    assert over.runs is None  # over the memory budget: the exact step runs its own
+    with pytest.raises(ValueError, match="other prompts"):
+        interchange(model, pairs, metric, heads=heads, runs=estimate.runs[::-1], progress=False)
 
 
 def test_head_index_is_checked(models) -> None:
@@ -122,7 +175,9 @@ def test_necessity_equals_transformer_lens_patching(request, arch) -> None:
         model = request.getfixturevalue("models")[arch]
         prompts = _equal_length_pairs(model.tokenizer)
     metric = RefusalScoreMetric(refusal_token_ids(model.tokenizer))
-    run = interchange(model, [align_pair(h, c) for h, c in prompts], metric, progress=False)
+    pairs = [align_pair(h, c) for h, c in prompts]
+    assert any(p.shared > 1 for p in pairs)  # the shared opening is skipped, and still equal
+    run = interchange(model, pairs, metric, progress=False)
     for i, (h, c) in enumerate(prompts):
         _, control_cache = model.bridge.run_with_cache(c.tokens[None])
         with torch.no_grad():
@@ -140,8 +195,7 @@ def test_chosen_heads_merged_into_one_run_equal_the_full_grid(organism, position
     model, prompts = organism
     metric = RefusalScoreMetric(refusal_token_ids(model.tokenizer))
     pairs = [align_pair(h, c) for h, c in prompts[:2]]
-    heads = [(1, 2), (3, 0), (3, 3), (6, 1), (model.n_layers - 1, 2)]
-    assert len(group_layers(heads, model.n_layers)) < len({layer for layer, _ in heads})
+    heads = [(6, 1), (3, 0), (1, 2), (model.n_layers - 1, 2), (3, 3)]
     full = interchange(model, pairs, metric, positions=positions, progress=False)
     some = interchange(model, pairs, metric, positions=positions, heads=heads, progress=False)
     for d in ("necessity", "sufficiency"):
@@ -150,8 +204,11 @@ def test_chosen_heads_merged_into_one_run_equal_the_full_grid(organism, position
                 some.patched[d][:, layer, head], full.patched[d][:, layer, head], atol=1e-5, rtol=0
             )
         assert int((~some.patched[d].isnan()).sum()) == len(heads) * len(pairs)
-    assert some.stats.forward_passes <= full.stats.forward_passes
-    assert some.stats.block_rows < full.stats.block_rows
+    # Per pair: one batched clean pass of both prompts, one patched pass per direction
+    # in which each head's row joins at its own layer.
+    assert some.stats.forward_passes == 3 * len(pairs)
+    joined = sum(model.n_layers - layer for layer, _ in heads)
+    assert some.stats.block_rows == 2 * len(pairs) * joined
 
 
 def test_unequal_lengths_are_right_aligned_and_reported(models) -> None:
