@@ -23,7 +23,9 @@ off), so layer 0's ``z`` is detached and marked ``requires_grad``: every later
 ``z`` then carries a gradient (``retain_grad``) and the backward pass stops at
 the first heads. Positions in the pair's shared opening (``AlignedPair.shared``)
 have ``z_source == z_base``, so they come from a cached prefix without gradients.
-A pair's two prompts share one batched pass when their lengths agree.
+Prompts of one length share one batched pass (up to ``GROUP_PAIRS`` pairs), so
+the weights are read once for all of them: on CPU a small forward pass costs
+about as much in streaming the weights as in arithmetic.
 
 The passes are the clean runs the exact interchange needs; with ``keep_runs``
 they are returned (within the memory budget) so a prescreen's exact step does
@@ -48,23 +50,45 @@ from patching.interchange import (
     InterchangeRun,
     PairRuns,
     PatchMetric,
-    pair_runs,
+    group_runs,
     patched_positions,
 )
 from patching.interventions import Positions, z_hook
 from patching.model import HookedModel
 
+# Pairs of one length estimated in one batched pass, at most this many: larger batches
+# hold more activations for the backward pass and gain little more.
+GROUP_PAIRS = 8
 
-def _estimate_pair(
+
+def _groups(pairs: Sequence[AlignedPair]) -> list[list[int]]:
+    """Pairs whose two prompts share a length, batched by that length; the rest alone."""
+    by_length: dict[tuple[int, int], list[int]] = {}
+    alone = []
+    for i, pair in enumerate(pairs):
+        if len(pair.harmful) == len(pair.control):
+            by_length.setdefault((len(pair.harmful), pair.n_readout), []).append(i)
+        else:
+            alone.append([i])
+    batched = [
+        members[k : k + GROUP_PAIRS]
+        for members in by_length.values()
+        for k in range(0, len(members), GROUP_PAIRS)
+    ]
+    return batched + alone
+
+
+def _estimate_group(
     model: HookedModel,
-    pair: AlignedPair,
-    index: int,
+    pairs: Sequence[AlignedPair],
+    indices: Sequence[int],
     metric: PatchMetric,
     positions: Positions,
     directions: Sequence[Direction],
-) -> tuple[dict[str, float], dict[str, Tensor], PairRuns, int]:
-    """Clean values, estimated patched values per direction, the clean runs, passes run."""
-    aligned = patched_positions(pair, positions)
+) -> tuple[list[dict[str, float]], list[dict[str, Tensor]], list[PairRuns], int]:
+    """Per pair of ``indices``: clean values, estimates per direction, clean runs; passes run."""
+    group = [pairs[i] for i in indices]
+    aligned = [patched_positions(pair, positions) for pair in group]
     captured: list[list[Tensor]] = []
 
     def keep(layer: int) -> Any:
@@ -80,40 +104,48 @@ def _estimate_pair(
         return hook
 
     hooks: list[Hook] = [(z_hook(layer), keep(layer)) for layer in range(model.n_layers)]
+    bases = ["harmful" if d == "necessity" else "control" for d in directions]
     with torch.enable_grad():
-        runs, logits = pair_runs(model, pair, aligned, fwd_hooks=hooks if aligned else ())
-        # Where each side's row sits: one batched pass, or one pass per side.
-        where = {"harmful": (0, 0), "control": (0, 1) if len(logits) == 1 else (1, 0)}
-        value = {side: metric(logits[p][r : r + 1], index)[0] for side, (p, r) in where.items()}
-        bases = ["harmful" if d == "necessity" else "control" for d in directions]
-        if aligned:
-            torch.stack([value[side] for side in set(bases)]).sum().backward()
-    clean = {side: float(v.detach()) for side, v in value.items()}
-    patched: dict[str, Tensor] = {}
-    for direction, base in zip(directions, bases, strict=True):
-        if not aligned:  # every chosen position lies in the shared opening: nothing changes
-            patched[direction] = torch.full(
-                (model.n_layers, model.n_heads), clean[base], dtype=torch.float64
-            )
-            continue
-        source = "control" if base == "harmful" else "harmful"
-        (pb, rb), (ps, rs) = where[base], where[source]
-        start_b = runs[0 if base == "harmful" else 1].start
-        start_s = runs[0 if source == "harmful" else 1].start
-        at_b = [p + pair.offset(base) - start_b for p in aligned]  # type: ignore[arg-type]
-        at_s = [p + pair.offset(source) - start_s for p in aligned]  # type: ignore[arg-type]
-        z_base = torch.stack([z[rb, at_b].detach() for z in captured[pb]]).double()
-        z_source = torch.stack([z[rs, at_s].detach() for z in captured[ps]]).double()
-        grad = torch.stack(
-            [
-                z.grad[rb, at_b] if z.grad is not None else torch.zeros_like(z[rb, at_b])
-                for z in captured[pb]
-            ]
-        ).double()
-        delta: Float[Tensor, "layer pos head d_head"] = z_source - z_base
-        estimate = torch.einsum("lphd,lphd->lh", delta, grad).cpu()
-        patched[direction] = clean[base] + estimate
-    return clean, patched, runs, len(logits)
+        runs, passes = group_runs(model, group, aligned, fwd_hooks=hooks if any(aligned) else ())
+        where: dict[tuple[int, str], tuple[int, int]] = {
+            key: (p, r) for p, run in enumerate(passes) for r, key in enumerate(run.rows)
+        }
+        value = {
+            (j, side): metric(passes[p].logits[r : r + 1], indices[j])[0]
+            for (j, side), (p, r) in where.items()
+        }
+        wanted = [value[j, side] for j in range(len(group)) if aligned[j] for side in set(bases)]
+        if wanted:
+            torch.stack(wanted).sum().backward()
+    cleans, estimates = [], []
+    for j, pair in enumerate(group):
+        clean = {side: float(value[j, side].detach()) for side in ("harmful", "control")}
+        patched: dict[str, Tensor] = {}
+        for direction, base in zip(directions, bases, strict=True):
+            if not aligned[j]:  # every chosen position lies in the shared opening: no change
+                patched[direction] = torch.full(
+                    (model.n_layers, model.n_heads), clean[base], dtype=torch.float64
+                )
+                continue
+            source = "control" if base == "harmful" else "harmful"
+            (pb, rb), (ps, rs) = where[j, base], where[j, source]
+            run_b = runs[j][0 if base == "harmful" else 1]
+            run_s = runs[j][0 if source == "harmful" else 1]
+            at_b = [p + pair.offset(base) - run_b.start for p in aligned[j]]  # type: ignore[arg-type]
+            at_s = [p + pair.offset(source) - run_s.start for p in aligned[j]]  # type: ignore[arg-type]
+            z_base = torch.stack([z[rb, at_b].detach() for z in captured[pb]]).double()
+            z_source = torch.stack([z[rs, at_s].detach() for z in captured[ps]]).double()
+            grad = torch.stack(
+                [
+                    z.grad[rb, at_b] if z.grad is not None else torch.zeros_like(z[rb, at_b])
+                    for z in captured[pb]
+                ]
+            ).double()
+            delta: Float[Tensor, "layer pos head d_head"] = z_source - z_base
+            patched[direction] = clean[base] + torch.einsum("lphd,lphd->lh", delta, grad).cpu()
+        cleans.append(clean)
+        estimates.append(patched)
+    return cleans, estimates, runs, len(passes)
 
 
 def attribution_estimate(
@@ -147,20 +179,25 @@ def attribution_estimate(
         truncated=[p.truncated for p in pairs],
         stats=RunStats(),
     )
-    kept: list[PairRuns] | None = [] if keep_runs else None
+    kept: dict[int, PairRuns] | None = {} if keep_runs else None
     kept_mb = 0.0
-    for i, pair in enumerate(tqdm(pairs, desc="attribution", unit="pair", disable=not progress)):
-        clean, patched, runs, passes = _estimate_pair(model, pair, i, metric, positions, directions)
-        result.stats.forward_passes += passes
-        result.clean_harmful[i] = clean["harmful"]
-        result.clean_control[i] = clean["control"]
-        for direction in directions:
-            result.patched[direction][i] = patched[direction]
-        if kept is not None:
-            kept_mb += sum(run.nbytes for run in runs) / 2**20
-            if kept_mb > budget_mb:
-                kept = None  # too large to hold: the exact step runs its own
-            else:
-                kept.append(runs)
-    result.runs = kept
+    with tqdm(total=n, desc="attribution", unit="pair", disable=not progress) as bar:
+        for indices in _groups(pairs):
+            cleans, estimates, runs, passes = _estimate_group(
+                model, pairs, indices, metric, positions, directions
+            )
+            result.stats.forward_passes += passes
+            for i, clean, patched, both in zip(indices, cleans, estimates, runs, strict=True):
+                result.clean_harmful[i] = clean["harmful"]
+                result.clean_control[i] = clean["control"]
+                for direction in directions:
+                    result.patched[direction][i] = patched[direction]
+                if kept is not None:
+                    kept_mb += sum(run.nbytes for run in both) / 2**20
+                    if kept_mb > budget_mb:
+                        kept = None  # too large to hold: the exact step runs its own
+                    else:
+                        kept[i] = both
+            bar.update(len(indices))
+    result.runs = [kept[i] for i in range(n)] if kept is not None else None
     return result

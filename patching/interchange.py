@@ -169,41 +169,61 @@ def patched_positions(pair: AlignedPair, positions: Positions) -> list[int]:
 PairRuns = tuple[CleanRun, CleanRun]
 
 
-def pair_runs(
-    model: HookedModel, pair: AlignedPair, positions: Sequence[int], fwd_hooks: Sequence[Hook] = ()
-) -> tuple[PairRuns, list[Tensor]]:
-    """The harmful and control clean runs of a pair, starting at its first patched position.
+Side = Literal["harmful", "control"]
 
-    Equal-length prompts share one batched pass (one set of ``fwd_hooks`` calls);
-    otherwise each runs alone. Returns the runs and each pass's read-out logits.
+
+@dataclass(frozen=True)
+class Pass:
+    """One batched clean pass: which (pair, side) each row holds, and its read-out logits."""
+
+    rows: list[tuple[int, Side]]
+    logits: Float[Tensor, "batch readout d_vocab"]
+
+
+def group_runs(
+    model: HookedModel,
+    pairs: Sequence[AlignedPair],
+    positions: Sequence[Sequence[int]],
+    fwd_hooks: Sequence[Hook] = (),
+) -> tuple[list[PairRuns], list[Pass]]:
+    """Clean runs of every prompt of ``pairs``, prompts of one length batched together.
+
+    Each prompt starts at its pair's first patched position (``positions[i]``, aligned);
+    a batch starts at the earliest of its rows (later ones recompute a few positions
+    more, at the price of one pass instead of several). Returns each pair's
+    (harmful, control) runs and the passes, in the order ``fwd_hooks`` saw them.
     """
-    readout = list(range(-pair.n_readout, 0))
-    first = min(positions) if positions else pair.overlap
-    starts = {
-        side: min(first + pair.offset(side), len(getattr(pair, side)) - pair.n_readout)
-        for side in ("harmful", "control")
-    }
-    labels = {"harmful": pair.harmful_labels, "control": pair.control_labels}
-    groups: list[tuple[str, ...]] = (
-        [("harmful", "control")]
-        if len(pair.harmful) == len(pair.control)
-        else [("harmful",), ("control",)]
-    )
-    runs: dict[str, CleanRun] = {}
-    logits = []
-    for sides in groups:
-        tokens = torch.stack([getattr(pair, side) for side in sides])
-        made, out = clean_runs(
+    buckets: dict[tuple[int, int], list[tuple[int, Side]]] = {}
+    for i, pair in enumerate(pairs):
+        for side in ("harmful", "control"):
+            key = (len(getattr(pair, side)), pair.n_readout)
+            buckets.setdefault(key, []).append((i, side))  # type: ignore[arg-type]
+    runs: dict[tuple[int, Side], CleanRun] = {}
+    passes = []
+    for (n_pos, n_readout), rows in buckets.items():
+        starts = []
+        for i, side in rows:
+            first = min(positions[i]) if positions[i] else pairs[i].overlap
+            starts.append(min(first + pairs[i].offset(side), n_pos - n_readout))
+        made, logits = clean_runs(
             model,
-            tokens,
-            start=starts[sides[0]],
-            readout=readout,
-            labels=[labels[side] for side in sides],
+            torch.stack([getattr(pairs[i], side) for i, side in rows]),
+            start=min(starts),
+            readout=list(range(-n_readout, 0)),
+            labels=[getattr(pairs[i], f"{side}_labels") for i, side in rows],
             fwd_hooks=fwd_hooks,
         )
-        runs.update(zip(sides, made, strict=True))
-        logits.append(out)
-    return (runs["harmful"], runs["control"]), logits
+        runs.update(zip(rows, made, strict=True))
+        passes.append(Pass(rows, logits))
+    return [(runs[i, "harmful"], runs[i, "control"]) for i in range(len(pairs))], passes
+
+
+def pair_runs(
+    model: HookedModel, pair: AlignedPair, positions: Sequence[int]
+) -> tuple[PairRuns, int]:
+    """A pair's clean runs from its first patched position, and the passes they took."""
+    runs, passes = group_runs(model, [pair], [positions])
+    return runs[0], len(passes)
 
 
 @dataclass
@@ -365,7 +385,7 @@ def _run_pair(
     aligned = patched_positions(pair, positions)
     if given is None:
         (harmful, control), passes = pair_runs(model, pair, aligned)
-        stats.forward_passes += len(passes)
+        stats.forward_passes += passes
     else:
         harmful, control = given
         if not (

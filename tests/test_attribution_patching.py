@@ -45,7 +45,7 @@ def test_last_layer_estimate_equals_exact_patching(tiny_dirs, arch) -> None:
     torch.testing.assert_close(estimate.clean_harmful, exact.clean_harmful, atol=1e-4, rtol=0)
 
 
-def _plain_estimate(model, pair, metric, base, source):
+def _plain_estimate(model, pair, metric, index, base, source):
     """The estimate from scratch: full-length runs, one prompt each, plain autograd."""
     from patching.interventions import z_hook
 
@@ -64,7 +64,7 @@ def _plain_estimate(model, pair, metric, base, source):
         hooks = [("hook_embed", leaf)] + [(z_hook(layer), keep) for layer in range(model.n_layers)]
         with torch.set_grad_enabled(grad):
             logits = model.bridge.run_with_hooks(tokens[None], fwd_hooks=hooks)
-            value = metric(logits[:, -1:], 0)[0]
+            value = metric(logits[:, -1:], index)[0]
             if grad:
                 value.backward()
         return value.detach().double(), zs
@@ -79,12 +79,13 @@ def _plain_estimate(model, pair, metric, base, source):
     return value + estimate
 
 
-@pytest.mark.parametrize("longer", [False, True], ids=["same-length", "longer-control"])
-def test_estimate_equals_plain_autograd(tiny_dirs, longer) -> None:
-    """Batched pair, cached shared opening and layer-0 leaf give the plain gradient estimate.
+@pytest.mark.parametrize("case", ["same-length", "longer-control", "two-pairs"])
+def test_estimate_equals_plain_autograd(tiny_dirs, case) -> None:
+    """Batched prompts, cached shared opening and layer-0 leaf give the plain estimate.
 
     Same length: both prompts in one pass from the first differing token. A control
-    one token longer (a token repeated at the start) runs alone, right-aligned.
+    one token longer (a token repeated at the start) runs alone, right-aligned. Two
+    pairs of one length with different shared openings: four rows in one pass.
     """
     from patching.model import load_model
 
@@ -94,24 +95,31 @@ def test_estimate_equals_plain_autograd(tiny_dirs, longer) -> None:
     h, c = format_chat(tok, p.harmful), format_chat(tok, p.control)
     n = min(len(h), len(c))
     tokens = torch.cat([h.tokens[: len(h) - n], c.tokens[len(c) - n :]])
-    if longer:
+    if case == "longer-control":
         tokens = torch.cat([tokens[:2], tokens[1:]])
     shift = len(tokens) - len(h)
     c = type(c)(c.instruction, c.text, tokens, h.t_inst + shift, h.t_post_inst + shift)
-    pair = align_pair(h, c)
-    assert (pair.shared > 1) != longer
-    metric = LogitDiffMetric(refusal_token_ids(tok), [5])
-    estimate = attribution_estimate(model, [pair], metric, progress=False)
-    for direction, base, source in (
-        ("necessity", "harmful", "control"),
-        ("sufficiency", "control", "harmful"),
-    ):
-        torch.testing.assert_close(
-            estimate.patched[direction][0],
-            _plain_estimate(model, pair, metric, base, source),
-            atol=1e-5,
-            rtol=1e-5,
-        )
+    pairs = [align_pair(h, c)]
+    if case == "two-pairs":
+        late = h.tokens.clone()
+        late[h.t_inst] = (late[h.t_inst] + 7) % 400 + 10
+        pairs.append(align_pair(h, type(c)(c.instruction, c.text, late, h.t_inst, h.t_post_inst)))
+        assert pairs[1].shared > pairs[0].shared
+    assert (pairs[0].shared > 1) == (case != "longer-control")
+    metric = LogitDiffMetric(refusal_token_ids(tok), [5, 9])
+    estimate = attribution_estimate(model, pairs, metric, progress=False)
+    assert estimate.stats.forward_passes == (2 if case == "longer-control" else 1)
+    for i, pair in enumerate(pairs):
+        for direction, base, source in (
+            ("necessity", "harmful", "control"),
+            ("sufficiency", "control", "harmful"),
+        ):
+            torch.testing.assert_close(
+                estimate.patched[direction][i],
+                _plain_estimate(model, pair, metric, i, base, source),
+                atol=1e-5,
+                rtol=1e-5,
+            )
 
 
 def test_prescreen_runs_exact_top_k_only(tiny_dirs) -> None:
