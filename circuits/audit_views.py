@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 
 from circuits.behaviour import BEHAVIOURS
 from circuits.export import save_figures
-from circuits.views import head_heatmap, write_report
+from circuits.views import head_heatmap, head_map_figure, write_report
 
 if TYPE_CHECKING:
     from circuits.audit import AuditResult
@@ -47,7 +47,12 @@ def necessity_heatmap(result: AuditResult) -> go.Figure:
                 f"[{nec.ci_low[layer, head]:+.3f}, {nec.ci_high[layer, head]:+.3f}]"
                 f"<br>p={nec.p[layer, head]:.2g}, q={nec.q[layer, head]:.2g}"
             )
-    fig = go.Figure(head_heatmap(nec.effect, hover, colorbar_title="necessity"))
+    low, high = result.settings["band"]
+    fig = head_map_figure(
+        head_heatmap(nec.effect, hover, colorbar_title="necessity"),
+        f"Interchange necessity (fraction of the mean gap, n={result.n_pairs}); "
+        f"G gate, A amplifier, N negative; gate band {low:.0%}-{high:.0%} of depth",
+    )
     marks = [((h.layer, h.head), "G") for h in result.gate]
     marks += [((h.layer, h.head), "A") for h in result.amplifiers]
     if result.negative_heads is not None:
@@ -60,15 +65,6 @@ def necessity_heatmap(result: AuditResult) -> go.Figure:
             showarrow=False,
             font={"size": 16, "color": "black"},
         )
-    low, high = result.settings["band"]
-    fig.update_layout(
-        title=f"Interchange necessity (fraction of the mean gap, n={result.n_pairs}); "
-        f"G gate, A amplifier, N negative; gate band {low:.0%}-{high:.0%} of depth",
-        xaxis_title="head",
-        yaxis_title="layer",
-        yaxis={"autorange": "reversed"},
-        template="plotly_white",
-    )
     return fig
 
 

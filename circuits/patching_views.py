@@ -13,42 +13,39 @@ from typing import Any
 import numpy as np
 
 from attribution.patching_result import PatchingResult, Which
+from circuits.views import head_heatmap, head_map_figure, symmetric_range
 
 
 def patching_heatmap(
-    result: PatchingResult, which: Which = "necessity", *, alpha: float = 0.05
+    result: PatchingResult,
+    which: Which = "necessity",
+    *,
+    alpha: float = 0.05,
+    zmax: float | None = None,
 ) -> Any:
-    """A layer x head heatmap of ``result``'s mean ``which`` effects."""
+    """A layer x head heatmap of ``result``'s mean ``which`` effects (scale +-``zmax``)."""
     import plotly.graph_objects as go
 
     s = result.stats(which)
-    effect = s["effect"]
-    limit = float(np.nanmax(np.abs(effect))) if np.isfinite(effect).any() else 1.0
-    custom = np.stack([s["ci_low"], s["ci_high"], s["p"], s["q"]], axis=-1)
-    fig = go.Figure(
-        go.Heatmap(
-            z=effect,
-            x=list(range(result.n_heads)),
-            y=list(range(result.n_layers)),
-            customdata=custom,
-            colorscale="RdBu_r",
-            zmid=0.0,
-            zmin=-limit,
-            zmax=limit,
-            colorbar={"title": which},
-            hovertemplate=(
-                "layer %{y}, head %{x}<br>effect %{z:.3f}"
-                "<br>CI [%{customdata[0]:.3f}, %{customdata[1]:.3f}]"
-                "<br>p %{customdata[2]:.3g}, q %{customdata[3]:.3g}<extra></extra>"
-            ),
-        )
+    hover = np.empty(s["effect"].shape, dtype=object)
+    for layer in range(result.n_layers):
+        for head in range(result.n_heads):
+            hover[layer, head] = (
+                f"L{layer}H{head}<br>effect {s['effect'][layer, head]:.3f}"
+                f"<br>CI [{s['ci_low'][layer, head]:.3f}, {s['ci_high'][layer, head]:.3f}]"
+                f"<br>p {s['p'][layer, head]:.3g}, q {s['q'][layer, head]:.3g}"
+            )
+    fig = head_map_figure(
+        head_heatmap(s["effect"], hover, colorbar_title=which, zmax=zmax),
+        f"Interchange {which} ({result.metric}, positions={result.positions}, "
+        f"n={result.n}, {result.mode})",
     )
     hits = result.significant(alpha, which=which)
     if hits:
         fig.add_trace(
             go.Scatter(
-                x=[h.head for h in hits],
-                y=[h.layer for h in hits],
+                x=[f"H{h.head}" for h in hits],
+                y=[f"L{h.layer}" for h in hits],
                 mode="markers",
                 marker={
                     "symbol": "circle-open",
@@ -60,15 +57,6 @@ def patching_heatmap(
                 hoverinfo="skip",
             )
         )
-    fig.update_layout(
-        title=(
-            f"Interchange {which} ({result.metric}, positions={result.positions}, "
-            f"n={result.n}, {result.mode})"
-        ),
-        xaxis_title="head",
-        yaxis_title="layer",
-        yaxis={"autorange": True},
-    )
     return fig
 
 
@@ -77,14 +65,21 @@ def patching_figure(result: PatchingResult, *, alpha: float = 0.05) -> Any:
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("necessity", "sufficiency"))
+    zmax = symmetric_range(result.necessity, result.sufficiency)  # the one bar fits both
     for col, which in enumerate(("necessity", "sufficiency"), start=1):
-        single = patching_heatmap(result, which, alpha=alpha)  # type: ignore[arg-type]
+        single = patching_heatmap(result, which, alpha=alpha, zmax=zmax)  # type: ignore[arg-type]
         for trace in single.data:
-            if col == 2 and hasattr(trace, "colorbar"):
-                trace.showscale = False
+            if hasattr(trace, "colorbar"):  # one colour bar serves both panels
+                trace.colorbar.title.text = "fraction of the clean gap"
+                trace.showscale = col == 1
+            elif col == 2:
+                trace.showlegend = False  # and one legend entry
             fig.add_trace(trace, row=1, col=col)
     fig.update_layout(
         title=f"Interchange test: {result.model} ({result.metric}, n={result.n})",
         height=max(400, 30 * result.n_layers + 150),
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.12},
     )
+    fig.update_yaxes(autorange="reversed")  # layer 0 on top, as in every head map
     return fig

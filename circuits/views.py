@@ -21,7 +21,7 @@ from attribution.dla import DLAResult
 DIVERGING = "RdBu_r"
 
 
-def _symmetric_range(*grids: np.ndarray) -> float:
+def symmetric_range(*grids: np.ndarray) -> float:
     peaks = [float(np.nanmax(np.abs(g))) for g in grids if np.isfinite(g).any()]
     peak = max(peaks, default=0.0)
     return peak if peak > 0 else 1.0
@@ -37,7 +37,7 @@ def head_heatmap(
 ) -> go.Heatmap:
     """The one layer x head trace every view uses: labelled axes, zero-centred diverging scale."""
     n_layers, n_heads = values.shape
-    zmax = zmax if zmax is not None else _symmetric_range(values)
+    zmax = zmax if zmax is not None else symmetric_range(values)
     return go.Heatmap(
         z=values,
         x=[f"H{h}" for h in range(n_heads)],
@@ -51,6 +51,19 @@ def head_heatmap(
         showscale=showscale,
         colorbar={"title": colorbar_title},
     )
+
+
+def head_map_figure(trace: go.Heatmap, title: str) -> go.Figure:
+    """A figure of one :func:`head_heatmap` trace: layer 0 on top, heads across."""
+    fig = go.Figure(trace)
+    fig.update_layout(
+        title=title,
+        xaxis_title="head",
+        yaxis_title="layer",
+        yaxis={"autorange": "reversed"},
+        template="plotly_white",
+    )
+    return fig
 
 
 def _head_hover(result: DLAResult, values: np.ndarray, with_ci: bool) -> np.ndarray:
@@ -70,24 +83,17 @@ def _head_hover(result: DLAResult, values: np.ndarray, with_ci: bool) -> np.ndar
 def dla_heatmap(result: DLAResult, *, title: str | None = None) -> go.Figure:
     """Layer x head map of harmful-minus-control DLA, with CI on hover."""
     values = result.per_head
-    fig = go.Figure(
-        head_heatmap(values, _head_hover(result, values, with_ci=True), colorbar_title="logits")
-    )
-    fig.update_layout(
-        title=title
+    return head_map_figure(
+        head_heatmap(values, _head_hover(result, values, with_ci=True), colorbar_title="logits"),
+        title
         or f"Direct logit attribution to refusal, harmful − control (n={result.n_pairs} pairs)",
-        xaxis_title="head",
-        yaxis_title="layer",
-        yaxis={"autorange": "reversed"},
-        template="plotly_white",
     )
-    return fig
 
 
 def dla_side_by_side(result: DLAResult) -> go.Figure:
     """Harmful and control DLA maps on one shared, zero-centred scale."""
     harmful, control = result.harmful_mean, result.control_mean
-    zmax = _symmetric_range(harmful, control)
+    zmax = symmetric_range(harmful, control)
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("harmful prompts", "control prompts"), shared_yaxes=True
     )
