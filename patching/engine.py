@@ -115,6 +115,39 @@ class CleanRun:
         return out
 
 
+def readout_hooks(
+    model: HookedModel, readout: Sequence[int], *, unembed: bool = True
+) -> list[Hook]:
+    """Hooks that run the last block's MLP (and the unembedding) at ``readout`` only.
+
+    Nothing after the last block reads its other positions, so their MLP output is
+    never used: the MLP sees the read-out rows of its input and its output is
+    scattered back into zeros (the residual addition needs the full shape). On the
+    benchmark model this is 2/3 of the last block. ``readout`` indexes the positions
+    the pass computes; with ``unembed`` the model's logits are those positions' only.
+    """
+    last, keep = model.n_layers - 1, list(readout)
+    n_pos: list[int] = []
+
+    def take(x: Tensor, hook: Any) -> Tensor:
+        n_pos[:] = [x.shape[1]]
+        return x[:, keep]
+
+    def scatter(x: Tensor, hook: Any) -> Tensor:
+        full = x.new_zeros(x.shape[0], n_pos[0], *x.shape[2:])
+        full[:, keep] = x
+        return full
+
+    def take_read(x: Tensor, hook: Any) -> Tensor:
+        return x[:, keep]
+
+    hooks: list[Hook] = [
+        (f"blocks.{last}.ln2.hook_in", take),
+        (f"blocks.{last}.mlp.hook_out", scatter),
+    ]
+    return [*hooks, ("unembed.hook_in", take_read)] if unembed else hooks
+
+
 def _is_cache(value: Any) -> bool:
     from transformers.cache_utils import Cache
 
@@ -229,7 +262,11 @@ def clean_runs(
         )
         logits = bridge.run_with_hooks(
             tokens[:, start:],
-            fwd_hooks=[*fwd_hooks, *((z_hook(layer), keep_z(layer)) for layer in range(n))],
+            fwd_hooks=[
+                *fwd_hooks,
+                *((z_hook(layer), keep_z(layer)) for layer in range(n)),
+                *readout_hooks(model, [p - start for p in read]),
+            ],
             **extra,
         )
     finally:
@@ -238,7 +275,7 @@ def clean_runs(
     if prefix is not None:  # the cache keeps only the prefix (patched runs append to it)
         for layer, (keys, values) in zip(cache.layers, prefix, strict=True):
             layer.keys, layer.values = keys, values
-    read_logits = logits[:, [p - start for p in read]]
+    read_logits = logits  # readout_hooks: only the read-out positions reach the unembedding
     runs = []
     for row in range(batch):
         row_labels = dict(labels[row]) if labels is not None else {}
@@ -359,7 +396,11 @@ def _run_chunk(
     rows keep their batch index once in, so the hooks' row indices stay valid.
     """
     entry = [first_layer([row]) for row in rows]
+    read = [p - clean.start for p in clean.readout]
     hooks = _hooks_for_rows(rows, clean.n_pos, clean.start, clean.labels)
+    last = model.n_layers - 1
+    if not any(isinstance(iv, AddVector) and iv.layer == last for row in rows for iv in row):
+        hooks += readout_hooks(model, read, unembed=False)
     cache = clean.cache
     if clean.prefix is not None:
         # Reset every layer to the clean prefix, one copy per row in the batch at that
@@ -383,7 +424,7 @@ def _run_chunk(
             )
             hidden = out[0] if isinstance(out, tuple) else out
     assert hidden is not None
-    return _final_logits(model, hidden[:, [p - clean.start for p in clean.readout]])
+    return _final_logits(model, hidden[:, read])
 
 
 def run_rows(

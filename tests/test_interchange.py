@@ -15,6 +15,7 @@ from patching.errors import HeadIndexError, PairAlignmentError
 from patching.interchange import align_pair, interchange
 from patching.interventions import Ablation, AddVector, Interchange, Intervention, Scale
 from patching.pairs import builtin_pairs
+from tests.tiny_models import ARCHITECTURES
 
 ARCHS = ["qwen2", "gpt2"]
 
@@ -23,7 +24,7 @@ ARCHS = ["qwen2", "gpt2"]
 def models(tiny_dirs):
     from patching.model import load_model
 
-    return {arch: load_model(tiny_dirs[arch]) for arch in ARCHS}
+    return {arch: load_model(tiny_dirs[arch]) for arch in ARCHITECTURES}
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +56,12 @@ def _rows(model, source):
         [Scale(0, 3, "all", alpha=-2.0)],
         [AddVector("blocks.1.hook_resid_pre", torch.linspace(-1, 1, model.d_model), [-2, -1])],
         [Interchange(last - 1, 1, [4, 9], source=source)],
+        # In the last block itself: the MLP must then run at every position.
+        [AddVector(f"blocks.{last}.hook_mlp_out", torch.linspace(1, -1, model.d_model), [-1])],
     ]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_batched_rows_and_skipped_layers_equal_full_forward(models, arch) -> None:
     model = models[arch]
     g = torch.Generator().manual_seed(0)
@@ -70,13 +73,15 @@ def test_batched_rows_and_skipped_layers_equal_full_forward(models, arch) -> Non
     fast = run_rows(model, clean, rows, stats=stats, budget_mb=0.05)
     full = run_rows_full(model, tokens, rows, readout=[-2, -1])
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    plain = model.run_with_hooks(tokens[None], [])[0, -2:]  # the clean run reads out 2 positions
+    torch.testing.assert_close(clean.logits, plain, atol=1e-5, rtol=1e-5)
     assert stats.forward_passes > 1  # the tiny budget forced several chunks
     entries = [min(iv.layer for iv in row) for row in rows]
     assert stats.block_rows == sum(model.n_layers - e for e in entries)  # rows join late
     assert (full[:, -1] - clean.logits[-1]).abs().amax(-1).min() > 1e-3  # patches do act
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_cached_prefix_equals_full_forward(models, arch) -> None:
     model = models[arch]
     g = torch.Generator().manual_seed(1)
@@ -95,7 +100,7 @@ def test_cached_prefix_equals_full_forward(models, arch) -> None:
         run_rows(model, clean, [[Scale(1, 0, [2], alpha=0.0)]])
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_batched_clean_runs_patch_like_lone_runs(models, arch) -> None:
     """Each row of a batched clean run (own or shared prefix) equals a lone run and patches
     like the plain full forward."""
