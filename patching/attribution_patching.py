@@ -128,16 +128,18 @@ def _estimate_group(
                 )
                 continue
             source = "control" if base == "harmful" else "harmful"
-            (pb, rb), (ps, rs) = where[j, base], where[j, source]
+            pb, rb = where[j, base]
             run_b = runs[j][0 if base == "harmful" else 1]
             run_s = runs[j][0 if source == "harmful" else 1]
-            at_b = [p + pair.offset(base) - run_b.start for p in aligned[j]]  # type: ignore[arg-type]
-            at_s = [p + pair.offset(source) - run_s.start for p in aligned[j]]  # type: ignore[arg-type]
-            z_base = torch.stack([z[rb, at_b].detach() for z in captured[pb]]).double()
-            z_source = torch.stack([z[rs, at_s].detach() for z in captured[ps]]).double()
+            at_b = [p + pair.offset(base) for p in aligned[j]]  # type: ignore[arg-type]
+            at_s = [p + pair.offset(source) for p in aligned[j]]  # type: ignore[arg-type]
+            z_base = torch.stack([z[[p - run_b.start for p in at_b]] for z in run_b.z]).double()
+            z_source = torch.stack([z[[p - run_s.start for p in at_s]] for z in run_s.z]).double()
+            # The captured tensors (and their gradients) span the whole pass.
+            in_pass = [p - passes[pb].start for p in at_b]
             grad = torch.stack(
                 [
-                    z.grad[rb, at_b] if z.grad is not None else torch.zeros_like(z[rb, at_b])
+                    z.grad[rb, in_pass] if z.grad is not None else torch.zeros_like(z[rb, in_pass])
                     for z in captured[pb]
                 ]
             ).double()

@@ -181,6 +181,31 @@ def _row_slice(value: Any, row: int, batch: int) -> Any:
     return value
 
 
+def _query_slice(value: Any, skip: int, n_query: int) -> Any:
+    """A block call's arguments for a row that starts ``skip`` positions into the pass.
+
+    Tensors along the query axis lose their first ``skip`` entries: the attention mask
+    ([batch, 1, query, key], dim 2), position ids ([batch, query]) and rotary tables
+    ([batch, query, dim]) on dim 1. The key axis keeps its length: the row's prefix
+    cache holds the keys and values of the skipped positions.
+    """
+    if skip == 0:
+        return value
+    if isinstance(value, Tensor):
+        if value.ndim == 4 and value.shape[2] == n_query:
+            return value[:, :, skip:]
+        if value.ndim in (2, 3) and value.shape[1] == n_query:
+            return value[:, skip:]
+        return value
+    if isinstance(value, tuple):
+        return tuple(_query_slice(v, skip, n_query) for v in value)
+    if isinstance(value, list):
+        return [_query_slice(v, skip, n_query) for v in value]
+    if isinstance(value, dict):
+        return {k: _query_slice(v, skip, n_query) for k, v in value.items()}
+    return value
+
+
 def _run_prefix(model: HookedModel, prefix: Tensor) -> Any:
     """The key/value cache of ``prefix`` ([batch, start]); one row when every row's is the same."""
     from transformers import DynamicCache
@@ -196,7 +221,7 @@ def clean_runs(
     model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     *,
-    start: int = 0,
+    start: int | Sequence[int] = 0,
     readout: Sequence[int] = (-1,),
     labels: Sequence[Mapping[str, int]] | None = None,
     fwd_hooks: Sequence[Hook] = (),
@@ -206,21 +231,29 @@ def clean_runs(
     Returns each row's :class:`CleanRun` and the batch's read-out logits. The pass
     follows torch's grad mode: under ``torch.enable_grad()`` the logits keep their
     graph, and ``fwd_hooks`` (extra TransformerLens hooks) can retain intermediate
-    tensors for a backward pass (:mod:`patching.attribution_patching`). The prefix
-    before ``start`` is always run without gradients, once when all rows share it.
+    tensors for a backward pass (:mod:`patching.attribution_patching`). The pass
+    computes positions from the earliest start on; the prefix before it is run
+    without gradients, once when all rows share it.
 
     Args:
-        start: positions before it are run once into a key/value cache and never
-            recomputed; patches must then be at positions ``>= start``. Falls back
-            to 0 (with the same results) on caches that cannot be reset to a prefix.
+        start: positions before it (one start, or one per row) are never recomputed
+            by patched runs: they come from a key/value cache, and patches must be
+            at positions ``>= start``. A row starting later than the pass keeps the
+            pass's keys and values of the positions in between as its prefix.
+            Falls back to 0 (with the same results) on caches that cannot be reset
+            to a prefix.
         readout: positions whose logits patched runs return (negative: from the end).
         labels: each row's named positions; ``last`` defaults to the final token.
     """
     tokens = tokens.to(model.device)
     batch, n_pos = int(tokens.shape[0]), int(tokens.shape[1])
     read = resolve_positions(list(readout), n_pos, {})
-    if not 0 <= start <= min(read):
-        raise ValueError(f"start {start} must be between 0 and the first read-out position")
+    starts = [start] * batch if isinstance(start, int) else list(start)
+    if len(starts) != batch:
+        raise ValueError(f"{len(starts)} starts given for {batch} rows")
+    if not all(0 <= s <= min(read) for s in starts):
+        raise ValueError(f"starts {starts} must be between 0 and the first read-out position")
+    start = min(starts)
     bridge = model.bridge
     cache: Any = None
     prefix: list[tuple[Tensor, Tensor]] | None = None
@@ -233,6 +266,8 @@ def clean_runs(
                 layer.values = values.expand(batch, -1, -1, -1)
         else:
             cache, start = None, 0
+    if cache is None:  # no key/value cache to hold a later row's prefix: all start here
+        starts = [start] * batch
     n = model.n_layers
     inputs: list[Tensor] = [torch.empty(0)] * n
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((), {})] * n
@@ -272,7 +307,17 @@ def clean_runs(
     finally:
         for handle in handles:
             handle.remove()
-    if prefix is not None:  # the cache keeps only the prefix (patched runs append to it)
+    # Each row's prefix: the positions before its own start, from the cache as the pass
+    # left it; the cache then keeps only the pass's prefix (patched runs append to it).
+    row_prefixes: list[list[tuple[Tensor, Tensor]]] | None = None
+    if prefix is not None:
+        row_prefixes = [
+            [
+                (layer.keys[r : r + 1, :, :s], layer.values[r : r + 1, :, :s])
+                for layer in cache.layers
+            ]
+            for r, s in enumerate(starts)
+        ]
         for layer, (keys, values) in zip(cache.layers, prefix, strict=True):
             layer.keys, layer.values = keys, values
     read_logits = logits  # readout_hooks: only the read-out positions reach the unembedding
@@ -280,19 +325,21 @@ def clean_runs(
     for row in range(batch):
         row_labels = dict(labels[row]) if labels is not None else {}
         row_labels.setdefault("last", n_pos - 1)
+        skip = starts[row] - start
         runs.append(
             CleanRun(
                 tokens=tokens[row],
-                start=start,
+                start=starts[row],
                 labels=row_labels,
                 readout=read,
                 logits=read_logits[row].detach(),
-                z=[z[row] for z in zs],
-                block_inputs=[x[row : row + 1] for x in inputs],
-                block_calls=[_row_slice(call, row, batch) for call in calls],
-                prefix=None
-                if prefix is None
-                else [(_row_slice(k, row, batch), _row_slice(v, row, batch)) for k, v in prefix],
+                z=[z[row, skip:] for z in zs],
+                block_inputs=[x[row : row + 1, skip:] for x in inputs],
+                block_calls=[
+                    _query_slice(_row_slice(call, row, batch), skip, n_pos - start)
+                    for call in calls
+                ],
+                prefix=None if row_prefixes is None else row_prefixes[row],
                 cache=cache,
             )
         )

@@ -174,10 +174,12 @@ Side = Literal["harmful", "control"]
 
 @dataclass(frozen=True)
 class Pass:
-    """One batched clean pass: which (pair, side) each row holds, and its read-out logits."""
+    """One batched clean pass: which (pair, side) each row holds, its read-out logits, and
+    the first position it computed (its rows' runs may start later)."""
 
     rows: list[tuple[int, Side]]
     logits: Float[Tensor, "batch readout d_vocab"]
+    start: int
 
 
 def group_runs(
@@ -188,10 +190,11 @@ def group_runs(
 ) -> tuple[list[PairRuns], list[Pass]]:
     """Clean runs of every prompt of ``pairs``, prompts of one length batched together.
 
-    Each prompt starts at its pair's first patched position (``positions[i]``, aligned);
-    a batch starts at the earliest of its rows (later ones recompute a few positions
-    more, at the price of one pass instead of several). Returns each pair's
-    (harmful, control) runs and the passes, in the order ``fwd_hooks`` saw them.
+    Each prompt's run starts at its pair's first patched position (``positions[i]``,
+    aligned). A pass computes from the earliest start of its rows, so a later row
+    costs the pass a few positions more, but its patched runs recompute none of
+    them. Returns each pair's (harmful, control) runs and the passes, in the order
+    ``fwd_hooks`` saw them.
     """
     buckets: dict[tuple[int, int], list[tuple[int, Side]]] = {}
     for i, pair in enumerate(pairs):
@@ -208,13 +211,13 @@ def group_runs(
         made, logits = clean_runs(
             model,
             torch.stack([getattr(pairs[i], side) for i, side in rows]),
-            start=min(starts),
+            start=starts,
             readout=list(range(-n_readout, 0)),
             labels=[getattr(pairs[i], f"{side}_labels") for i, side in rows],
             fwd_hooks=fwd_hooks,
         )
         runs.update(zip(rows, made, strict=True))
-        passes.append(Pass(rows, logits))
+        passes.append(Pass(rows, logits, start=min(run.start for run in made)))
     return [(runs[i, "harmful"], runs[i, "control"]) for i in range(len(pairs))], passes
 
 

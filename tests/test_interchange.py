@@ -125,6 +125,33 @@ def test_batched_clean_runs_patch_like_lone_runs(models, arch) -> None:
             torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_rows_of_one_clean_pass_keep_their_own_start(models, arch) -> None:
+    """A pass computes from its earliest start; a later row's run keeps the positions in
+    between as its prefix, equals a lone run from its own start and patches exactly."""
+    model = models[arch]
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(10, 400, (3, 16), generator=g)
+    starts = [4, 9, 13]
+    source = torch.randn(16, model.d_head, generator=g)
+    with torch.no_grad():
+        runs, _ = clean_runs(model, tokens, start=starts, readout=[-2, -1])
+    for r, run in enumerate(runs):
+        assert run.start == starts[r] and run.block_inputs[0].shape[1] == 16 - starts[r]
+        alone = clean_run(model, tokens[r], start=starts[r], readout=[-2, -1])
+        torch.testing.assert_close(torch.stack(run.z), torch.stack(alone.z), atol=1e-5, rtol=1e-5)
+        rows: list[list[Intervention]] = [
+            [Interchange(layer, 1, [starts[r], 14], source=source)]
+            for layer in range(model.n_layers)
+        ]
+        fast = run_rows(model, run, rows)
+        full = run_rows_full(model, tokens[r], rows, readout=[-2, -1])
+        torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+        assert (full - run.logits).abs().amax((-2, -1)).min() > 1e-3  # patches do act
+    with pytest.raises(ValueError, match="starts"):
+        clean_runs(model, tokens, start=[4, 9])
+
+
 def test_exact_step_reuses_the_estimate_clean_runs(organism) -> None:
     """A prescreen's exact step on the attribution step's kept runs == on its own runs."""
     model, prompts = organism
