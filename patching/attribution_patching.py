@@ -22,7 +22,7 @@ Gradients: the parameters are frozen (``HookedModel`` sets ``requires_grad``
 off), so layer 0's ``z`` is detached and marked ``requires_grad``: every later
 ``z`` then carries a gradient (``retain_grad``) and the backward pass stops at
 the first heads. Positions in the pair's shared opening (``AlignedPair.shared``)
-have ``z_source == z_base``, so they come from a cached prefix without gradients.
+have ``z_source == z_base``, so they add nothing and are left out of the sum.
 Prompts of one length share one batched pass (up to ``GROUP_PAIRS`` pairs), so
 the weights are read once for all of them: on CPU a small forward pass costs
 about as much in streaming the weights as in arithmetic.
@@ -135,11 +135,10 @@ def _estimate_group(
             at_s = [p + pair.offset(source) for p in aligned[j]]  # type: ignore[arg-type]
             z_base = torch.stack([z[[p - run_b.start for p in at_b]] for z in run_b.z]).double()
             z_source = torch.stack([z[[p - run_s.start for p in at_s]] for z in run_s.z]).double()
-            # The captured tensors (and their gradients) span the whole pass.
-            in_pass = [p - passes[pb].start for p in at_b]
+            # The captured tensors (and their gradients) span every position of the pass.
             grad = torch.stack(
                 [
-                    z.grad[rb, in_pass] if z.grad is not None else torch.zeros_like(z[rb, in_pass])
+                    z.grad[rb, at_b] if z.grad is not None else torch.zeros_like(z[rb, at_b])
                     for z in captured[pb]
                 ]
             ).double()

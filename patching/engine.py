@@ -12,9 +12,9 @@ engine recomputes nothing else:
    has its own loop.
 2. **Cached prefix.** When every patch is at positions ``>= p`` (e.g. the last
    position), positions ``< p`` are identical to the clean run in *every* layer.
-   :func:`clean_run` with ``start=p`` runs the prefix once into a key/value
-   cache, and patched runs process only positions ``>= p`` against those keys
-   and values (the model's own ``past_key_values`` mechanism).
+   :func:`clean_run` with ``start=p`` keeps the clean keys and values of
+   positions ``< p``, and patched runs process only positions ``>= p`` against
+   them (the model's own ``past_key_values`` mechanism).
 3. **Batched rows, staggered entry.** Each row of one forward pass carries its
    own list of interventions (typically: each row patches a different head), so
    many heads are patched in one pass. A row joins the batch at its own first
@@ -22,11 +22,13 @@ engine recomputes nothing else:
    layer its patch cannot change. :func:`rows_per_chunk` sizes the batches to a
    memory budget.
 4. **Batched clean runs.** :func:`clean_runs` runs equal-length prompts (a pair's
-   harmful and control prompt) in one pass and splits the cache per row.
+   harmful and control prompt, or several pairs) in one pass and splits its
+   cache per row, each row from its own start.
 
-Only the final-norm and unembedding of the *read-out* positions (by default the
-last one) are computed. :func:`run_rows_full` runs the same hooks through a plain
-full forward pass: the reference every speed path is tested against (1e-5).
+Only the read-out positions (by default the last one) go through the last
+block's MLP, the final norm and the unembedding: nothing reads the others.
+:func:`run_rows_full` runs the same hooks through a plain full forward pass: the
+reference every speed path is tested against (1e-5).
 """
 
 from __future__ import annotations
@@ -206,17 +208,6 @@ def _query_slice(value: Any, skip: int, n_query: int) -> Any:
     return value
 
 
-def _run_prefix(model: HookedModel, prefix: Tensor) -> Any:
-    """The key/value cache of ``prefix`` ([batch, start]); one row when every row's is the same."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    same = bool((prefix == prefix[:1]).all())
-    with torch.no_grad():
-        model.bridge(prefix[:1] if same else prefix, past_key_values=cache, use_cache=True)
-    return cache
-
-
 def clean_runs(
     model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
@@ -229,22 +220,22 @@ def clean_runs(
     """Clean runs of equal-length sequences in one batched forward pass.
 
     Returns each row's :class:`CleanRun` and the batch's read-out logits. The pass
-    follows torch's grad mode: under ``torch.enable_grad()`` the logits keep their
-    graph, and ``fwd_hooks`` (extra TransformerLens hooks) can retain intermediate
-    tensors for a backward pass (:mod:`patching.attribution_patching`). The pass
-    computes positions from the earliest start on; the prefix before it is run
-    without gradients, once when all rows share it.
+    computes every position and follows torch's grad mode: under
+    ``torch.enable_grad()`` the logits keep their graph, and ``fwd_hooks`` (extra
+    TransformerLens hooks) can retain intermediate tensors for a backward pass
+    (:mod:`patching.attribution_patching`).
 
     Args:
-        start: positions before it (one start, or one per row) are never recomputed
-            by patched runs: they come from a key/value cache, and patches must be
-            at positions ``>= start``. A row starting later than the pass keeps the
-            pass's keys and values of the positions in between as its prefix.
+        start: one start, or one per row: patched runs of that row recompute only the
+            positions from it on, against the keys and values the pass left in its
+            cache for the earlier ones; patches must be at positions ``>= start``.
             Falls back to 0 (with the same results) on caches that cannot be reset
             to a prefix.
         readout: positions whose logits patched runs return (negative: from the end).
         labels: each row's named positions; ``last`` defaults to the final token.
     """
+    from transformers import DynamicCache
+
     tokens = tokens.to(model.device)
     batch, n_pos = int(tokens.shape[0]), int(tokens.shape[1])
     read = resolve_positions(list(readout), n_pos, {})
@@ -253,21 +244,10 @@ def clean_runs(
         raise ValueError(f"{len(starts)} starts given for {batch} rows")
     if not all(0 <= s <= min(read) for s in starts):
         raise ValueError(f"starts {starts} must be between 0 and the first read-out position")
-    start = min(starts)
     bridge = model.bridge
-    cache: Any = None
-    prefix: list[tuple[Tensor, Tensor]] | None = None
-    if start > 0:
-        cache = _run_prefix(model, tokens[:, :start])
-        if _prefix_cache_supported(cache):
-            prefix = [(layer.keys, layer.values) for layer in cache.layers]
-            for layer, (keys, values) in zip(cache.layers, prefix, strict=True):
-                layer.keys = keys.expand(batch, -1, -1, -1)
-                layer.values = values.expand(batch, -1, -1, -1)
-        else:
-            cache, start = None, 0
-    if cache is None:  # no key/value cache to hold a later row's prefix: all start here
-        starts = [start] * batch
+    # One pass from the first token: a separate pass for the prefix would stream the
+    # weights once more, which costs more than the prefix's positions on CPU.
+    cache: Any = DynamicCache() if max(starts) > 0 else None
     n = model.n_layers
     inputs: list[Tensor] = [torch.empty(0)] * n
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((), {})] * n
@@ -296,54 +276,56 @@ def clean_runs(
             {"past_key_values": cache, "use_cache": True} if cache is not None else {}
         )
         logits = bridge.run_with_hooks(
-            tokens[:, start:],
+            tokens,
             fwd_hooks=[
                 *fwd_hooks,
                 *((z_hook(layer), keep_z(layer)) for layer in range(n)),
-                *readout_hooks(model, [p - start for p in read]),
+                *readout_hooks(model, read),
             ],
             **extra,
         )
     finally:
         for handle in handles:
             handle.remove()
-    # Each row's prefix: the positions before its own start, from the cache as the pass
-    # left it; the cache then keeps only the pass's prefix (patched runs append to it).
-    row_prefixes: list[list[tuple[Tensor, Tensor]]] | None = None
-    if prefix is not None:
-        row_prefixes = [
+    # Each row's prefix: the keys and values of the positions before its start (copied,
+    # so the pass's full cache can go); patched runs reset the cache to it.
+    prefixes: list[list[tuple[Tensor, Tensor]] | None] = [None] * batch
+    if cache is not None and _prefix_cache_supported(cache):
+        layers = cache.layers
+        kept = [
             [
-                (layer.keys[r : r + 1, :, :s], layer.values[r : r + 1, :, :s])
-                for layer in cache.layers
+                (layer.keys[r : r + 1, :, :s].clone(), layer.values[r : r + 1, :, :s].clone())
+                for layer in layers
             ]
             for r, s in enumerate(starts)
         ]
-        for layer, (keys, values) in zip(cache.layers, prefix, strict=True):
+        for layer, (keys, values) in zip(layers, kept[0], strict=True):
             layer.keys, layer.values = keys, values
-    read_logits = logits  # readout_hooks: only the read-out positions reach the unembedding
+        prefixes = list(kept)
+    else:  # no cache to start from: patched runs recompute every position, without one
+        cache, starts = None, [0] * batch
     runs = []
     for row in range(batch):
         row_labels = dict(labels[row]) if labels is not None else {}
         row_labels.setdefault("last", n_pos - 1)
-        skip = starts[row] - start
+        skip = starts[row]
         runs.append(
             CleanRun(
                 tokens=tokens[row],
-                start=starts[row],
+                start=skip,
                 labels=row_labels,
                 readout=read,
-                logits=read_logits[row].detach(),
+                logits=logits[row].detach(),  # readout_hooks: the read-out positions only
                 z=[z[row, skip:] for z in zs],
                 block_inputs=[x[row : row + 1, skip:] for x in inputs],
                 block_calls=[
-                    _query_slice(_row_slice(call, row, batch), skip, n_pos - start)
-                    for call in calls
+                    _query_slice(_row_slice(call, row, batch), skip, n_pos) for call in calls
                 ],
-                prefix=None if row_prefixes is None else row_prefixes[row],
+                prefix=prefixes[row],
                 cache=cache,
             )
         )
-    return runs, read_logits
+    return runs, logits
 
 
 def clean_run(

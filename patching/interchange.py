@@ -174,12 +174,10 @@ Side = Literal["harmful", "control"]
 
 @dataclass(frozen=True)
 class Pass:
-    """One batched clean pass: which (pair, side) each row holds, its read-out logits, and
-    the first position it computed (its rows' runs may start later)."""
+    """One batched clean pass: which (pair, side) each row holds, and its read-out logits."""
 
     rows: list[tuple[int, Side]]
     logits: Float[Tensor, "batch readout d_vocab"]
-    start: int
 
 
 def group_runs(
@@ -191,10 +189,8 @@ def group_runs(
     """Clean runs of every prompt of ``pairs``, prompts of one length batched together.
 
     Each prompt's run starts at its pair's first patched position (``positions[i]``,
-    aligned). A pass computes from the earliest start of its rows, so a later row
-    costs the pass a few positions more, but its patched runs recompute none of
-    them. Returns each pair's (harmful, control) runs and the passes, in the order
-    ``fwd_hooks`` saw them.
+    aligned): its patched runs recompute nothing before it. Returns each pair's
+    (harmful, control) runs and the passes, in the order ``fwd_hooks`` saw them.
     """
     buckets: dict[tuple[int, int], list[tuple[int, Side]]] = {}
     for i, pair in enumerate(pairs):
@@ -217,7 +213,7 @@ def group_runs(
             fwd_hooks=fwd_hooks,
         )
         runs.update(zip(rows, made, strict=True))
-        passes.append(Pass(rows, logits, start=min(run.start for run in made)))
+        passes.append(Pass(rows, logits))
     return [(runs[i, "harmful"], runs[i, "control"]) for i in range(len(pairs))], passes
 
 
