@@ -23,9 +23,9 @@ off), so layer 0's ``z`` is detached and marked ``requires_grad``: every later
 ``z`` then carries a gradient (``retain_grad``) and the backward pass stops at
 the first heads. Positions in the pair's shared opening (``AlignedPair.shared``)
 have ``z_source == z_base``, so they add nothing and are left out of the sum.
-Prompts of one length share one batched pass (up to ``GROUP_PAIRS`` pairs), so
-the weights are read once for all of them: on CPU a small forward pass costs
-about as much in streaming the weights as in arithmetic.
+Pairs share one batched pass (up to ``GROUP_PAIRS`` pairs, left-padded to the
+longest prompt), so the weights are read once for all of them: on CPU a small
+forward pass costs about as much in streaming the weights as in arithmetic.
 
 The passes are the clean runs the exact interchange needs; with ``keep_runs``
 they are returned (within the memory budget) so a prescreen's exact step does
@@ -56,26 +56,32 @@ from patching.interchange import (
 from patching.interventions import Positions, z_hook
 from patching.model import HookedModel
 
-# Pairs of one length estimated in one batched pass, at most this many: larger batches
-# hold more activations for the backward pass and gain little more.
+# Pairs estimated in one batched pass, at most this many: larger batches hold more
+# activations for the backward pass and gain little more.
 GROUP_PAIRS = 8
+# A pass left-pads its prompts to the longest; a pair joins a group only while the
+# padding stays under this share of the pass's positions.
+MAX_PADDING = 0.25
 
 
 def _groups(pairs: Sequence[AlignedPair]) -> list[list[int]]:
-    """Pairs whose two prompts share a length, batched by that length; the rest alone."""
-    by_length: dict[tuple[int, int], list[int]] = {}
-    alone = []
-    for i, pair in enumerate(pairs):
-        if len(pair.harmful) == len(pair.control):
-            by_length.setdefault((len(pair.harmful), pair.n_readout), []).append(i)
+    """Pairs batched by length, up to ``GROUP_PAIRS`` a pass and ``MAX_PADDING`` padded."""
+    order = sorted(range(len(pairs)), key=lambda i: (pairs[i].n_readout, len(pairs[i].harmful)))
+    groups: list[list[int]] = []
+    for i in order:
+        trial = [*groups[-1], i] if groups else [i]
+        lengths = [len(p) for j in trial for p in (pairs[j].harmful, pairs[j].control)]
+        padded = len(lengths) * max(lengths)
+        fits = (
+            len(trial) <= GROUP_PAIRS
+            and len({pairs[j].n_readout for j in trial}) == 1
+            and padded - sum(lengths) <= MAX_PADDING * padded
+        )
+        if groups and fits:
+            groups[-1] = trial
         else:
-            alone.append([i])
-    batched = [
-        members[k : k + GROUP_PAIRS]
-        for members in by_length.values()
-        for k in range(0, len(members), GROUP_PAIRS)
-    ]
-    return batched + alone
+            groups.append([i])
+    return groups
 
 
 def _estimate_group(
@@ -135,10 +141,11 @@ def _estimate_group(
             at_s = [p + pair.offset(source) for p in aligned[j]]  # type: ignore[arg-type]
             z_base = torch.stack([z[[p - run_b.start for p in at_b]] for z in run_b.z]).double()
             z_source = torch.stack([z[[p - run_s.start for p in at_s]] for z in run_s.z]).double()
-            # The captured tensors (and their gradients) span every position of the pass.
+            # The captured tensors (and their gradients) span the whole, left-padded pass.
+            in_pass = [p + passes[pb].pads[rb] for p in at_b]
             grad = torch.stack(
                 [
-                    z.grad[rb, at_b] if z.grad is not None else torch.zeros_like(z[rb, at_b])
+                    z.grad[rb, in_pass] if z.grad is not None else torch.zeros_like(z[rb, in_pass])
                     for z in captured[pb]
                 ]
             ).double()

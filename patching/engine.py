@@ -183,46 +183,69 @@ def _row_slice(value: Any, row: int, batch: int) -> Any:
     return value
 
 
-def _query_slice(value: Any, skip: int, n_query: int) -> Any:
+def _query_slice(value: Any, skip: int, pad: int, n_query: int) -> Any:
     """A block call's arguments for a row that starts ``skip`` positions into the pass.
 
     Tensors along the query axis lose their first ``skip`` entries: the attention mask
     ([batch, 1, query, key], dim 2), position ids ([batch, query]) and rotary tables
-    ([batch, query, dim]) on dim 1. The key axis keeps its length: the row's prefix
-    cache holds the keys and values of the skipped positions.
+    ([batch, query, dim]) on dim 1. The mask's key axis loses the row's ``pad``
+    leading padding positions only: the row's prefix cache holds the keys and values
+    of the others.
     """
     if skip == 0:
         return value
     if isinstance(value, Tensor):
         if value.ndim == 4 and value.shape[2] == n_query:
-            return value[:, :, skip:]
+            return value[:, :, skip:, pad:]
         if value.ndim in (2, 3) and value.shape[1] == n_query:
             return value[:, skip:]
         return value
     if isinstance(value, tuple):
-        return tuple(_query_slice(v, skip, n_query) for v in value)
+        return tuple(_query_slice(v, skip, pad, n_query) for v in value)
     if isinstance(value, list):
-        return [_query_slice(v, skip, n_query) for v in value]
+        return [_query_slice(v, skip, pad, n_query) for v in value]
     if isinstance(value, dict):
-        return {k: _query_slice(v, skip, n_query) for k, v in value.items()}
+        return {k: _query_slice(v, skip, pad, n_query) for k, v in value.items()}
     return value
+
+
+def _left_padded(rows: Sequence[Tensor]) -> tuple[Tensor, list[int], dict[str, Any]]:
+    """Rows of different lengths as one left-padded batch: tokens, pads, model arguments.
+
+    Padding positions are masked out as keys and every row keeps its own position
+    ids, so each row's real positions compute exactly what they compute alone.
+    """
+    n_pos = max(len(row) for row in rows)
+    pads = [n_pos - len(row) for row in rows]
+    tokens = torch.stack(
+        [torch.cat([row[:1].expand(pad), row]) for row, pad in zip(rows, pads, strict=True)]
+    )
+    if not any(pads):
+        return tokens, pads, {}
+    mask = torch.ones_like(tokens)
+    for r, pad in enumerate(pads):
+        mask[r, :pad] = 0
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return tokens, pads, {"attention_mask": mask, "position_ids": positions}
 
 
 def clean_runs(
     model: HookedModel,
-    tokens: Int[Tensor, "batch pos"],
+    tokens: Int[Tensor, "batch pos"] | Sequence[Int[Tensor, " _pos"]],
     *,
     start: int | Sequence[int] = 0,
     readout: Sequence[int] = (-1,),
     labels: Sequence[Mapping[str, int]] | None = None,
     fwd_hooks: Sequence[Hook] = (),
 ) -> tuple[list[CleanRun], Float[Tensor, "batch readout d_vocab"]]:
-    """Clean runs of equal-length sequences in one batched forward pass.
+    """Clean runs of several sequences in one batched forward pass.
 
-    Returns each row's :class:`CleanRun` and the batch's read-out logits. The pass
-    computes every position and follows torch's grad mode: under
-    ``torch.enable_grad()`` the logits keep their graph, and ``fwd_hooks`` (extra
-    TransformerLens hooks) can retain intermediate tensors for a backward pass
+    Returns each row's :class:`CleanRun` and the batch's read-out logits. Sequences of
+    different lengths are left-padded (masked, with their own position ids), and the
+    read-out positions must then count from the end. The pass computes every
+    position and follows torch's grad mode: under ``torch.enable_grad()`` the logits
+    keep their graph, and ``fwd_hooks`` (extra TransformerLens hooks) can retain
+    intermediate tensors, padded, for a backward pass
     (:mod:`patching.attribution_patching`).
 
     Args:
@@ -236,14 +259,22 @@ def clean_runs(
     """
     from transformers import DynamicCache
 
-    tokens = tokens.to(model.device)
-    batch, n_pos = int(tokens.shape[0]), int(tokens.shape[1])
-    read = resolve_positions(list(readout), n_pos, {})
+    rows = [row.to(model.device) for row in tokens]
+    batch = len(rows)
+    lengths = [len(row) for row in rows]
+    if len(set(lengths)) > 1 and any(p >= 0 for p in readout):
+        raise ValueError(
+            f"sequences of different lengths ({min(lengths)}-{max(lengths)} tokens) read out "
+            f"positions from the end; give negative read-out indices instead of {list(readout)}"
+        )
+    reads = [resolve_positions(list(readout), n, {}) for n in lengths]
     starts = [start] * batch if isinstance(start, int) else list(start)
     if len(starts) != batch:
         raise ValueError(f"{len(starts)} starts given for {batch} rows")
-    if not all(0 <= s <= min(read) for s in starts):
+    if not all(0 <= s <= min(read) for s, read in zip(starts, reads, strict=True)):
         raise ValueError(f"starts {starts} must be between 0 and the first read-out position")
+    padded, pads, extra = _left_padded(rows)
+    n_pos = int(padded.shape[1])
     bridge = model.bridge
     # One pass from the first token: a separate pass for the prefix would stream the
     # weights once more, which costs more than the prefix's positions on CPU.
@@ -272,15 +303,14 @@ def clean_runs(
         for layer in range(n)
     ]
     try:
-        extra: dict[str, Any] = (
-            {"past_key_values": cache, "use_cache": True} if cache is not None else {}
-        )
+        if cache is not None:
+            extra |= {"past_key_values": cache, "use_cache": True}
         logits = bridge.run_with_hooks(
-            tokens,
+            padded,
             fwd_hooks=[
                 *fwd_hooks,
                 *((z_hook(layer), keep_z(layer)) for layer in range(n)),
-                *readout_hooks(model, read),
+                *readout_hooks(model, [n_pos - lengths[0] + p for p in reads[0]]),
             ],
             **extra,
         )
@@ -294,10 +324,13 @@ def clean_runs(
         layers = cache.layers
         kept = [
             [
-                (layer.keys[r : r + 1, :, :s].clone(), layer.values[r : r + 1, :, :s].clone())
+                (
+                    layer.keys[r : r + 1, :, pad : pad + s].clone(),
+                    layer.values[r : r + 1, :, pad : pad + s].clone(),
+                )
                 for layer in layers
             ]
-            for r, s in enumerate(starts)
+            for r, (s, pad) in enumerate(zip(starts, pads, strict=True))
         ]
         for layer, (keys, values) in zip(layers, kept[0], strict=True):
             layer.keys, layer.values = keys, values
@@ -305,23 +338,23 @@ def clean_runs(
     else:  # no cache to start from: patched runs recompute every position, without one
         cache, starts = None, [0] * batch
     runs = []
-    for row in range(batch):
-        row_labels = dict(labels[row]) if labels is not None else {}
-        row_labels.setdefault("last", n_pos - 1)
-        skip = starts[row]
+    for r in range(batch):
+        row_labels = dict(labels[r]) if labels is not None else {}
+        row_labels.setdefault("last", lengths[r] - 1)
+        skip = pads[r] + starts[r]  # where the row's run starts, in the padded pass
         runs.append(
             CleanRun(
-                tokens=tokens[row],
-                start=skip,
+                tokens=rows[r],
+                start=starts[r],
                 labels=row_labels,
-                readout=read,
-                logits=logits[row].detach(),  # readout_hooks: the read-out positions only
-                z=[z[row, skip:] for z in zs],
-                block_inputs=[x[row : row + 1, skip:] for x in inputs],
+                readout=reads[r],
+                logits=logits[r].detach(),  # readout_hooks: the read-out positions only
+                z=[z[r, skip:] for z in zs],
+                block_inputs=[x[r : r + 1, skip:] for x in inputs],
                 block_calls=[
-                    _query_slice(_row_slice(call, row, batch), skip, n_pos) for call in calls
+                    _query_slice(_row_slice(call, r, batch), skip, pads[r], n_pos) for call in calls
                 ],
-                prefix=prefixes[row],
+                prefix=prefixes[r],
                 cache=cache,
             )
         )

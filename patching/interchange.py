@@ -174,10 +174,12 @@ Side = Literal["harmful", "control"]
 
 @dataclass(frozen=True)
 class Pass:
-    """One batched clean pass: which (pair, side) each row holds, and its read-out logits."""
+    """One batched clean pass: which (pair, side) each row holds, its read-out logits,
+    and each row's left padding (prompts of different lengths share the pass)."""
 
     rows: list[tuple[int, Side]]
     logits: Float[Tensor, "batch readout d_vocab"]
+    pads: list[int]
 
 
 def group_runs(
@@ -186,34 +188,37 @@ def group_runs(
     positions: Sequence[Sequence[int]],
     fwd_hooks: Sequence[Hook] = (),
 ) -> tuple[list[PairRuns], list[Pass]]:
-    """Clean runs of every prompt of ``pairs``, prompts of one length batched together.
+    """Clean runs of every prompt of ``pairs`` in one batched pass (left-padded).
 
-    Each prompt's run starts at its pair's first patched position (``positions[i]``,
-    aligned): its patched runs recompute nothing before it. Returns each pair's
-    (harmful, control) runs and the passes, in the order ``fwd_hooks`` saw them.
+    Prompts are batched by their number of read-out positions: one pass when all
+    pairs share a metric. Each prompt's run starts at its pair's first patched
+    position (``positions[i]``, aligned): its patched runs recompute nothing before
+    it. Returns each pair's (harmful, control) runs and the passes, in the order
+    ``fwd_hooks`` saw them.
     """
-    buckets: dict[tuple[int, int], list[tuple[int, Side]]] = {}
+    buckets: dict[int, list[tuple[int, Side]]] = {}
     for i, pair in enumerate(pairs):
         for side in ("harmful", "control"):
-            key = (len(getattr(pair, side)), pair.n_readout)
-            buckets.setdefault(key, []).append((i, side))  # type: ignore[arg-type]
+            buckets.setdefault(pair.n_readout, []).append((i, side))  # type: ignore[arg-type]
     runs: dict[tuple[int, Side], CleanRun] = {}
     passes = []
-    for (n_pos, n_readout), rows in buckets.items():
+    for n_readout, rows in buckets.items():
+        prompts = [getattr(pairs[i], side) for i, side in rows]
         starts = []
-        for i, side in rows:
+        for (i, side), prompt in zip(rows, prompts, strict=True):
             first = min(positions[i]) if positions[i] else pairs[i].overlap
-            starts.append(min(first + pairs[i].offset(side), n_pos - n_readout))
+            starts.append(min(first + pairs[i].offset(side), len(prompt) - n_readout))
         made, logits = clean_runs(
             model,
-            torch.stack([getattr(pairs[i], side) for i, side in rows]),
+            prompts,
             start=starts,
             readout=list(range(-n_readout, 0)),
             labels=[getattr(pairs[i], f"{side}_labels") for i, side in rows],
             fwd_hooks=fwd_hooks,
         )
         runs.update(zip(rows, made, strict=True))
-        passes.append(Pass(rows, logits))
+        longest = max(len(prompt) for prompt in prompts)
+        passes.append(Pass(rows, logits, [longest - len(prompt) for prompt in prompts]))
     return [(runs[i, "harmful"], runs[i, "control"]) for i in range(len(pairs))], passes
 
 

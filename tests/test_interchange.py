@@ -152,6 +152,33 @@ def test_rows_of_one_clean_pass_keep_their_own_start(models, arch) -> None:
         clean_runs(model, tokens, start=[4, 9])
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_prompts_of_different_lengths_share_a_left_padded_pass(models, arch) -> None:
+    """Padding is masked and each row keeps its own positions: every row's run equals a
+    lone run of its prompt and patches exactly, from its own start."""
+    model = models[arch]
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(10, 400, (n,), generator=g) for n in (16, 11, 13)]
+    starts = [5, 0, 9]
+    with torch.no_grad():
+        runs, logits = clean_runs(model, prompts, start=starts, readout=[-2, -1])
+    for r, (run, prompt) in enumerate(zip(runs, prompts, strict=True)):
+        alone = clean_run(model, prompt, start=starts[r], readout=[-2, -1])
+        assert run.readout == alone.readout == [len(prompt) - 2, len(prompt) - 1]
+        torch.testing.assert_close(logits[r], alone.logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.stack(run.z), torch.stack(alone.z), atol=1e-5, rtol=1e-5)
+        source = torch.randn(len(prompt), model.d_head, generator=g)
+        rows: list[list[Intervention]] = [
+            [Interchange(layer, 2, [starts[r], -1], source=source)]
+            for layer in range(model.n_layers)
+        ]
+        fast = run_rows(model, run, rows)
+        full = run_rows_full(model, prompt, rows, readout=[-2, -1])
+        torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="from the end"):
+        clean_runs(model, prompts, readout=[9])
+
+
 def test_exact_step_reuses_the_estimate_clean_runs(organism) -> None:
     """A prescreen's exact step on the attribution step's kept runs == on its own runs."""
     model, prompts = organism
