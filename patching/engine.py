@@ -21,9 +21,9 @@ engine recomputes nothing else:
    patched layer (with the clean input of that block), so no row recomputes a
    layer its patch cannot change. :func:`rows_per_chunk` sizes the batches to a
    memory budget.
-4. **Batched clean runs.** :func:`clean_runs` runs equal-length prompts (a pair's
-   harmful and control prompt, or several pairs) in one pass and splits its
-   cache per row, each row from its own start.
+4. **Batched clean runs.** :func:`clean_runs` runs several prompts (a pair's
+   harmful and control prompt, or several pairs; left-padded when their lengths
+   differ) in one pass and splits its cache per row, each row from its own start.
 
 Only the read-out positions (by default the last one) go through the last
 block's MLP, the final norm and the unembedding: nothing reads the others.

@@ -29,8 +29,8 @@ Positions where the two prompts agree token for token from the start (equal
 lengths, a shared opening such as the chat template's) have identical
 activations in both runs, so interchanging a head there changes nothing:
 they are neither patched nor recomputed (``AlignedPair.shared``; the cached
-prefix of :mod:`patching.engine`). A pair's two prompts run as one batch when
-their lengths agree. Each pair's heads are then patched in one batched run (one
+prefix of :mod:`patching.engine`). A pair's two prompts run as one batch
+(left-padded when their lengths differ). Each pair's heads are then patched in one batched run (one
 row per head, chunked to the memory budget), every row joining at its own
 layer from the cached clean run. Results are saved per pair and direction under
 ``chunk_dir`` so an interrupted run picks up where it stopped.
