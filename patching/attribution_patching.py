@@ -141,8 +141,10 @@ def _estimate_group(
             at_s = [p + pair.offset(source) for p in aligned[j]]  # type: ignore[arg-type]
             z_base = torch.stack([z[[p - run_b.start for p in at_b]] for z in run_b.z]).double()
             z_source = torch.stack([z[[p - run_s.start for p in at_s]] for z in run_s.z]).double()
-            # The captured tensors (and their gradients) span the whole, left-padded pass.
-            in_pass = [p + passes[pb].pads[rb] for p in at_b]
+            # The captured tensors (and their gradients) span the whole pass, whose
+            # shorter prompts are left-padded to its width.
+            pad = captured[pb][0].shape[1] - run_b.n_pos
+            in_pass = [p + pad for p in at_b]
             grad = torch.stack(
                 [
                     z.grad[rb, in_pass] if z.grad is not None else torch.zeros_like(z[rb, in_pass])

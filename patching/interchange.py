@@ -30,9 +30,9 @@ lengths, a shared opening such as the chat template's) have identical
 activations in both runs, so interchanging a head there changes nothing:
 they are neither patched nor recomputed (``AlignedPair.shared``; the cached
 prefix of :mod:`patching.engine`). A pair's two prompts run as one batch
-(left-padded when their lengths differ). Each pair's heads are then patched in one batched run (one
-row per head, chunked to the memory budget), every row joining at its own
-layer from the cached clean run. Results are saved per pair and direction under
+(left-padded when their lengths differ). Each pair's heads are then patched in
+one batched run (one row per head, chunked to the memory budget), every row
+joining at its own layer from the cached clean run. Results are saved per pair and direction under
 ``chunk_dir`` so an interrupted run picks up where it stopped.
 """
 
@@ -174,12 +174,10 @@ Side = Literal["harmful", "control"]
 
 @dataclass(frozen=True)
 class Pass:
-    """One batched clean pass: which (pair, side) each row holds, its read-out logits,
-    and each row's left padding (prompts of different lengths share the pass)."""
+    """One batched clean pass: which (pair, side) each row holds, and its read-out logits."""
 
     rows: list[tuple[int, Side]]
     logits: Float[Tensor, "batch readout d_vocab"]
-    pads: list[int]
 
 
 def group_runs(
@@ -217,8 +215,7 @@ def group_runs(
             fwd_hooks=fwd_hooks,
         )
         runs.update(zip(rows, made, strict=True))
-        longest = max(len(prompt) for prompt in prompts)
-        passes.append(Pass(rows, logits, [longest - len(prompt) for prompt in prompts]))
+        passes.append(Pass(rows, logits))
     return [(runs[i, "harmful"], runs[i, "control"]) for i in range(len(pairs))], passes
 
 
