@@ -41,10 +41,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from patching import compat, self_check
 from patching.interventions import (
     AddVector,
     HeadIntervention,
     Intervention,
+    Scale,
     first_layer,
     resolve_positions,
     z_hook,
@@ -150,20 +152,6 @@ def readout_hooks(
     return [*hooks, ("unembed.hook_in", take_read)] if unembed else hooks
 
 
-def _is_cache(value: Any) -> bool:
-    from transformers.cache_utils import Cache
-
-    return isinstance(value, Cache)
-
-
-def _prefix_cache_supported(cache: Any) -> bool:
-    # Sliding-window and quantised layers keep state beyond keys/values; only plain
-    # dynamic layers can be reset to the prefix by assigning their tensors.
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
 def _row_slice(value: Any, row: int, batch: int) -> Any:
     """One row's share of a batched block call: batch-shaped tensors sliced, the rest shared.
 
@@ -248,6 +236,10 @@ def clean_runs(
     intermediate tensors, padded, for a backward pass
     (:mod:`patching.attribution_patching`).
 
+    The first call on a model runs the self-check (:mod:`patching.self_check`); if the
+    fast paths fail it, this and every later call use plain passes (start 0, and each
+    row alone unless ``fwd_hooks`` need the batch), with the same numbers.
+
     Args:
         start: one start, or one per row: patched runs of that row recompute only the
             positions from it on, against the keys and values the pass left in its
@@ -257,8 +249,6 @@ def clean_runs(
         readout: positions whose logits patched runs return (negative: from the end).
         labels: each row's named positions; ``last`` defaults to the final token.
     """
-    from transformers import DynamicCache
-
     rows = [row.to(model.device) for row in tokens]
     batch = len(rows)
     lengths = [len(row) for row in rows]
@@ -273,12 +263,76 @@ def clean_runs(
         raise ValueError(f"{len(starts)} starts given for {batch} rows")
     if not all(0 <= s <= min(read) for s, read in zip(starts, reads, strict=True)):
         raise ValueError(f"starts {starts} must be between 0 and the first read-out position")
+    row_labels = [dict(labels[r]) if labels is not None else {} for r in range(batch)]
+    if model.engine_check is None:
+        _install_check(model)
+    if _fast(model):
+        runs, logits = _clean_pass(model, rows, starts, reads, row_labels, fwd_hooks)
+        if model.engine_check is None:
+            model.engine_check = _self_check(model, runs)
+        if _fast(model):
+            return runs, logits
+    if fwd_hooks:  # the hooks see one batched pass: keep it, without the cache
+        return _clean_pass(model, rows, [0] * batch, reads, row_labels, fwd_hooks)
+    alone = [
+        _clean_pass(model, [row], [0], [read], [lab], ())
+        for row, read, lab in zip(rows, reads, row_labels, strict=True)
+    ]
+    return [run for made, _ in alone for run in made], torch.cat([lg for _, lg in alone])
+
+
+def _fast(model: HookedModel) -> bool:
+    """Whether the fast paths are on for ``model`` (on until its self-check fails)."""
+    return model.engine_check is None or model.engine_check.fast_paths
+
+
+def _install_check(model: HookedModel) -> None:
+    """Before the first run: turn the fast paths off if this install lacks their internals."""
+    missing = compat.missing_internals(model.bridge)
+    if missing:
+        model.engine_check = self_check.disabled("missing " + ", ".join(missing))
+
+
+def _self_check(model: HookedModel, runs: Sequence[CleanRun]) -> self_check.EngineCheck:
+    """The fast paths against one plain forward pass, on the most sliced run of the batch.
+
+    Compares the clean logits and three patched variants (a head zero-ablated in the
+    first, a middle and the last layer at the last read-out position).
+    """
+    run = max(runs, key=lambda r: (r.start, -r.n_pos))
+    last, heads = run.readout[-1], model.n_heads
+    probe: list[list[Intervention]] = [
+        [Scale(layer, head, [last], alpha=0.0)]
+        for layer, head in (
+            (0, 0),
+            (model.n_layers // 2, heads // 2),
+            (model.n_layers - 1, heads - 1),
+        )
+    ]
+    with torch.no_grad():
+        fast = torch.cat([run.logits[None], _run_rows_fast(model, run, probe)])
+        plain = run_rows_full(model, run.tokens, [[], *probe], readout=run.readout)
+    where = f"on {model.name}, a {run.n_pos}-token prompt from position {run.start}"
+    return self_check.compare(fast, plain, n_tokens=run.n_pos, where=where)
+
+
+def _clean_pass(
+    model: HookedModel,
+    rows: Sequence[Tensor],
+    starts: Sequence[int],
+    reads: Sequence[list[int]],
+    row_labels: Sequence[dict[str, int]],
+    fwd_hooks: Sequence[Hook],
+) -> tuple[list[CleanRun], Tensor]:
+    """One batched clean pass (the body of :func:`clean_runs`, arguments checked)."""
+    batch = len(rows)
+    lengths = [len(row) for row in rows]
     padded, pads, extra = _left_padded(rows)
     n_pos = int(padded.shape[1])
     bridge = model.bridge
     # One pass from the first token: a separate pass for the prefix would stream the
     # weights once more, which costs more than the prefix's positions on CPU.
-    cache: Any = DynamicCache() if max(starts) > 0 else None
+    cache: Any = compat.new_cache() if max(starts) > 0 else None
     n = model.n_layers
     inputs: list[Tensor] = [torch.empty(0)] * n
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((), {})] * n
@@ -304,7 +358,7 @@ def clean_runs(
     ]
     try:
         if cache is not None:
-            extra |= {"past_key_values": cache, "use_cache": True}
+            extra |= compat.cache_kwargs(bridge, cache)
         logits = bridge.run_with_hooks(
             padded,
             fwd_hooks=[
@@ -320,33 +374,22 @@ def clean_runs(
     # Each row's prefix: the keys and values of the positions before its start (copied,
     # so the pass's full cache can go); patched runs reset the cache to it.
     prefixes: list[list[tuple[Tensor, Tensor]] | None] = [None] * batch
-    if cache is not None and _prefix_cache_supported(cache):
-        layers = cache.layers
-        kept = [
-            [
-                (
-                    layer.keys[r : r + 1, :, pad : pad + s].clone(),
-                    layer.values[r : r + 1, :, pad : pad + s].clone(),
-                )
-                for layer in layers
-            ]
-            for r, (s, pad) in enumerate(zip(starts, pads, strict=True))
-        ]
-        for layer, (keys, values) in zip(layers, kept[0], strict=True):
-            layer.keys, layer.values = keys, values
+    if cache is not None and compat.prefix_supported(cache):
+        kept = compat.cache_prefixes(cache, starts, pads)
+        compat.reset_cache(cache, kept[0], [1] * n)
         prefixes = list(kept)
     else:  # no cache to start from: patched runs recompute every position, without one
         cache, starts = None, [0] * batch
     runs = []
     for r in range(batch):
-        row_labels = dict(labels[r]) if labels is not None else {}
-        row_labels.setdefault("last", lengths[r] - 1)
+        labels = dict(row_labels[r])
+        labels.setdefault("last", lengths[r] - 1)
         skip = pads[r] + starts[r]  # where the row's run starts, in the padded pass
         runs.append(
             CleanRun(
                 tokens=rows[r],
                 start=starts[r],
-                labels=row_labels,
+                labels=labels,
                 readout=reads[r],
                 logits=logits[r].detach(),  # readout_hooks: the read-out positions only
                 z=[z[r, skip:] for z in zs],
@@ -442,12 +485,6 @@ def _final_logits(model: HookedModel, resid: Tensor) -> Tensor:
     return logits
 
 
-def _substitute_cache(values: Any, cache: Any) -> Any:
-    if isinstance(values, dict):
-        return {k: (cache if _is_cache(v) else v) for k, v in values.items()}
-    return tuple(cache if _is_cache(v) else v for v in values)
-
-
 def _run_chunk(
     model: HookedModel, clean: CleanRun, rows: Sequence[Sequence[Intervention]]
 ) -> Tensor:
@@ -467,10 +504,8 @@ def _run_chunk(
     if clean.prefix is not None:
         # Reset every layer to the clean prefix, one copy per row in the batch at that
         # layer; attention appends the recomputed positions to it.
-        for layer, (keys, values) in enumerate(clean.prefix):
-            active = max(1, sum(1 for e in entry if e <= layer))
-            cache.layers[layer].keys = keys.expand(active, -1, -1, -1)
-            cache.layers[layer].values = values.expand(active, -1, -1, -1)
+        active = [max(1, sum(1 for e in entry if e <= layer)) for layer in range(model.n_layers)]
+        compat.reset_cache(cache, clean.prefix, active)
     hidden: Tensor | None = None
     bridge = model.bridge
     with bridge.hooks(fwd_hooks=hooks):
@@ -482,7 +517,9 @@ def _run_chunk(
             assert hidden is not None  # the first row joins at entry[0]
             args, kwargs = clean.block_calls[layer]
             out = bridge.blocks[layer](
-                hidden, *_substitute_cache(args, cache), **_substitute_cache(kwargs, cache)
+                hidden,
+                *compat.substitute_cache(args, cache),
+                **compat.substitute_cache(kwargs, cache),
             )
             hidden = out[0] if isinstance(out, tuple) else out
     assert hidden is not None
@@ -502,9 +539,34 @@ def run_rows(
     Each row's interventions apply to that row only; a row's layers before its
     first patched layer and positions before ``clean.start`` come from ``clean``.
     Rows run sorted by first layer, so each chunk enters the model as late as its
-    rows allow; the logits come back in the order of ``rows``.
+    rows allow; the logits come back in the order of ``rows``. When the model's
+    self-check turned the fast paths off, plain forward passes give the same logits.
     """
     _check_rows(model, rows)
+    if _fast(model):
+        return _run_rows_fast(model, clean, rows, budget_mb=budget_mb, stats=stats)
+    chunk = rows_per_chunk(model, clean.n_pos, budget_mb)
+    out = []
+    for begin in range(0, len(rows), chunk):
+        part = rows[begin : begin + chunk]
+        out.append(
+            run_rows_full(model, clean.tokens, part, readout=clean.readout, labels=clean.labels)
+        )
+        if stats is not None:
+            stats.forward_passes += 1
+            stats.rows += len(part)
+            stats.block_rows += model.n_layers * len(part)
+    return torch.cat(out)
+
+
+def _run_rows_fast(
+    model: HookedModel,
+    clean: CleanRun,
+    rows: Sequence[Sequence[Intervention]],
+    *,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+    stats: RunStats | None = None,
+) -> Tensor:
     chunk = rows_per_chunk(model, clean.n_pos - clean.start, budget_mb)
     order = sorted(range(len(rows)), key=lambda r: first_layer([rows[r]]))
     ordered = [rows[r] for r in order]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from patching import compat
 from patching.errors import HeadIndexError, ModelLoadError, UnsupportedArchitectureError
+from patching.self_check import EngineCheck
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -90,6 +93,8 @@ class HookedModel:
     tokenizer: PreTrainedTokenizerBase
     name: str
     architecture: str = field(init=False)
+    engine_check: EngineCheck | None = field(default=None, init=False, repr=False)
+    """The engine's self-check on this model (:mod:`patching.self_check`), once it ran."""
 
     def __post_init__(self) -> None:
         cfg = self.bridge.cfg
@@ -98,6 +103,7 @@ class HookedModel:
         # from detached embeddings marked requires_grad instead.
         self.bridge.requires_grad_(False)
         self.bridge.eval()
+        compat.route_cache_to_attention(self.bridge)
 
     # -- shape facts -------------------------------------------------------
     @property
@@ -232,6 +238,14 @@ class HookedModel:
 def _checked(model: HookedModel) -> HookedModel:
     """Refuse models the toolkit cannot give exact numbers for, before any work starts."""
     model.check_supported()
+    outside = compat.unverified_versions()
+    if outside:
+        warnings.warn(
+            f"refusal-circuits was verified on other versions than these: {'; '.join(outside)}. "
+            f"The engine checks its fast paths on this model before using them; run "
+            f"`refusal-circuits check` to see the result.",
+            stacklevel=3,
+        )
     return model
 
 
