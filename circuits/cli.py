@@ -17,7 +17,7 @@ from patching.errors import RefusalCircuitsError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from circuits import audit_command, compare, dla_command, screen
+    from circuits import audit_command, check_command, compare, dla_command, screen
     from circuits.organism import cli as organism_cli
 
     parser = argparse.ArgumentParser(
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     organism_cli.register(sub)
     audit_command.register(sub)
     compare.register(sub)
+    check_command.register(sub)
     return parser
 
 

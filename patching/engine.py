@@ -309,10 +309,13 @@ def _self_check(model: HookedModel, runs: Sequence[CleanRun]) -> self_check.Engi
             (model.n_layers - 1, heads - 1),
         )
     ]
-    with torch.no_grad():
-        fast = torch.cat([run.logits[None], _run_rows_fast(model, run, probe)])
-        plain = run_rows_full(model, run.tokens, [[], *probe], readout=run.readout)
     where = f"on {model.name}, a {run.n_pos}-token prompt from position {run.start}"
+    with torch.no_grad():
+        plain = run_rows_full(model, run.tokens, [[], *probe], readout=run.readout)
+        try:
+            fast = torch.cat([run.logits[None], _run_rows_fast(model, run, probe)])
+        except Exception as exc:  # internals changed shape: a crash is a failed check too
+            return self_check.crashed(f"{type(exc).__name__}: {exc}", plain, n_tokens=run.n_pos)
     return self_check.compare(fast, plain, n_tokens=run.n_pos, where=where)
 
 

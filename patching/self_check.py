@@ -82,13 +82,28 @@ class EngineCheck:
 
 def disabled(reason: str) -> EngineCheck:
     """The record of a model whose fast paths were never tried (missing internals)."""
-    warnings.warn(
-        f"refusal-circuits: engine fast paths disabled ({reason}) under "
-        f"{_installed()}; results use plain forward passes (same numbers, slower).",
-        EngineMismatchWarning,
-        stacklevel=3,
-    )
+    _warn(reason)
     return EngineCheck(False, float("nan"), float("nan"), 0, 0, False, detail=reason)
+
+
+def crashed(error: str, plain: torch.Tensor, *, n_tokens: int) -> EngineCheck:
+    """The record of fast paths that raised during the check (turned off, with a warning)."""
+    reason = f"the fast path raised {error}"
+    _warn(reason)
+    bound = tolerance(plain.dtype, float(plain.abs().max()))
+    return EngineCheck(
+        False, float("inf"), bound, int(plain.shape[0]), n_tokens, False, detail=reason
+    )
+
+
+def _warn(reason: str) -> None:
+    warnings.warn(
+        f"refusal-circuits: the engine's fast paths failed their check on this model: {reason}, "
+        f"under {_installed()}. Using plain forward passes for the rest of this process (same "
+        f"numbers, slower). Run `refusal-circuits check --model ...` and report the output.",
+        EngineMismatchWarning,
+        stacklevel=4,
+    )
 
 
 def compare(fast: torch.Tensor, plain: torch.Tensor, *, n_tokens: int, where: str) -> EngineCheck:
@@ -99,14 +114,7 @@ def compare(fast: torch.Tensor, plain: torch.Tensor, *, n_tokens: int, where: st
     check = EngineCheck(passed, error, bound, int(plain.shape[0]), n_tokens, passed, detail=where)
     if not passed:
         check.detail = f"mismatch of {error:.3g} logits (tolerance {bound:.1e}) {where}"
-        warnings.warn(
-            f"refusal-circuits: the engine's fast paths disagree with a plain forward pass on "
-            f"this model by {error:.3g} logits (tolerance {bound:.1e}) under {_installed()}; "
-            f"using plain forward passes for the rest of this process (same numbers, slower). "
-            f"Please report this with `refusal-circuits check --model ...`.",
-            EngineMismatchWarning,
-            stacklevel=3,
-        )
+        _warn(check.detail)
     return check
 
 
