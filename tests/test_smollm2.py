@@ -62,3 +62,11 @@ def test_dla_command_on_the_gguf(tmp_path) -> None:
         data["total_logit_diff"], abs=1e-3
     )
     assert (out / "dla.html").stat().st_size > 100_000
+
+
+def test_self_check_and_dla_identity_on_real_weights(smol) -> None:
+    from circuits.checks import check_model
+
+    result = check_model(smol, builtin_pairs(1))
+    assert result.passed, result.lines()
+    assert result.engine.fast_paths and result.engine.max_error <= result.engine.tolerance
