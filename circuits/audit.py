@@ -25,6 +25,7 @@ PNG/SVG figures.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -74,8 +75,11 @@ from circuits.store import StepStore, digest
 from patching.batching import batches_by_length
 from patching.chat import ChatPrompt, format_chat
 from patching.errors import RefusalCircuitsError
+from patching.fingerprint import fingerprint
 from patching.interventions import Ablation, AblationKind
 from patching.model import HookedModel
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -247,7 +251,9 @@ class AuditResult:
             d = self.dose_response
             walk = ", ".join(f"{a:g}:{b}" for a, b in zip(d.alphas, d.dominant(), strict=True))
             lines.append(f"Dose-response of the gate's output (alpha: behaviour): {walk}.")
-        lines.append(f"Took {self.seconds:.1f} s.")
+        # How much of it was resumed (a run that reused its steps takes seconds).
+        notes = self.steps.get("notes") or []
+        lines.append(f"Took {self.seconds:.1f} s" + "".join(f"; {n}" for n in notes) + ".")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -367,6 +373,12 @@ def _answers(model: HookedModel, prompts: Sequence[ChatPrompt]) -> torch.Tensor:
     return out
 
 
+def _note(say: Callable[[str], None], line: str) -> None:
+    """A line about resuming: logged, and shown with the progress output."""
+    logger.info(line)
+    say(line)
+
+
 def _judge_name(judge: Judge | None) -> str:
     return "keyword" if judge is None else getattr(judge, "__qualname__", type(judge).__name__)
 
@@ -397,8 +409,17 @@ def audit(
         raise RefusalCircuitsError("no prompt pairs given; pass at least one pair")
     jailbreak = list(jailbreak)[: config.n] if config.n else list(jailbreak)
     out = Path(out_dir) if out_dir is not None else None
-    store = StepStore(out)
+    # Every step is keyed on the model's fingerprint (weights, config, tokenizer,
+    # chat template, dtype, device kind, toolkit version): nothing stored for
+    # another model is ever reused.
+    store = StepStore(out, context=fingerprint(model))
     say: Callable[[str], None] = tqdm.write if progress else (lambda _: None)
+    if out is not None:
+        stored = store.stored()
+        if stored:
+            _note(say, f"resuming {out}: {stored} finished steps of this model stored")
+        elif store.other_contexts():
+            _note(say, f"{out} holds steps of another model or dtype: not reused")
     tok = model.tokenizer
     harmful = [format_chat(tok, p.harmful) for p in pairs]
     control = [format_chat(tok, p.control) for p in pairs]
@@ -674,8 +695,15 @@ def audit(
         settings={**s.settings(), "n_jailbreak": len(jailbreak), "judge": _judge_name(judge)},
         versions=versions(),
         seconds=time.perf_counter() - began,
-        steps={"computed": list(store.computed), "loaded": list(store.loaded)},
+        steps={
+            "computed": list(store.computed),
+            "loaded": list(store.loaded),
+            "set_aside": list(store.set_aside),
+            "notes": store.notes(),
+        },
     )
+    for line in result.steps["notes"]:
+        logger.info(line)  # the summary's last line says it too
     if out is not None:
         from circuits.audit_views import write_audit_outputs
 
