@@ -33,7 +33,11 @@ prefix of :mod:`patching.engine`). A pair's two prompts run as one batch
 (left-padded when their lengths differ). Each pair's heads are then patched in
 one batched run (one row per head, chunked to the memory budget), every row
 joining at its own layer from the cached clean run. Results are saved per pair and direction under
-``chunk_dir`` so an interrupted run picks up where it stopped.
+``chunk_dir`` so an interrupted run picks up where it stopped; the chunks' folder
+is keyed on the model's fingerprint (:mod:`patching.fingerprint`: weights,
+tokenizer, dtype...), the pairs and the settings, and records them in
+``deps.json``. An unreadable chunk is set aside as ``pairN.pt.corrupt`` and
+recomputed.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
@@ -54,6 +58,7 @@ from tqdm.auto import tqdm
 from patching.chat import ChatPrompt
 from patching.engine import DEFAULT_BUDGET_MB, CleanRun, Hook, RunStats, clean_runs, run_rows
 from patching.errors import PairAlignmentError
+from patching.fingerprint import fingerprint, set_aside
 from patching.interventions import Interchange, Positions, resolve_positions
 from patching.model import HookedModel
 
@@ -257,22 +262,61 @@ def _aligned_source(base: CleanRun, base_off: int, source: CleanRun, source_off:
     return out
 
 
-def _chunk_key(
+def _chunk_deps(
     model: HookedModel,
     pairs: Sequence[AlignedPair],
     metric: PatchMetric,
     positions: Positions,
     heads: Sequence[tuple[int, int]],
-) -> str:
-    spec = {
+    directions: Sequence[Direction],
+) -> dict[str, object]:
+    """What a run's chunks depend on: the model's fingerprint, the pairs and settings."""
+    return {
         "model": model.name,
+        "fingerprint": fingerprint(model),
         "shape": [model.n_layers, model.n_heads],
-        "pairs": [[p.harmful.tolist(), p.control.tolist()] for p in pairs],
+        "pairs": hashlib.sha256(
+            json.dumps([[p.harmful.tolist(), p.control.tolist()] for p in pairs]).encode()
+        ).hexdigest()[:16],
         "metric": [metric.name, metric.key],
         "positions": positions,
         "heads": [list(h) for h in heads],
+        "directions": sorted(directions),
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _chunk_folder(chunk_dir: str | Path, deps: dict[str, object]) -> Path:
+    """The folder of one run's chunks, named by the hash of its deps and recording them."""
+    text = json.dumps(deps, sort_keys=True, default=str)
+    folder = Path(chunk_dir) / hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / "deps.json"
+    if not record.is_file():
+        record.with_suffix(".tmp").write_text(json.dumps(deps, indent=1, default=str))
+        record.with_suffix(".tmp").replace(record)
+    return folder
+
+
+def _load_chunk(
+    saved: Path, directions: Sequence[Direction], shape: tuple[int, int]
+) -> dict[str, Any] | None:
+    """A stored chunk, or ``None`` (the file set aside with a warning) if it is unusable."""
+    try:
+        chunk = torch.load(saved, weights_only=True)
+    except Exception as exc:  # a truncated file fails in many ways inside torch
+        set_aside(saved, f"unreadable: {type(exc).__name__}: {exc}")
+        return None
+    wanted = ("clean_harmful", "clean_control", *directions)
+    if (
+        not isinstance(chunk, dict)
+        or any(k not in chunk for k in wanted)
+        or any(
+            not isinstance(chunk[d], Tensor) or tuple(chunk[d].shape) != shape for d in directions
+        )
+    ):
+        set_aside(saved, "it does not hold this run's values")
+        return None
+    return chunk
 
 
 def _patch_pair(
@@ -317,7 +361,8 @@ def interchange(
         heads: ``(layer, head)`` pairs to patch; all heads when omitted.
         budget_mb: activation memory a batched run may use (sets rows per pass).
         chunk_dir: where finished (pair, direction) chunks are saved; a rerun with the
-            same model, pairs and settings loads them instead of recomputing.
+            same model (same fingerprint: weights, tokenizer, dtype...), pairs and
+            settings loads them instead of recomputing.
         runs: each pair's clean runs from an earlier step with the same ``positions``
             (the attribution estimate's, in a prescreen), used instead of running them.
     """
@@ -337,8 +382,9 @@ def interchange(
         )
     folder: Path | None = None
     if chunk_dir is not None:
-        folder = Path(chunk_dir) / _chunk_key(model, pairs, metric, positions, heads)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = _chunk_folder(
+            chunk_dir, _chunk_deps(model, pairs, metric, positions, heads, directions)
+        )
     result = InterchangeRun(
         metric=metric.name,
         positions=positions,
@@ -350,9 +396,10 @@ def interchange(
     with tqdm(total=n, desc="interchange", unit="pair", disable=not progress) as bar:
         for i, pair in enumerate(pairs):
             saved = folder / f"pair{i}.pt" if folder is not None else None
+            chunk: dict[str, Any] | None = None
             if saved is not None and saved.exists():
-                chunk = torch.load(saved)
-            else:
+                chunk = _load_chunk(saved, directions, shape)
+            if chunk is None:
                 given = runs[i] if runs is not None else None
                 chunk = _run_pair(
                     model, pair, i, metric, positions, heads, directions, budget_mb, given
@@ -381,7 +428,7 @@ def _run_pair(
     directions: Sequence[Direction],
     budget_mb: float,
     given: PairRuns | None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     stats = RunStats()
     aligned = patched_positions(pair, positions)
     if given is None:
@@ -399,7 +446,7 @@ def _run_pair(
         "harmful": float(metric(harmful.logits[None], index)[0]),
         "control": float(metric(control.logits[None], index)[0]),
     }
-    chunk: dict[str, object] = {
+    chunk: dict[str, Any] = {
         "clean_harmful": clean_values["harmful"],
         "clean_control": clean_values["control"],
     }
