@@ -2,7 +2,11 @@
 
 ``audit(model, pairs, config)`` runs, in order, each step stored as it finishes
 (:mod:`circuits.store`), so an interrupted audit resumes where it stopped and a
-changed setting recomputes only the steps that read it:
+changed setting recomputes only the steps that read it. Every step is also keyed
+on the model's fingerprint (:mod:`patching.fingerprint`: weights, config,
+tokenizer, chat template, dtype, device kind, toolkit version), so nothing
+computed with other weights or another dtype is reused; ``result.steps`` lists
+what was computed, reused and set aside, and its ``notes`` say it in words:
 
 1. **interchange** necessity and sufficiency of every head over the pairs
    (:func:`attribution.patching_result.interchange_test`), restated on the
@@ -418,8 +422,9 @@ def audit(
         stored = store.stored()
         if stored:
             _note(say, f"resuming {out}: {stored} finished steps of this model stored")
-        elif store.other_contexts():
-            _note(say, f"{out} holds steps of another model or dtype: not reused")
+        elif changed := store.changed():
+            what = ", ".join(changed)
+            _note(say, f"{out} holds steps of another run ({what} differ): not reused")
     tok = model.tokenizer
     harmful = [format_chat(tok, p.harmful) for p in pairs]
     control = [format_chat(tok, p.control) for p in pairs]

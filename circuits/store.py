@@ -93,6 +93,10 @@ class StepStore:
                 out.append(data["context"])
         return out
 
+    def changed(self) -> list[str]:
+        """The context fields in which other runs stored under ``root`` differ from this one."""
+        return sorted({k for c in self.other_contexts() for k in differences(c, self.context)})
+
     def notes(self) -> list[str]:
         """What this store reused and set aside, in words (for the caller to show)."""
         if self.root is None:
@@ -101,10 +105,7 @@ class StepStore:
         total = len(self.loaded) + len(self.computed)
         if self.loaded:
             lines.append(f"resumed {self.root}: {len(self.loaded)} of {total} steps reused")
-        elif self.other_contexts():
-            changed = sorted(
-                {k for c in self.other_contexts() for k in differences(c, self.context)}
-            )
+        elif changed := self.changed():
             lines.append(
                 f"{self.root} holds steps of another run ({', '.join(changed)} differ); "
                 f"none reused, all {total} steps computed"
