@@ -17,8 +17,9 @@ result is keyed on :func:`fingerprint` of the model, a dict of short hashes:
   numbers without changing a weight), without its path and version fields;
 * ``tokenizer`` and ``chat_template``: the full serialised tokenizer (vocabulary,
   merges, normalizer, special tokens, padding side) and the chat template;
-* ``dtype``, ``device`` (its kind: ``cpu``, ``cuda``...) and ``toolkit`` (the
-  installed refusal-circuits version).
+* ``dtype``, ``device`` (its kind: ``cpu``, ``cuda``...), ``toolkit`` (the
+  installed refusal-circuits version) and the versions of torch, transformers and
+  transformer-lens (a step computed under another release is recomputed).
 
 The fingerprint is computed once and kept on the model object. The copy is
 reused while every parameter and buffer is the same tensor with the same
@@ -37,11 +38,12 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from patching.compat import versions
 
 if TYPE_CHECKING:
     from patching.model import HookedModel
@@ -106,13 +108,6 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return _sha(body + json.dumps(extra, sort_keys=True, default=str))
 
 
-def toolkit_version() -> str:
-    try:
-        return metadata.version("refusal-circuits")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def fingerprint(model: HookedModel, *, refresh: bool = False) -> dict[str, str]:
     """What results computed with ``model`` depend on, as short hashes (module docstring).
 
@@ -135,7 +130,12 @@ def fingerprint(model: HookedModel, *, refresh: bool = False) -> dict[str, str]:
         "chat_template": _sha(str(getattr(tok, "chat_template", None))),
         "dtype": str(model.dtype).removeprefix("torch."),
         "device": model.device.type,
-        "toolkit": toolkit_version(),
+        # The toolkit and the libraries its numbers come from (patching.compat).
+        **{
+            ("toolkit" if k == "refusal-circuits" else k): v
+            for k, v in versions().items()
+            if k != "python"
+        },
     }
 
 
