@@ -31,8 +31,66 @@ import itertools
 import numpy as np
 from jaxtyping import Float
 
+from patching.errors import TooFewPairsError
+
 DEFAULT_MAX_EXACT = 20_000
 DEFAULT_N_PERM = 10_000
+DEFAULT_LEVEL = 0.05
+
+
+def min_attainable_p(
+    n: int, *, max_exact: int = DEFAULT_MAX_EXACT, n_perm: int = DEFAULT_N_PERM
+) -> float:
+    """The smallest p value :func:`sign_flip_test` can return with ``n`` pairs.
+
+    Exact enumeration (``2^n <= max_exact``): ``2 / 2^n``, since the identity and the
+    full flip always tie with the observed mean. Monte Carlo: ``1 / (n_perm + 1)``.
+    """
+    if n < 1:
+        return 1.0
+    if 2**n <= max_exact:
+        return 2.0 / 2**n
+    return 1.0 / (n_perm + 1)
+
+
+def min_pairs_for(
+    level: float = DEFAULT_LEVEL,
+    *,
+    max_exact: int = DEFAULT_MAX_EXACT,
+    n_perm: int = DEFAULT_N_PERM,
+) -> int:
+    """The fewest pairs with which a p value can reach ``level`` (6 at 0.05)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"significance level must be in (0, 1), got {level}")
+    for n in range(1, 200):
+        if min_attainable_p(n, max_exact=max_exact, n_perm=n_perm) <= level:
+            return n
+    raise ValueError(f"no number of pairs reaches level {level} with {n_perm} permutations")
+
+
+def check_enough_pairs(
+    n: int,
+    level: float = DEFAULT_LEVEL,
+    *,
+    max_exact: int = DEFAULT_MAX_EXACT,
+    n_perm: int = DEFAULT_N_PERM,
+) -> None:
+    """Refuse ``n`` pairs when no p value of the sign-flip test could reach ``level``.
+
+    The audit and the screen both call this before any model work: with too few
+    pairs "no head is significant" would be a property of n, not of the model.
+
+    Raises:
+        TooFewPairsError: naming the smallest attainable p and the pairs needed.
+    """
+    floor = min_attainable_p(n, max_exact=max_exact, n_perm=n_perm)
+    if floor > level:
+        need = min_pairs_for(level, max_exact=max_exact, n_perm=n_perm)
+        raise TooFewPairsError(
+            f"{n} pair{'s' if n != 1 else ''} cannot show a significant head: the sign-flip "
+            f"test's smallest attainable p is {floor:.3g}, above the level {level:g}; use at "
+            f"least {need} pairs (raise --n or give a larger pair file)"
+        )
 
 
 def _flip_signs(n: int, max_exact: int, n_perm: int, seed: int) -> tuple[np.ndarray, bool]:

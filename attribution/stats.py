@@ -10,7 +10,25 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Float
 
+from patching.errors import TooFewPairsError
+
 DEFAULT_N_BOOT = 2000
+#: A bootstrap interval over one pair has zero width: it would claim certainty.
+MIN_PAIRS_FOR_CI = 2
+
+
+def check_enough_pairs_for_ci(n: int) -> None:
+    """Refuse fewer than :data:`MIN_PAIRS_FOR_CI` pairs for a bootstrap interval.
+
+    Raises:
+        TooFewPairsError: the interval would be a single point, not an interval.
+    """
+    if n < MIN_PAIRS_FOR_CI:
+        raise TooFewPairsError(
+            f"{n} pair{'s' if n != 1 else ''} give a zero-width confidence interval (a bootstrap "
+            f"over one value resamples nothing); use at least {MIN_PAIRS_FOR_CI} pairs "
+            f"(raise --n or give a larger pair file)"
+        )
 
 
 def bootstrap_mean_ci(

@@ -35,3 +35,31 @@ class PairAlignmentError(RefusalCircuitsError):
 
 class HeadIndexError(RefusalCircuitsError, IndexError):
     """A layer or head index is outside the model."""
+
+
+class UnsafeCheckpointError(ModelLoadError):
+    """The weights are pickled (``.bin``/``.pt``/...), and loading pickles was not allowed."""
+
+
+class DeviceError(ModelLoadError):
+    """The torch device does not exist on this machine."""
+
+
+class OptionError(RefusalCircuitsError):
+    """An option's value is out of range (a count of zero, a reversed band, ...)."""
+
+
+class OutputDirError(RefusalCircuitsError):
+    """An output or cache directory cannot be created or written."""
+
+
+class PairError(RefusalCircuitsError):
+    """A prompt pair carries no contrast (identical prompts) or does not fit the model."""
+
+
+class TooFewPairsError(RefusalCircuitsError):
+    """Too few pairs for the statistics asked for (no p value can reach the level)."""
+
+
+class ResultFileError(RefusalCircuitsError):
+    """A result file written by an earlier run (``audit.json``, ...) is missing or corrupted."""
