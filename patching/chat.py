@@ -66,8 +66,9 @@ def render(tokenizer: Any, instruction: str, *, system: str | None = None) -> st
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         raise ChatTemplateError(
             f"the tokenizer of {name!r} has no chat template, so prompts cannot be formatted "
-            f"as the model sees them in chat. Use an instruct/chat model, or give a template: "
-            f"set tokenizer.chat_template (a Jinja string) or pass --chat-template FILE."
+            f"as the model sees them in chat. Use an instruct/chat model, or give its tokenizer "
+            f"a template: save a Jinja template as chat_template.jinja in the model directory "
+            f"(or set tokenizer.chat_template and pass tokenizer= to load_model)."
         )
     messages = [{"role": "user", "content": instruction}]
     if system is not None:
