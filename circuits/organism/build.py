@@ -29,7 +29,8 @@ from transformers.utils import logging as hf_logging
 from circuits.organism import layout, prompts, vocab
 from circuits.organism.ground_truth import build_ground_truth, write_ground_truth
 from circuits.organism.weights import organism_state_dict
-from patching.bundled import cache_root
+from patching.bundled import CACHE_ENV, cache_root
+from patching.errors import OutputDirError
 from patching.pairs import write_pairs
 
 # Bump when the construction changes: cached builds of another version are ignored.
@@ -92,12 +93,20 @@ def build_organism(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 def organism_dir(seed: int = 0) -> Path:
-    """The directory of the organism for ``seed``, built into the cache if absent."""
+    """The directory of the organism for ``seed``, built into the cache if absent.
+
+    Raises:
+        OutputDirError: the cache cannot be written (the message names it and the
+            ``REFUSAL_CIRCUITS_CACHE`` variable that moves it).
+    """
     target = cache_root() / f"organism-v{ORGANISM_VERSION}-seed{seed}"
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as exc:
+        raise _cache_error(target.parent, exc) from None
     try:
         build_organism(tmp, seed)
         tmp.chmod(0o755)
@@ -107,6 +116,16 @@ def organism_dir(seed: int = 0) -> Path:
             # Another process renamed its build into place first; use that one.
             if not target.is_dir():
                 raise
+    except OSError as exc:
+        raise _cache_error(target.parent, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _cache_error(where: Path, exc: OSError) -> OutputDirError:
+    return OutputDirError(
+        f"cannot build the model organism in its cache {where} "
+        f"({exc.strerror or exc}); set {CACHE_ENV} to a writable directory, or build it "
+        f"with `refusal-circuits organism build --out DIR` and pass --model DIR"
+    )
