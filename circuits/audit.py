@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +62,7 @@ from circuits.negative_heads import (
     per_head_scores,
     top_percent,
 )
+from circuits.provenance import versions
 from circuits.roles import (
     EffectStats,
     depth_band,
@@ -186,6 +185,7 @@ class AuditResult:
     versions: dict[str, str]
     seconds: float
     steps: dict[str, list[str]] = field(default_factory=dict)
+    run: dict[str, Any] | None = None  # circuits.provenance.run_record of the command
 
     @property
     def band_layers(self) -> list[int]:
@@ -288,6 +288,7 @@ class AuditResult:
                 "versions": self.versions,
                 "seconds": self.seconds,
                 "steps": self.steps,
+                **({"run": self.run} if self.run is not None else {}),
             }
         )
 
@@ -318,6 +319,7 @@ class AuditResult:
             versions=dict(data["versions"]),
             seconds=float(data["seconds"]),
             steps=dict(data.get("steps", {})),
+            run=data.get("run"),
         )
 
     def to_json(self, path: str | Path) -> Path:
@@ -343,17 +345,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the libraries an audit's numbers depend on."""
-    out = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "transformer_lens", "refusal-circuits"):
-        try:
-            out[package] = metadata.version(package.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            out[package] = "unknown"
-    return out
 
 
 def shuffle_labels(pairs: Sequence[Any], seed: int) -> list[Any]:
@@ -396,6 +387,7 @@ def audit(
     *,
     jailbreak: Sequence[Any] = (),
     judge: Judge | None = None,
+    run: dict[str, Any] | None = None,
 ) -> AuditResult:
     """Audit ``model``'s refusal circuit over ``pairs`` (see the module docstring).
 
@@ -405,6 +397,8 @@ def audit(
             with the same directory loads every finished step.
         jailbreak: jailbreak-framed pairs for the negative-head step (optional).
         judge: behaviour classifier ``str -> class``; the keyword judge by default.
+        run: the command's run record (:func:`circuits.provenance.run_record`), kept in
+            ``audit.json`` under ``"run"``.
     """
     config = config or AuditConfig()
     began = time.perf_counter()
@@ -706,6 +700,7 @@ def audit(
             "set_aside": list(store.set_aside),
             "notes": store.notes(),
         },
+        run=run,
     )
     for line in result.steps["notes"]:
         logger.info(line)  # the summary's last line says it too
