@@ -8,9 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from circuits.audit import AuditConfig, audit
-from circuits.common_args import add_model_args, describe, resolve_model, resolve_pairs
+from circuits.common_args import (
+    ORGANISM,
+    HelpFormatter,
+    add_model_args,
+    check_band,
+    check_count,
+    describe,
+    organism_path,
+    prepare,
+)
 from circuits.knockout import Head
-from patching.pairs import read_pairs
+from circuits.provenance import pairs_record
+from patching.checks import check_distinct_texts, check_pairs_fit
+from patching.pairs import PromptPair, read_pairs
 
 DEFAULT_OUT = Path("audit")
 
@@ -25,20 +36,33 @@ def register(subparsers: Any) -> None:
             "null, dose-response, negative refusal heads and attack success, ablation vs "
             "interchange. With no arguments it audits the built-in model organism. Writes "
             "DIR/audit.json, DIR/report.html and PNG/SVG figures; finished steps are kept in "
-            "DIR/steps, so rerunning after an interruption resumes."
+            "DIR/steps, so rerunning after an interruption resumes. DIR/run.json records the "
+            "command, the pairs' digests, the settings and the library versions."
         ),
+        formatter_class=HelpFormatter,
     )
     add_model_args(parser, default_out=DEFAULT_OUT)
-    parser.add_argument("--jailbreak", type=Path, default=None, help="jailbreak-framed pairs")
+    parser.add_argument(
+        "--jailbreak",
+        type=Path,
+        default=None,
+        help="jailbreak-framed pairs (default: the organism's own for the organism, none "
+        "otherwise)",
+    )
     parser.add_argument(
         "--band",
         type=float,
         nargs=2,
         default=(0.25, 0.65),
         metavar=("LOW", "HIGH"),
-        help="gate depth band as fractions of the layers (default 0.25 0.65)",
+        help="gate depth band as fractions of the layers",
     )
-    parser.add_argument("--knockout", default="zero", choices=["zero", "mean", "resample"])
+    parser.add_argument(
+        "--knockout",
+        default="zero",
+        choices=["zero", "mean", "resample"],
+        help="how the cascade knocks a head out",
+    )
     parser.add_argument("--n-null", type=int, default=20, help="random heads in the cascade null")
     parser.add_argument("--no-figures", action="store_true", help="skip PNG/SVG export")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -49,20 +73,21 @@ def _heads(heads: list[Head]) -> str:
     return ", ".join(f"L{a}H{b}" for a, b in heads) or "none"
 
 
+def _jailbreak(args: argparse.Namespace) -> tuple[list[PromptPair], Path | None]:
+    if args.jailbreak is not None:
+        return read_pairs(args.jailbreak), Path(args.jailbreak)
+    if args.model == ORGANISM:
+        path = organism_path() / "pairs_jailbreak.jsonl"
+        return read_pairs(path), path
+    return [], None
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    torch.set_flush_denormal(True)  # denormals make CPU runs 10-100x slower at random
-    model, organism = resolve_model(args)
-    pairs = resolve_pairs(args, organism)
-    if args.jailbreak is not None:
-        jailbreak = read_pairs(args.jailbreak)
-    elif organism is not None:
-        jailbreak = read_pairs(organism / "pairs_jailbreak.jsonl")
-    else:
-        jailbreak = []
-    print(describe(model, pairs))
+    check_band(args.band)
+    check_count(args.n_null, "--n-null", "the number of random heads in the cascade null")
     config = AuditConfig(
         seed=args.seed,
         band=(args.band[0], args.band[1]),
@@ -70,7 +95,28 @@ def run(args: argparse.Namespace) -> int:
         n_null=args.n_null,
         figures=not args.no_figures,
     )
-    result = audit(model, pairs, config, args.out, progress=not args.quiet, jailbreak=jailbreak)
+    jailbreak, jailbreak_file = _jailbreak(args)
+    check_distinct_texts(jailbreak)
+    prepared = prepare(
+        args,
+        significance=config.alpha,
+        ci=True,
+        extra_tokens=config.gen_tokens,
+        extra={"jailbreak": pairs_record(jailbreak, jailbreak_file) if jailbreak else None},
+    )
+    model, pairs = prepared.model, prepared.pairs
+    check_pairs_fit(model, jailbreak, extra_tokens=config.gen_tokens)
+    torch.set_flush_denormal(True)  # denormals make CPU runs 10-100x slower at random
+    print(describe(model, pairs))
+    result = audit(
+        model,
+        pairs,
+        config,
+        prepared.out,
+        progress=not args.quiet,
+        jailbreak=jailbreak,
+        run=prepared.run,
+    )
     for line in result.summary():
         print(line)
     print(f"gate: {_heads([(g.layer, g.head) for g in result.gate])}; report: {args.out}")

@@ -18,7 +18,9 @@ from patching.errors import RefusalCircuitsError
 
 def build_parser() -> argparse.ArgumentParser:
     from circuits import audit_command, check_command, compare, dla_command, screen
+    from circuits.common_args import HelpFormatter
     from circuits.organism import cli as organism_cli
+    from circuits.provenance import package_version
 
     parser = argparse.ArgumentParser(
         prog="refusal-circuits",
@@ -27,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
             "attribution, interchange patching, and the gate / amplifier / negative-head "
             "circuit. Run a subcommand with --help for its options."
         ),
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dla_command.register(sub)
     screen.register(sub)
@@ -44,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The exact command, for each output directory's run record (circuits.provenance).
+    args.argv = [parser.prog, *argv] if argv is not None else list(sys.argv)
     try:
         return int(args.handler(args) or 0)
     except RefusalCircuitsError as exc:

@@ -20,8 +20,10 @@ from typing import Any
 import pandas as pd
 
 from circuits.audit_views import compare_figures
+from circuits.common_args import HelpFormatter, check_output_dir
+from circuits.provenance import file_sha256, run_record, write_run_record
 from circuits.views import write_report
-from patching.errors import RefusalCircuitsError
+from patching.errors import RefusalCircuitsError, ResultFileError
 
 
 def audit_row(directory: str | Path) -> dict[str, Any]:
@@ -31,7 +33,24 @@ def audit_row(directory: str | Path) -> dict[str, Any]:
         raise RefusalCircuitsError(
             f"{path} not found: pass directories written by `refusal-circuits audit --out DIR`"
         )
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return _row(data, directory)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = f"it cannot be read as JSON ({exc})"
+    except KeyError as exc:
+        reason = f"it has no field {exc}"
+    except (TypeError, ValueError, IndexError) as exc:
+        reason = f"a field has the wrong type or value ({exc})"
+    raise ResultFileError(
+        f"{path} is corrupted: {reason}; rerun `refusal-circuits audit --out {directory}` "
+        f"(finished steps are reused) or leave that directory out"
+    )
+
+
+def _row(data: Any, directory: str | Path) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError("the top level is not an object")
     gate = data["gate"]
     amps = data["amplifiers"]
     cascade = data.get("cascade") or {}
@@ -88,8 +107,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Read DIR/audit.json of each audit and compare gate depth (fraction of layers), "
             "gate necessity, amplifier band width and cascade strength against model size. "
-            "Prints a table; writes OUT/compare.csv and OUT/compare.html."
+            "Prints a table; writes OUT/compare.csv, OUT/compare.html and OUT/run.json."
         ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="audit output directories")
     parser.add_argument("--out", type=Path, default=Path("compare"), help="output directory")
@@ -98,6 +118,16 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     table = compare_audits(args.dirs)
+    out = check_output_dir(args.out)
+    record = run_record(args, None, None)
+    record["audits"] = [
+        {
+            "path": str((Path(d) / "audit.json").resolve()),
+            "sha256": file_sha256(Path(d) / "audit.json"),
+        }
+        for d in args.dirs
+    ]
+    write_run_record(record, out)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.drop(columns=["dir"]).to_string(index=False))
     for path in write_comparison(table, args.out):

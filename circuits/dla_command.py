@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from attribution.dla import DLAResult, direct_logit_attribution
-from circuits.common_args import add_model_args, describe, resolve_model, resolve_pairs
+from circuits.common_args import HelpFormatter, add_model_args, check_count, describe, prepare
 from circuits.export import save_figures
 from circuits.views import dla_figures, write_report
 
@@ -20,11 +21,13 @@ def register(subparsers: Any) -> None:
             "Decompose the refusal logit difference at the last prompt position into "
             "per-head contributions (plus MLPs, embeddings, biases), for harmful prompts and "
             "their controls, with bootstrap CIs. Writes DIR/dla.json, DIR/dla.html and, where "
-            "a renderer exists, PNG/SVG figures."
+            "a renderer exists, PNG/SVG figures, and DIR/run.json (the command, pairs and "
+            "versions that made them)."
         ),
+        formatter_class=HelpFormatter,
     )
     add_model_args(parser)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     parser.set_defaults(handler=run)
 
@@ -45,9 +48,13 @@ def summary_lines(result: DLAResult) -> list[str]:
     ] + ([result.note] if result.note else [])
 
 
-def write_outputs(result: DLAResult, out: Path) -> list[Path]:
+def write_outputs(result: DLAResult, out: Path, run: dict[str, Any] | None = None) -> list[Path]:
+    """``dla.json`` (with the run record under ``"run"``), ``dla.html`` and figures."""
     out.mkdir(parents=True, exist_ok=True)
-    result.to_json(out / "dla.json")
+    data = result.to_dict()
+    if run is not None:
+        data["run"] = run
+    (out / "dla.json").write_text(json.dumps(data, indent=1))
     figures = dla_figures(result)
     written = [
         out / "dla.json",
@@ -62,14 +69,16 @@ def write_outputs(result: DLAResult, out: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, organism = resolve_model(args)
-    pairs = resolve_pairs(args, organism)
+    check_count(args.batch_size, "--batch-size", "the batch size")
+    check_count(args.n_boot, "--n-boot", "the number of bootstrap resamples")
+    prepared = prepare(args, ci=True)
+    model, pairs = prepared.model, prepared.pairs
     print(describe(model, pairs))
     result = direct_logit_attribution(
         model, pairs, batch_size=args.batch_size, n_boot=args.n_boot, seed=args.seed
     )
     for line in summary_lines(result):
         print(line)
-    for path in write_outputs(result, args.out):
+    for path in write_outputs(result, prepared.out, run=prepared.run):
         print(f"wrote {path}")
     return 0

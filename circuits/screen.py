@@ -4,7 +4,8 @@
 necessity and sufficiency of every head (exact, attribution estimate, or a
 prescreen followed by exact patching of the top k), their per-head tests, and
 writes ``DIR/screen.json`` and ``DIR/screen.html`` (self-contained: plotly is
-inlined, nothing loads from the network). Finished chunks are kept under
+inlined, nothing loads from the network) and ``DIR/run.json`` (the command, the
+pairs' digests, the settings and the library versions). Finished chunks are kept under
 ``DIR/.chunks``, so rerunning an interrupted command only computes the rest.
 """
 
@@ -17,36 +18,53 @@ from typing import Any
 
 from attribution.nll import METRICS
 from attribution.patching_result import MODES, interchange_test
+from attribution.significance import DEFAULT_LEVEL
+from circuits.common_args import HelpFormatter, add_model_args, check_count, prepare
 from circuits.patching_views import patching_figure
 from patching.chat import POSITION_LABELS
-from patching.model import load_model
-from patching.pairs import builtin_pairs, read_pairs
+from patching.errors import OptionError
+
+NLL_TOKENS = 5  # greedy control tokens the nll metric scores (interchange_test's default)
+
+
+def check_screen_args(args: argparse.Namespace) -> None:
+    """The screen's own options (the shared ones are checked by ``prepare``)."""
+    check_count(args.top_k, "--top-k", "the number of heads run exactly")
+    if args.top_k is not None and args.mode != "prescreen":
+        raise OptionError(
+            f"--top-k {args.top_k} applies only to --mode prescreen (this is --mode "
+            f"{args.mode}); add --mode prescreen or drop --top-k"
+        )
+    if not args.budget_mb > 0:
+        raise OptionError(
+            f"--budget-mb {args.budget_mb:g}: the activation memory budget must be positive; "
+            f"pass for example --budget-mb 512"
+        )
 
 
 def run_screen(args: argparse.Namespace) -> Path:
     """Run the screen described by parsed ``args``; return the output directory."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model)
-    if args.pairs:
-        pairs = read_pairs(args.pairs, n=args.n, seed=args.seed)
-    else:
-        pairs = builtin_pairs(args.n)
+    check_screen_args(args)
+    extra_tokens = NLL_TOKENS if args.metric == "nll" else 0
+    prepared = prepare(args, significance=DEFAULT_LEVEL, ci=True, extra_tokens=extra_tokens)
+    out = prepared.out
     positions: Any = args.positions
     result = interchange_test(
-        model,
-        pairs,
+        prepared.model,
+        prepared.pairs,
         metric=args.metric,
         positions=positions,
         mode=args.mode,
         top_k=args.top_k,
+        nll_tokens=NLL_TOKENS,
         budget_mb=args.budget_mb,
         chunk_dir=out / ".chunks",
-        seed=args.seed if args.seed is not None else 0,
+        seed=args.seed,
         progress=not args.quiet,
     )
     data = result.to_dict()
     data["n_pairs"] = result.n_pairs
+    data["run"] = prepared.run
     (out / "screen.json").write_text(json.dumps(data, indent=1))
     patching_figure(result).write_html(out / "screen.html", include_plotlyjs="inline")
     if not args.quiet:
@@ -62,17 +80,27 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "screen",
         help="interchange necessity/sufficiency map of every head",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="HF directory, .gguf file or hub name")
-    parser.add_argument("--pairs", help="pair file (.jsonl/.csv); the built-in set when omitted")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--positions", default="all", choices=("all", *POSITION_LABELS))
-    parser.add_argument("--mode", default="exact", choices=MODES)
-    parser.add_argument("--metric", default="refusal_score", choices=METRICS)
-    parser.add_argument("--top-k", type=int, default=None, help="heads run exactly (prescreen)")
-    parser.add_argument("--n", type=int, default=None, help="number of pairs to use")
-    parser.add_argument("--seed", type=int, default=None, help="pair sampling and test seed")
+    add_model_args(parser)
+    parser.add_argument(
+        "--positions",
+        default="all",
+        choices=("all", *POSITION_LABELS),
+        help="positions whose head outputs are patched",
+    )
+    parser.add_argument(
+        "--mode", default="exact", choices=MODES, help="exact patching, an estimate, or both"
+    )
+    parser.add_argument(
+        "--metric", default="refusal_score", choices=METRICS, help="what a patch changes"
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="heads run exactly after the prescreen (default: 10%% of all heads)",
+    )
     parser.add_argument("--budget-mb", type=float, default=512.0, help="activation memory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(handler=_handle)

@@ -25,7 +25,7 @@ def test_screen_writes_json_and_html(tiny_dirs, tmp_path) -> None:
             "--out",
             str(out),
             "--n",
-            "4",
+            "6",
             "--positions",
             "last",
             "--quiet",
@@ -46,7 +46,7 @@ def test_screen_writes_json_and_html(tiny_dirs, tmp_path) -> None:
     ):
         assert key in data
     assert len(data["necessity"]) == 3 and len(data["necessity"][0]) == 4
-    assert data["n_pairs"] == 4 and data["positions"] == "last"
+    assert data["n_pairs"] == 6 and data["positions"] == "last"
     html = (out / "screen.html").read_text()
     assert '<script src="http' not in html and "Plotly" in html
     again = _parse(
@@ -57,7 +57,7 @@ def test_screen_writes_json_and_html(tiny_dirs, tmp_path) -> None:
             "--out",
             str(out),
             "--n",
-            "4",
+            "6",
             "--positions",
             "last",
             "--mode",
@@ -81,7 +81,7 @@ def test_screen_runs_through_the_console_script(tiny_dirs, tmp_path) -> None:
             "--out",
             str(out),
             "--n",
-            "2",
+            "6",
             "--positions",
             "last",
             "--quiet",

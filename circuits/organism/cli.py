@@ -7,14 +7,15 @@ namespace carries ``handler``, which the main entry point calls with it.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from circuits.organism.build import build_organism
 from circuits.organism.ground_truth import load_ground_truth
 
 
 def _build(args: argparse.Namespace) -> int:
-    out = build_organism(Path(args.out), seed=args.seed)
+    from circuits.common_args import check_output_dir
+
+    out = build_organism(check_output_dir(args.out), seed=args.seed)
     truth = load_ground_truth(out)
     gate_layer, gate_head = truth.gate
     amps = ", ".join(f"L{layer}H{head}" for layer, head in truth.amplifiers)
@@ -27,8 +28,11 @@ def _build(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``organism build`` to a parser's subcommands."""
+    from circuits.common_args import HelpFormatter
+
     organism = subparsers.add_parser(
         "organism",
+        formatter_class=HelpFormatter,
         help="the model organism: a small chat model with a planted refusal circuit",
         description="Build the model organism, whose refusal circuit is known exactly.",
     )
@@ -36,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build = actions.add_parser(
         "build",
         help="write the organism (HF model directory, ground truth, prompt pairs) to --out",
+        description="Write the organism (HF model directory, ground truth, prompt pairs) to --out.",
+        formatter_class=HelpFormatter,
     )
     build.add_argument("--out", required=True, help="directory to write the model into")
     build.add_argument("--seed", type=int, default=0, help="seed of the random filler weights")
