@@ -40,7 +40,7 @@ def refusal_token_ids(
     if not ids:
         raise RefusalCircuitsError(
             f"none of the refusal words {list(words)} is a token of this tokenizer; pass "
-            f"refusal words the model uses (refusal_words=[...] or --refusal-words)"
+            f"refusal words the model uses (refusal_words=[...])"
         )
     return sorted(ids)
 

@@ -37,12 +37,17 @@ from patching.pairs import PromptPair, builtin_pairs, read_pairs
 ORGANISM = "organism"
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps descriptions as written and shows every option's default.
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default; keeps a multi-line description as written.
 
     An option whose help already says what its default means (``default: all``)
     is left alone; every other option with a default gets ``(default: X)``.
     """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -83,7 +88,11 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_out: Path | None 
         help="output directory, created if missing",
     )
     parser.add_argument(
-        "--n", type=int, default=None, help="use n pairs, sampled with --seed (default: all)"
+        "--n",
+        type=int,
+        default=None,
+        help="use n pairs: from a --pairs file sampled with --seed, else the first n "
+        "(default: all)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling and statistics")
     parser.add_argument(
