@@ -44,6 +44,8 @@ def bootstrap_mean_ci(
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     values = np.asarray(values, dtype=np.float64)
     n = values.shape[0]
     if n == 0:
