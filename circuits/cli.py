@@ -39,7 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit_command.register(sub)
     compare.register(sub)
     check_command.register(sub)
+    _show_defaults(parser, HelpFormatter)
     return parser
+
+
+def _show_defaults(
+    parser: argparse.ArgumentParser, formatter: type[argparse.HelpFormatter]
+) -> None:
+    """Every subcommand's --help shows its defaults, however it was registered."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.formatter_class = formatter
+                _show_defaults(sub, formatter)
+        elif action.option_strings and action.help is None and action.default is not None:
+            action.help = "(default: %(default)s)"  # argparse prints nothing for help=None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,8 @@ The record holds:
   ``--n`` sampling) and their number;
 - ``n``, ``seed``, ``dtype``, ``device`` as asked for, and the model's actual
   dtype and device;
-- ``versions``: Python and the libraries the numbers depend on;
+- ``versions``: Python and the libraries the numbers depend on
+  (:func:`patching.compat.versions`, the same as the engine's self-check reports);
 - anything in ``extra`` (for instance the engine's self-check result).
 """
 
@@ -27,13 +28,14 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shlex
 import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from patching.compat import versions  # one definition, shared with the engine's self-check
 
 PACKAGE = "refusal-circuits"
 RUN_FILE = "run.json"
@@ -45,17 +47,6 @@ def package_version() -> str:
         return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the libraries a run's numbers depend on."""
-    out = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "transformer_lens", PACKAGE):
-        try:
-            out[package] = metadata.version(package.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            out[package] = "unknown"
-    return out
 
 
 def file_sha256(path: str | Path) -> str:

@@ -468,20 +468,22 @@ def test_every_help_shows_every_default() -> None:
         seen.add(name)
         text = " ".join(sub.format_help().split())
         for action in sub._actions:
-            if not action.option_strings or action.required or action.default == argparse.SUPPRESS:
+            if not action.option_strings or action.required:
+                continue
+            if argparse.SUPPRESS in (action.default, action.help):
                 continue
             if action.default is None:
                 assert "default" in (action.help or ""), (name, action.option_strings)
                 continue
-            helped = sub._get_formatter()._get_help_string(action)
-            assert "default" in helped, (name, action.option_strings)
+            shown = sub._get_formatter()._format_action(action)
+            assert "default" in shown, (name, action.option_strings)
         if name == "dla":
             assert "(default: 2000)" in text and "(default: 16)" in text
             assert "(default: float32)" in text and "(default: 0)" in text
         if name == "audit":
             assert "(default: 0.25 0.65)" in text and "(default: 20)" in text
             assert "(default: audit)" in text and "(default: off)" in text
-    assert {"dla", "screen", "audit", "compare", "organism", "build"} <= seen
+    assert {"dla", "screen", "audit", "compare", "organism", "build", "check"} <= seen
 
 
 def test_help_subprocess_shows_defaults() -> None:
@@ -510,7 +512,7 @@ def test_dla_records_the_run(tiny_dirs, tmp_path: Path, pair_file) -> None:
     assert run["pairs"]["n"] == 3 and len(run["pairs"]["sha256"]) == 64
     assert (run["n"], run["seed"], run["dtype"], run["device"]) == (3, 2, "float32", "cpu")
     assert run["model"]["dtype"] == "float32" and run["model"]["shape"]["n_layers"] == 3
-    assert {"python", "torch", "transformers", "transformer_lens", "refusal-circuits"} <= set(
+    assert {"python", "torch", "transformers", "transformer-lens", "refusal-circuits"} <= set(
         run["versions"]
     )
     assert json.loads((out / "dla.json").read_text())["run"] == run
