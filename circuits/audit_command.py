@@ -14,7 +14,6 @@ from circuits.common_args import (
     add_model_args,
     check_band,
     check_count,
-    describe,
     organism_path,
     prepare,
 )
@@ -107,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     model, pairs = prepared.model, prepared.pairs
     check_pairs_fit(model, jailbreak, extra_tokens=config.gen_tokens)
     torch.set_flush_denormal(True)  # denormals make CPU runs 10-100x slower at random
-    print(describe(model, pairs))
+    for line in prepared.header():
+        print(line)
     result = audit(
         model,
         pairs,

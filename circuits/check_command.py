@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from circuits.checks import check_model
-from circuits.common_args import ORGANISM, resolve_model, resolve_pairs
+from circuits.common_args import ORGANISM, check_common, resolve_model, resolve_pairs
 from patching.compat import VERIFIED, unverified_versions, versions
 
 
@@ -34,6 +34,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_common(args)
     installed = versions()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in installed.items()))
     verified = ", ".join(f"{k} {low} to <{high}" for k, (low, high) in VERIFIED.items())

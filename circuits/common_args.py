@@ -28,6 +28,7 @@ import torch
 
 from attribution.significance import check_enough_pairs
 from attribution.stats import check_enough_pairs_for_ci
+from circuits.checks import ModelChecks, check_model
 from circuits.provenance import run_record, write_run_record
 from patching.checks import check_distinct_texts, check_pairs_fit
 from patching.errors import OptionError, OutputDirError
@@ -224,6 +225,11 @@ class Prepared:
     organism: Path | None
     out: Path
     run: dict[str, Any]
+    checks: ModelChecks
+
+    def header(self) -> list[str]:
+        """What the run works on, then the two identities measured on the model."""
+        return [describe(self.model, self.pairs), *self.checks.lines()]
 
 
 def prepare(
@@ -254,9 +260,13 @@ def prepare(
     out = check_output_dir(args.out)
     model, _ = resolve_model(args)
     check_pairs_fit(model, pairs, extra_tokens=extra_tokens)
+    # The DLA identity and the engine's self-check on the user's own model and first
+    # pair, before the work: every output records them (circuits.checks).
+    checks = check_model(model, pairs[:1])
+    extra = {**(extra or {}), "checks": checks.to_dict()}
     record = run_record(args, pairs, model, pairs_source=pairs_source(args, organism), extra=extra)
     write_run_record(record, out)
-    return Prepared(model=model, pairs=pairs, organism=organism, out=out, run=record)
+    return Prepared(model=model, pairs=pairs, organism=organism, out=out, run=record, checks=checks)
 
 
 def describe(model: HookedModel, pairs: list[Any]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from attribution.dla import DLAResult, direct_logit_attribution
-from circuits.common_args import HelpFormatter, add_model_args, check_count, describe, prepare
+from circuits.common_args import HelpFormatter, add_model_args, check_count, prepare
 from circuits.export import save_figures
 from circuits.views import dla_figures, write_report
 
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     check_count(args.n_boot, "--n-boot", "the number of bootstrap resamples")
     prepared = prepare(args, ci=True)
     model, pairs = prepared.model, prepared.pairs
-    print(describe(model, pairs))
+    for line in prepared.header():
+        print(line)
     result = direct_logit_attribution(
         model, pairs, batch_size=args.batch_size, n_boot=args.n_boot, seed=args.seed
     )

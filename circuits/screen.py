@@ -48,6 +48,9 @@ def run_screen(args: argparse.Namespace) -> Path:
     extra_tokens = NLL_TOKENS if args.metric == "nll" else 0
     prepared = prepare(args, significance=DEFAULT_LEVEL, ci=True, extra_tokens=extra_tokens)
     out = prepared.out
+    if not args.quiet:
+        for line in prepared.header():
+            print(line)
     positions: Any = args.positions
     result = interchange_test(
         prepared.model,

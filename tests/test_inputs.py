@@ -516,6 +516,12 @@ def test_dla_records_the_run(tiny_dirs, tmp_path: Path, pair_file) -> None:
         run["versions"]
     )
     assert json.loads((out / "dla.json").read_text())["run"] == run
+    # The two identities measured on this model before the work (circuits.checks).
+    checks = run["checks"]
+    assert checks["passed"] and checks["engine"]["passed"] and checks["engine"]["fast_paths"]
+    assert 0 <= checks["dla_identity_error"] <= checks["dla_tolerance"] < 1e-2
+    assert 0 <= checks["engine"]["max_error"] <= checks["engine"]["tolerance"]
+    assert checks["engine"]["versions"] == run["versions"]
 
 
 def test_screen_records_the_run_with_builtin_pairs(tiny_dirs, tmp_path: Path) -> None:
@@ -561,5 +567,6 @@ def test_audit_json_keeps_the_run(monkeypatch, tmp_path: Path, capsys) -> None:
     run = seen["run"]
     assert run == json.loads((out / "run.json").read_text())
     assert run["jailbreak"]["n"] > 0 and run["pairs"]["n"] == 6
+    assert run["checks"]["passed"] and run["checks"]["model"] == run["model"]["name"]
     assert run["pairs"]["source"].endswith("pairs.jsonl") and run["pairs"]["file_sha256"]
     assert "run" in AuditResult.__dataclass_fields__
