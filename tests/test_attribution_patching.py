@@ -15,6 +15,7 @@ from patching.pairs import builtin_pairs
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+@pytest.mark.engine
 def test_last_layer_estimate_equals_exact_patching(tiny_dirs, arch) -> None:
     """Random prompts; the last layer reaches the logits linearly up to the final norm.
 
@@ -80,6 +81,7 @@ def _plain_estimate(model, pair, metric, index, base, source):
 
 
 @pytest.mark.parametrize("case", ["same-length", "longer-control", "two-pairs"])
+@pytest.mark.engine
 def test_estimate_equals_plain_autograd(tiny_dirs, case) -> None:
     """Batched prompts, cached shared opening and layer-0 leaf give the plain estimate.
 

@@ -30,6 +30,7 @@ def results(tiny_dirs) -> dict[str, DLAResult]:
     }
 
 
+@pytest.mark.engine
 def test_decomposition_sums_to_final_residual(tiny_model) -> None:
     prompt = format_chat(tiny_model.tokenizer, PAIRS[0].harmful)
     dec = decompose_residual(tiny_model, prompt.tokens[None])
@@ -37,11 +38,13 @@ def test_decomposition_sums_to_final_residual(tiny_model) -> None:
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2", "gemma2"])
+@pytest.mark.engine
 def test_components_sum_to_logit_difference(results, arch: str) -> None:
     """Per-head DLA + every other component == the logit diff read off the logits."""
     assert_dla_identity(results[arch])
 
 
+@pytest.mark.engine
 def test_logit_diff_matches_an_independent_forward(tiny_dirs) -> None:
     """The logit difference in the result equals one computed from a plain HF forward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -65,6 +68,7 @@ def test_logit_diff_matches_an_independent_forward(tiny_dirs) -> None:
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2", "gemma2"])
+@pytest.mark.engine
 def test_per_head_equals_transformer_lens_compatibility_mode(tiny_dirs, arch: str) -> None:
     """Our explicit-gain DLA equals TL's own logit_attrs on a weight-processed bridge."""
     from transformer_lens.model_bridge import TransformerBridge

@@ -62,6 +62,7 @@ def _rows(model, source):
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.engine
 def test_batched_rows_and_skipped_layers_equal_full_forward(models, arch) -> None:
     model = models[arch]
     g = torch.Generator().manual_seed(0)
@@ -82,6 +83,7 @@ def test_batched_rows_and_skipped_layers_equal_full_forward(models, arch) -> Non
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.engine
 def test_cached_prefix_equals_full_forward(models, arch) -> None:
     model = models[arch]
     g = torch.Generator().manual_seed(1)
@@ -101,6 +103,7 @@ def test_cached_prefix_equals_full_forward(models, arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.engine
 def test_batched_clean_runs_patch_like_lone_runs(models, arch) -> None:
     """Each row of a batched clean run (own or shared prefix) equals a lone run and patches
     like the plain full forward."""
@@ -126,6 +129,7 @@ def test_batched_clean_runs_patch_like_lone_runs(models, arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.engine
 def test_rows_of_one_clean_pass_keep_their_own_start(models, arch) -> None:
     """A pass computes from its earliest start; a later row's run keeps the positions in
     between as its prefix, equals a lone run from its own start and patches exactly."""
@@ -153,6 +157,7 @@ def test_rows_of_one_clean_pass_keep_their_own_start(models, arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.engine
 def test_prompts_of_different_lengths_share_a_left_padded_pass(models, arch) -> None:
     """Padding is masked and each row keeps its own positions: every row's run equals a
     lone run of its prompt and patches exactly, from its own start."""
@@ -179,6 +184,7 @@ def test_prompts_of_different_lengths_share_a_left_padded_pass(models, arch) -> 
         clean_runs(model, prompts, readout=[9])
 
 
+@pytest.mark.engine
 def test_exact_step_reuses_the_estimate_clean_runs(organism) -> None:
     """A prescreen's exact step on the attribution step's kept runs == on its own runs."""
     model, prompts = organism
@@ -221,6 +227,7 @@ def _equal_length_pairs(tok, n=2):
 
 
 @pytest.mark.parametrize("arch", [*ARCHS, "organism"])
+@pytest.mark.engine
 def test_necessity_equals_transformer_lens_patching(request, arch) -> None:
     """Raw patched metric of every head == TL's get_act_patch_attn_head_out_all_pos.
 
@@ -249,6 +256,7 @@ def test_necessity_equals_transformer_lens_patching(request, arch) -> None:
 
 
 @pytest.mark.parametrize("positions", ["all", "last"])
+@pytest.mark.engine
 def test_chosen_heads_merged_into_one_run_equal_the_full_grid(organism, positions) -> None:
     """A few heads in different layers (one batched run from the lowest) == the per-layer map."""
     model, prompts = organism
