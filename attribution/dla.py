@@ -25,10 +25,8 @@ needed to find it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -39,7 +37,14 @@ from tqdm.auto import tqdm
 
 from attribution.metrics import greedy_token, refusal_direction, refusal_logit_diff
 from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids, token_strings
-from attribution.stats import DEFAULT_N_BOOT, bootstrap_mean_ci
+from attribution.result import Result
+from attribution.statistics import (
+    DEFAULT_CI_LEVEL,
+    DEFAULT_N_BOOT,
+    HeadStat,
+    bootstrap_mean_ci,
+    top_heads,
+)
 from patching.batching import batches_by_length, count_batches
 from patching.chat import ChatPrompt, format_chat
 from patching.components import ResidualDecomposition, decompose_residual
@@ -47,48 +52,35 @@ from patching.errors import RefusalCircuitsError
 from patching.model import HookedModel
 
 Which = Literal["diff", "harmful", "control"]
-
-
-@dataclass(frozen=True)
-class HeadScore:
-    """One head's value with its confidence interval."""
-
-    layer: int
-    head: int
-    value: float
-    ci_low: float
-    ci_high: float
-
-    @property
-    def label(self) -> str:
-        return f"L{self.layer}H{self.head}"
+PER_PAIR = {"group": "per_pair"}
 
 
 @dataclass
-class DLAResult:
+class DLAResult(Result):
     """Per-pair direct logit attributions of the refusal logit difference.
 
-    Per-pair arrays keep every number needed to recompute means and intervals;
-    the properties give the summaries the views and ``dla.json`` show.
+    Per-pair arrays keep every number needed to recompute means and intervals
+    (``dla.json`` nests them under ``per_pair``); the properties give the
+    summaries the views and ``dla.json`` show.
     """
 
     model: str
     n_layers: int
     n_heads: int
-    harmful_heads: Float[np.ndarray, "pair layer head"]
-    control_heads: Float[np.ndarray, "pair layer head"]
-    harmful_components: dict[str, list[float]]
-    control_components: dict[str, list[float]]
-    harmful_logit_diff: Float[np.ndarray, " pair"]
-    control_logit_diff: Float[np.ndarray, " pair"]
+    harmful_heads: Float[np.ndarray, "pair layer head"] = field(metadata=PER_PAIR)
+    control_heads: Float[np.ndarray, "pair layer head"] = field(metadata=PER_PAIR)
+    harmful_components: dict[str, list[float]] = field(metadata=PER_PAIR)
+    control_components: dict[str, list[float]] = field(metadata=PER_PAIR)
+    harmful_logit_diff: Float[np.ndarray, " pair"] = field(metadata=PER_PAIR)
+    control_logit_diff: Float[np.ndarray, " pair"] = field(metadata=PER_PAIR)
     refusal_tokens: list[str]
-    answer_tokens: list[str]
-    categories: list[str | None]
+    answer_tokens: list[str] = field(metadata=PER_PAIR)
+    categories: list[str | None] = field(metadata=PER_PAIR)
     exact: bool = True
     note: str = ""
     seed: int = 0
     n_boot: int = DEFAULT_N_BOOT
-    ci_level: float = 0.95
+    ci_level: float = DEFAULT_CI_LEVEL
     _ci: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     # -- summaries ----------------------------------------------------------
@@ -154,93 +146,48 @@ class DLAResult:
 
     def top(
         self, k: int = 10, *, which: Which = "diff", by: Literal["value", "abs"] = "value"
-    ) -> list[HeadScore]:
-        """The ``k`` heads with the largest value (or largest magnitude with ``by="abs"``)."""
+    ) -> list[HeadStat]:
+        """The ``k`` heads with the largest value (or largest magnitude with ``by="abs"``).
+
+        Only the harmful-minus-control difference has an interval; ``p`` and ``q`` are
+        NaN (DLA reports intervals, not tests).
+        """
         values = self.heads(which)
         low, high = self.per_head_ci if which == "diff" else (values, values)
-        key = np.abs(values) if by == "abs" else values
-        order = np.argsort(-key, axis=None, kind="stable")[:k]
         return [
-            HeadScore(
-                layer=int(i // self.n_heads),
-                head=int(i % self.n_heads),
-                value=float(values.flat[i]),
-                ci_low=float(low.flat[i]),
-                ci_high=float(high.flat[i]),
+            HeadStat(
+                layer=layer,
+                head=head,
+                value=float(values[layer, head]),
+                ci_low=float(low[layer, head]),
+                ci_high=float(high[layer, head]),
+                n=self.n_pairs,
             )
-            for i in order
+            for layer, head in top_heads(values, k, by=by)
         ]
 
     # -- serialisation ------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
-        """The fields of ``dla.json`` a reader looks at first."""
+    def derived(self) -> dict[str, Any]:
+        """The means, intervals and totals ``dla.json`` shows beside the per-pair numbers."""
         low, high = self.per_head_ci
         return {
-            "model": self.model,
-            "n_layers": self.n_layers,
-            "n_heads": self.n_heads,
             "n_pairs": self.n_pairs,
-            "per_head": self.per_head.tolist(),
-            "per_head_ci_low": low.tolist(),
-            "per_head_ci_high": high.tolist(),
-            "per_head_harmful": self.harmful_mean.tolist(),
-            "per_head_control": self.control_mean.tolist(),
+            "per_head": self.per_head,
+            "per_head_ci_low": low,
+            "per_head_ci_high": high,
+            "per_head_harmful": self.harmful_mean,
+            "per_head_control": self.control_mean,
             "components": self.components,
             "total_logit_diff": self.total_logit_diff,
             "remainder": self.remainder,
             "residual_error": self.residual_error,
-            "refusal_tokens": self.refusal_tokens,
-            "exact": self.exact,
-            "note": self.note,
-            "ci_level": self.ci_level,
-            "n_boot": self.n_boot,
-            "seed": self.seed,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        """Summary plus every per-pair number (what :meth:`from_dict` needs)."""
-        data = self.summary()
-        data["per_pair"] = {
-            "harmful_heads": self.harmful_heads.tolist(),
-            "control_heads": self.control_heads.tolist(),
-            "harmful_components": self.harmful_components,
-            "control_components": self.control_components,
-            "harmful_logit_diff": self.harmful_logit_diff.tolist(),
-            "control_logit_diff": self.control_logit_diff.tolist(),
-            "answer_tokens": self.answer_tokens,
-            "categories": self.categories,
-        }
+    def summary(self) -> dict[str, Any]:
+        """The fields of ``dla.json`` a reader looks at first (no per-pair numbers)."""
+        data = self.to_dict()
+        del data["per_pair"]
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DLAResult:
-        pp = data["per_pair"]
-        return cls(
-            model=data["model"],
-            n_layers=int(data["n_layers"]),
-            n_heads=int(data["n_heads"]),
-            harmful_heads=np.asarray(pp["harmful_heads"], dtype=np.float64),
-            control_heads=np.asarray(pp["control_heads"], dtype=np.float64),
-            harmful_components={k: list(v) for k, v in pp["harmful_components"].items()},
-            control_components={k: list(v) for k, v in pp["control_components"].items()},
-            harmful_logit_diff=np.asarray(pp["harmful_logit_diff"], dtype=np.float64),
-            control_logit_diff=np.asarray(pp["control_logit_diff"], dtype=np.float64),
-            refusal_tokens=list(data["refusal_tokens"]),
-            answer_tokens=list(pp["answer_tokens"]),
-            categories=list(pp["categories"]),
-            exact=bool(data["exact"]),
-            note=str(data["note"]),
-            seed=int(data["seed"]),
-            n_boot=int(data["n_boot"]),
-            ci_level=float(data["ci_level"]),
-        )
-
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> DLAResult:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def to_dataframe(self) -> Any:
         """One row per head: harmful, control, diff and its interval."""

@@ -1,4 +1,6 @@
-"""Refusal metrics at the first response position (DESIGN.md section 4).
+"""Refusal metrics (DESIGN.md section 4) and the metric objects of patched runs.
+
+Functions of logits at the first response position:
 
 - :func:`refusal_score`: the log-odds that the first response token is a
   refusal token, ``log P(R) - log(1 - P(R))``, computed as a difference of two
@@ -9,9 +11,30 @@
   (by default the first token the model produces for the matched control).
 - :func:`refusal_logit_diff`: that logit difference read off the logits, the
   quantity direct logit attribution decomposes.
+- :func:`teacher_forced_nll`: the mean negative log-likelihood of a continuation.
+
+A patched run returns logits at its read-out positions; a *metric object* maps
+them to one number per row (float64) and implements
+:class:`patching.interchange.PatchMetric`. Three are offered (:data:`METRICS`,
+DESIGN.md sections 4 and 5):
+
+- ``refusal_score``: log-odds of a refusal token at the first response position.
+- ``logit_diff``: mean refusal-token logit minus the logit of the answer token,
+  by default the control prompt's own greedy first token.
+- ``nll``: the teacher-forced negative log-likelihood (mean per token) of a
+  continuation, by default the control prompt's first few greedy tokens. This
+  is the interchange metric of the gate paper: a harmful run assigns the
+  control's compliant opening a high NLL, and a head whose patch lowers it
+  carries the refusal.
+
+Each metric object carries per-pair data (answer tokens, continuations).
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -68,3 +91,76 @@ def refusal_logit_diff(
 def greedy_token(logits: Float[Tensor, "batch d_vocab"]) -> Int[Tensor, " batch"]:
     """The argmax (greedy) next token of each row."""
     return logits.argmax(dim=-1)
+
+
+# -- metric objects of patched runs --------------------------------------------
+METRICS = ("refusal_score", "logit_diff", "nll")
+
+
+def teacher_forced_nll(
+    logits: Float[Tensor, "batch k d_vocab"], targets: Int[Tensor, " k"]
+) -> Float[Tensor, " batch"]:
+    """Mean over the k positions of ``-log p(target_j | logits_j)``, in float64."""
+    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    index = targets.to(logits.device).view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    return -logprobs.gather(2, index).squeeze(2).mean(dim=1)
+
+
+def _digest(data: object) -> str:
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class RefusalScoreMetric:
+    """Refusal log-odds at the last read-out position."""
+
+    refusal_ids: list[int]
+    name: str = "refusal_score"
+
+    @property
+    def key(self) -> str:
+        return _digest(self.refusal_ids)
+
+    def continuation(self, pair: int) -> list[int]:
+        return []
+
+    def __call__(self, logits: Tensor, pair: int) -> Tensor:
+        return refusal_score(logits[:, -1], self.refusal_ids)
+
+
+@dataclass(frozen=True)
+class LogitDiffMetric:
+    """Refusal logit difference against pair i's answer token ``answers[i]``."""
+
+    refusal_ids: list[int]
+    answers: list[int]
+    name: str = "logit_diff"
+
+    @property
+    def key(self) -> str:
+        return _digest([self.refusal_ids, self.answers])
+
+    def continuation(self, pair: int) -> list[int]:
+        return []
+
+    def __call__(self, logits: Tensor, pair: int) -> Tensor:
+        answer = torch.full((logits.shape[0],), self.answers[pair], dtype=torch.long)
+        return refusal_logit_diff(logits[:, -1], self.refusal_ids, answer)
+
+
+@dataclass(frozen=True)
+class NLLMetric:
+    """Teacher-forced NLL of pair i's continuation ``continuations[i]``."""
+
+    continuations: list[list[int]] = field(default_factory=list)
+    name: str = "nll"
+
+    @property
+    def key(self) -> str:
+        return _digest(self.continuations)
+
+    def continuation(self, pair: int) -> list[int]:
+        return self.continuations[pair]
+
+    def __call__(self, logits: Tensor, pair: int) -> Tensor:
+        return teacher_forced_nll(logits, torch.tensor(self.continuations[pair]))

@@ -45,7 +45,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch.set_flush_denormal(True)
 
-from attribution.nll import RefusalScoreMetric  # noqa: E402
+from attribution.metrics import RefusalScoreMetric  # noqa: E402
 from attribution.refusal_tokens import refusal_token_ids  # noqa: E402
 from patching.attribution_patching import attribution_estimate  # noqa: E402
 from patching.chat import format_chat  # noqa: E402

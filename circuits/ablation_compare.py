@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from attribution.statistics import EffectStats
 from circuits.knockout import Head
-from circuits.roles import EffectStats
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,8 +9,8 @@ computed with other weights or another dtype is reused; ``result.steps`` lists
 what was computed, reused and set aside, and its ``notes`` say it in words:
 
 1. **interchange** necessity and sufficiency of every head over the pairs
-   (:func:`attribution.patching_result.interchange_test`), restated on the
-   pooled scale (:mod:`circuits.roles`) with sign-flip p and BH q;
+   (:func:`attribution.interchange.interchange_test`), restated on the
+   pooled scale (:mod:`attribution.statistics`) with sign-flip p and BH q;
 2. **DLA** of every head (:func:`attribution.dla.direct_logit_attribution`);
 3. **gate**: the best significant, DLA-dark candidate of the depth band whose
    **knockout** lowers later heads' DLA (tried in order of necessity), and its
@@ -41,9 +41,10 @@ import torch
 from tqdm.auto import tqdm
 
 from attribution.dla import DLAResult, direct_logit_attribution
+from attribution.interchange import interchange_test
 from attribution.metrics import greedy_token
-from attribution.patching_result import interchange_test
 from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids
+from attribution.statistics import DEFAULT_N_BOOT, EffectStats, effect_stats, pooled_scale
 from circuits.ablation_compare import AblationComparison
 from circuits.behaviour import Judge
 from circuits.cascade import (
@@ -64,13 +65,10 @@ from circuits.negative_heads import (
 )
 from circuits.provenance import versions
 from circuits.roles import (
-    EffectStats,
     depth_band,
     dla_shares,
-    effect_stats,
     gate_band,
     gate_candidates,
-    pooled_scale,
     select_amplifiers,
     select_negatives,
 )
@@ -109,7 +107,7 @@ class AuditConfig:
     negative_scale: float = 0.1
     negative_min_raise: float = 0.05
     negative_top_pct: float = 5.0
-    n_boot: int = 1000
+    n_boot: int = DEFAULT_N_BOOT
     refusal_words: tuple[str, ...] = REFUSAL_WORDS
     figures: bool = True
     negative_heads: bool = True
@@ -450,11 +448,10 @@ def audit(
             seed=s.seed,
             progress=progress,
         )
-        gap = result.clean_harmful - result.clean_control
         return {
-            "gap": gap.tolist(),
-            "necessity": (result.necessity_pairs * gap[:, None, None]).tolist(),
-            "sufficiency": (result.sufficiency_pairs * gap[:, None, None]).tolist(),
+            "gap": result.gap.tolist(),
+            "necessity": result.necessity_drop.tolist(),
+            "sufficiency": result.sufficiency_rise.tolist(),
         }
 
     ic = store.step("interchange", ic_deps, run_interchange)

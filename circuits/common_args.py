@@ -26,8 +26,7 @@ from typing import Any
 
 import torch
 
-from attribution.significance import check_enough_pairs
-from attribution.stats import check_enough_pairs_for_ci
+from attribution.statistics import check_enough_pairs, check_enough_pairs_for_ci
 from circuits.checks import ModelChecks, check_model
 from circuits.provenance import run_record, write_run_record
 from patching.checks import check_distinct_texts, check_pairs_fit
@@ -244,7 +243,7 @@ def prepare(
 
     Args:
         significance: the level p values are compared with; refuse too few pairs to
-            reach it (:func:`attribution.significance.check_enough_pairs`).
+            reach it (:func:`attribution.statistics.check_enough_pairs`).
         ci: the command reports bootstrap intervals; refuse a single pair.
         extra_tokens: positions the command appends after each prompt.
         extra: more fields for the run record.

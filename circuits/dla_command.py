@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from attribution.dla import DLAResult, direct_logit_attribution
+from attribution.statistics import DEFAULT_N_BOOT
 from circuits.common_args import HelpFormatter, add_model_args, check_count, prepare
 from circuits.export import save_figures
 from circuits.views import dla_figures, write_report
@@ -28,7 +29,7 @@ def register(subparsers: Any) -> None:
     )
     add_model_args(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
-    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples")
     parser.set_defaults(handler=run)
 
 

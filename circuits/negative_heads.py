@@ -27,9 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from attribution.metrics import refusal_score
+from attribution.statistics import EffectStats
 from circuits.behaviour import Judge, classify, greedy_continuations
 from circuits.knockout import Head
-from circuits.roles import EffectStats
 from patching.chat import ChatPrompt
 from patching.engine import clean_run, run_rows
 from patching.interventions import Ablation, HeadIntervention, Scale

@@ -1,9 +1,10 @@
 """Plotly views of interchange results: a layer x head map per direction.
 
-Cells are mean effects (fractions of the clean gap) on a diverging scale centred
-at 0, so heads that carry refusal and heads that push against it read apart at a
-glance; heads with ``q < alpha`` are ringed. Hover shows layer, head, effect,
-its interval, p and q. Heads not patched exactly (prescreen mode) stay blank.
+Cells are mean effects (fractions of the clean gap, on the result's scale) on a
+diverging scale centred at 0, so heads that carry refusal and heads that push
+against it read apart at a glance; heads with ``q < alpha`` are ringed. Hover
+shows layer, head, effect, its interval, p and q.
+Heads not patched exactly (prescreen mode) stay blank.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from attribution.patching_result import PatchingResult, Which
+from attribution.interchange_result import PatchingResult, Which
 from circuits.views import head_heatmap, head_map_figure, symmetric_range
 
 
@@ -27,16 +28,16 @@ def patching_heatmap(
     import plotly.graph_objects as go
 
     s = result.stats(which)
-    hover = np.empty(s["effect"].shape, dtype=object)
+    hover = np.empty(s.effect.shape, dtype=object)
     for layer in range(result.n_layers):
         for head in range(result.n_heads):
             hover[layer, head] = (
-                f"L{layer}H{head}<br>effect {s['effect'][layer, head]:.3f}"
-                f"<br>CI [{s['ci_low'][layer, head]:.3f}, {s['ci_high'][layer, head]:.3f}]"
-                f"<br>p {s['p'][layer, head]:.3g}, q {s['q'][layer, head]:.3g}"
+                f"L{layer}H{head}<br>effect {s.effect[layer, head]:.3f}"
+                f"<br>CI [{s.ci_low[layer, head]:.3f}, {s.ci_high[layer, head]:.3f}]"
+                f"<br>p {s.p[layer, head]:.3g}, q {s.q[layer, head]:.3g}"
             )
     fig = head_map_figure(
-        head_heatmap(s["effect"], hover, colorbar_title=which, zmax=zmax),
+        head_heatmap(s.effect, hover, colorbar_title=which, zmax=zmax),
         f"Interchange {which} ({result.metric}, positions={result.positions}, "
         f"n={result.n}, {result.mode})",
     )

@@ -16,73 +16,21 @@ The rules (DESIGN.md section 5) read measurements the audit has already made:
   harmful prompts (significantly, and by a non-trivial share of the clean gap)
   and whose refusal DLA on those prompts is negative.
 
-Effects on a pooled scale
--------------------------
-Per-pair effects are divided by one number, the mean absolute clean gap
-``mean_i |m(s_i) - m(c_i)|``, rather than by each pair's own gap. Dividing by a
-pair's own gap makes necessity invariant to which prompt is called harmful
-(swapping the labels turns necessity into sufficiency, still positive), so a
-label-shuffled null audit could never come out null. On the pooled scale a
-pair whose labels are swapped contributes an effect of the opposite sign, and
-the sign-flip test sees exactly the symmetry its null hypothesis assumes.
+Interchange, down-scaling and ablation effects are read on the pooled scale
+and tested per head by :mod:`attribution.statistics` (``EffectStats``), which
+explains why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 from jaxtyping import Float
 
-from attribution.significance import benjamini_hochberg, sign_flip_test
-from attribution.stats import bootstrap_mean_ci
+from attribution.statistics import EffectStats
 
 Head = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class EffectStats:
-    """Mean effect per head over pairs, with bootstrap CI, sign-flip p and BH q."""
-
-    effect: Float[np.ndarray, "layer head"]
-    ci_low: Float[np.ndarray, "layer head"]
-    ci_high: Float[np.ndarray, "layer head"]
-    p: Float[np.ndarray, "layer head"]
-    q: Float[np.ndarray, "layer head"]
-    n: int
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> EffectStats:
-        arrays = {
-            k: np.asarray(data[k], dtype=np.float64)
-            for k in ("effect", "ci_low", "ci_high", "p", "q")
-        }
-        return cls(**arrays, n=int(data["n"]))  # type: ignore[call-overload]
-
-
-def effect_stats(
-    per_pair: Float[np.ndarray, "pair layer head"], *, seed: int = 0, n_boot: int = 1000
-) -> EffectStats:
-    """Statistics of per-pair effects (NaN rows, i.e. excluded pairs, are dropped)."""
-    kept = per_pair[np.isfinite(per_pair).all(axis=(1, 2))]
-    if len(kept) == 0:
-        raise ValueError("no pair has finite effects for every head")
-    low, high = bootstrap_mean_ci(kept, n_boot=n_boot, seed=seed)
-    p = sign_flip_test(kept, seed=seed)
-    return EffectStats(kept.mean(axis=0), low, high, p, benjamini_hochberg(p), len(kept))
-
-
-def pooled_scale(gaps: Float[np.ndarray, " pair"]) -> float:
-    """The mean absolute clean gap (the unit of pooled effects; see the module docstring)."""
-    finite = np.abs(gaps[np.isfinite(gaps)])
-    scale = float(finite.mean()) if finite.size else 0.0
-    return scale if scale > 0 else 1.0
 
 
 def depth_band(n_layers: int, band: tuple[float, float]) -> list[int]:

@@ -2,7 +2,9 @@
 
 ``refusal-circuits screen --model M --pairs P --out DIR`` computes interchange
 necessity and sufficiency of every head (exact, attribution estimate, or a
-prescreen followed by exact patching of the top k), their per-head tests, and
+prescreen followed by exact patching of the top k) on the pooled scale the
+audit uses (``--scale per_pair`` divides by each pair's own gap instead),
+their per-head tests, and
 writes ``DIR/screen.json`` and ``DIR/screen.html`` (self-contained: plotly is
 inlined, nothing loads from the network) and ``DIR/run.json`` (the command, the
 pairs' digests, the settings and the library versions). Finished chunks are kept under
@@ -16,9 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attribution.nll import METRICS
-from attribution.patching_result import MODES, interchange_test
-from attribution.significance import DEFAULT_LEVEL
+from attribution.interchange import MODES, interchange_test
+from attribution.metrics import METRICS
+from attribution.statistics import DEFAULT_LEVEL, SCALES
 from circuits.common_args import HelpFormatter, add_model_args, check_count, prepare
 from circuits.patching_views import patching_figure
 from patching.chat import POSITION_LABELS
@@ -63,16 +65,16 @@ def run_screen(args: argparse.Namespace) -> Path:
         budget_mb=args.budget_mb,
         chunk_dir=out / ".chunks",
         seed=args.seed,
+        scale=args.scale,
         progress=not args.quiet,
     )
     data = result.to_dict()
-    data["n_pairs"] = result.n_pairs
     data["run"] = prepared.run
     (out / "screen.json").write_text(json.dumps(data, indent=1))
     patching_figure(result).write_html(out / "screen.html", include_plotlyjs="inline")
     if not args.quiet:
         for head in result.top(5, by="abs"):
-            print(f"{head.label}: necessity {head.effect:+.3f} (p={head.p:.3g}, q={head.q:.3g})")
+            print(f"{head.label}: necessity {head.value:+.3f} (p={head.p:.3g}, q={head.q:.3g})")
         print(f"wrote {out / 'screen.json'} and {out / 'screen.html'}")
     return out
 
@@ -103,6 +105,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="heads run exactly after the prescreen (default: 10%% of all heads)",
+    )
+    parser.add_argument(
+        "--scale",
+        default="pooled",
+        choices=SCALES,
+        help="divide each pair's change by the mean absolute clean gap over pairs (pooled, "
+        "as the audit) or by the pair's own gap (per_pair)",
     )
     parser.add_argument("--budget-mb", type=float, default=512.0, help="activation memory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")

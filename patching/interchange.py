@@ -10,7 +10,7 @@ pair (harmful s, control c) and head h:
 
 This module returns the *patched metric values* ``m(s with h from c)`` and
 ``m(c with h from s)`` per pair and head, plus the clean ``m(s)`` and ``m(c)``;
-:mod:`attribution.patching_result` turns them into effects and statistics.
+:mod:`attribution.interchange` turns them into effects and statistics.
 
 Alignment
 ---------

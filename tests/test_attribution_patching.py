@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attribution.nll import LogitDiffMetric
-from attribution.patching_result import interchange_test
+from attribution.interchange import interchange_test
+from attribution.metrics import LogitDiffMetric
 from attribution.refusal_tokens import refusal_token_ids
 from patching.attribution_patching import attribution_estimate
 from patching.chat import format_chat

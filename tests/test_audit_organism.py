@@ -115,3 +115,40 @@ def test_null_audit_names_no_gate(organism) -> None:
         result = audit(model, shuffle_labels(pairs[:12], seed), config, progress=False)
         named += bool(result.gate)
     assert named / len(seeds) <= 0.05 + 1e-9
+
+
+def test_screen_and_audit_report_the_same_necessity(audited, tmp_path) -> None:
+    """One definition: the screen command and the audit agree head for head.
+
+    Same model (the organism), same first ``N_PAIRS`` pairs, same seed and bootstrap
+    n: necessity and sufficiency, their intervals, p and q are equal exactly,
+    for every head both measured (all of them: the screen runs exact here).
+    """
+    import numpy as np
+
+    from circuits.cli import main
+
+    result, _ = audited
+    out = tmp_path / "screen"
+    assert main(["screen", "--n", str(N_PAIRS), "--seed", "0", "--out", str(out), "--quiet"]) == 0
+    screen = json.loads((out / "screen.json").read_text())
+    assert screen["n"] == result.necessity.n == N_PAIRS and screen["scale"] == "pooled"
+    for which in ("necessity", "sufficiency"):
+        stats = getattr(result, which)
+        measured = {
+            "": stats.effect,
+            "_ci_low": stats.ci_low,
+            "_ci_high": stats.ci_high,
+            "_p": stats.p,
+            "_q": stats.q,
+        }
+        for suffix, from_audit in measured.items():
+            from_screen = np.asarray(screen[which + suffix], dtype=np.float64)
+            both = np.isfinite(from_screen) & np.isfinite(from_audit)
+            assert both.all(), f"{which}{suffix}: a head measured by one command only"
+            np.testing.assert_array_equal(
+                from_screen[both], from_audit[both], err_msg=which + suffix
+            )
+    gate = result.gate[0]
+    assert screen["necessity"][gate.layer][gate.head] == gate.necessity
+    assert screen["necessity_q"][gate.layer][gate.head] == gate.q

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from attribution.statistics import EffectStats, effect_stats
 from circuits.ablation_compare import spearman
 from circuits.audit import AuditConfig, shuffle_labels
 from circuits.behaviour import KeywordJudge, class_shares, classify
 from circuits.cascade import percent_change
 from circuits.roles import (
-    EffectStats,
     depth_band,
-    effect_stats,
     gate_band,
     precision_recall,
     select_amplifiers,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attribution.significance import check_enough_pairs, min_attainable_p, min_pairs_for
+from attribution.statistics import check_enough_pairs, min_attainable_p, min_pairs_for
 from circuits import common_args
 from circuits.cli import build_parser, main
 from patching import model as model_module
@@ -236,7 +236,7 @@ def test_min_attainable_p_of_the_sign_flip_test() -> None:
 def test_min_attainable_p_matches_the_test_itself() -> None:
     import numpy as np
 
-    from attribution.significance import sign_flip_test
+    from attribution.statistics import sign_flip_test
 
     for n in (1, 3, 5, 8):
         p = sign_flip_test(np.ones((n, 1)))

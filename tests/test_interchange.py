@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attribution.nll import RefusalScoreMetric
-from attribution.patching_result import interchange_test
+from attribution.interchange import interchange_test
+from attribution.metrics import RefusalScoreMetric
 from attribution.refusal_tokens import refusal_token_ids
 from patching.attribution_patching import attribution_estimate
 from patching.chat import ChatPrompt, format_chat
@@ -319,7 +319,7 @@ def test_result_object_round_trips(models, tmp_path) -> None:
     )
     assert result.necessity.shape == (model.n_layers, model.n_heads)
     top = result.top(3, by="abs")
-    assert len(top) == 3 and abs(top[0].effect) >= abs(top[1].effect)
+    assert len(top) == 3 and abs(top[0].value) >= abs(top[1].value)
     path = result.to_json(tmp_path / "r.json")
     back = type(result).from_json(path)
     assert back.to_dict() == result.to_dict()

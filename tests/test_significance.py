@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from attribution.significance import benjamini_hochberg, sign_flip_test
+from attribution.statistics import benjamini_hochberg, sign_flip_test
 
 
 def test_exact_p_matches_enumeration() -> None:
@@ -101,7 +101,7 @@ def test_null_audit_on_the_organism_with_labels_swapped_within_pairs(organism_pa
     real refusal circuit; the unswapped pairs must find it (the audit has power),
     the swapped ones must not: share of heads with q < 0.05 <= 0.05 for every seed.
     """
-    from attribution.nll import RefusalScoreMetric
+    from attribution.metrics import RefusalScoreMetric
     from attribution.refusal_tokens import refusal_token_ids
     from patching.interchange import interchange
 
