@@ -4,7 +4,8 @@ A result class is a dataclass that inherits :class:`Result`. Its JSON form is
 derived from its fields, so there is no hand-written ``to_dict`` to keep in step:
 
 - numpy arrays and torch tensors become nested lists; NaN and +-inf become
-  ``null`` (JSON has no NaN) and come back as NaN in float fields and arrays;
+  ``null`` (JSON has no NaN) and come back as NaN in float fields and arrays
+  (an infinity is not told apart from a missing value);
 - nested results (and lists, tuples, dicts of them) serialise recursively;
 - fields whose name starts with ``_`` (caches) are left out;
 - ``field(metadata={"group": "per_pair"})`` writes a field inside a nested object
@@ -16,7 +17,8 @@ derived from its fields, so there is no hand-written ``to_dict`` to keep in step
 ``from_dict`` reads each field back through its type annotation (``float``,
 ``int``, ``np.ndarray`` or a jaxtyping array of it, ``torch.Tensor``, nested
 :class:`Result` s, ``list`` / ``tuple`` / ``dict`` / ``X | None`` of these);
-anything else is taken as stored. ``to_json(path)`` returns the path written.
+classes with their own ``from_dict``; anything else is taken as stored.
+``to_json(path)`` returns the path written.
 
 Adopting it
 -----------
@@ -100,8 +102,8 @@ def from_plain(hint: Any, value: Any) -> Any:
         dtypes = getattr(hint, "dtypes", ())
         integer = bool(dtypes) and all("int" in d for d in dtypes)
         return torch.as_tensor(_array(value, integer))
-    if isinstance(hint, type) and issubclass(hint, Result):
-        return hint.from_dict(value)
+    if isinstance(hint, type) and callable(getattr(hint, "from_dict", None)):
+        return hint.from_dict(value)  # type: ignore[attr-defined]  # a Result, or own from_dict
     if hint in (int, str, bool):
         return hint(value)
     if origin is list:
@@ -141,7 +143,13 @@ class Result:
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
-        """Rebuild from :meth:`to_dict`'s output; missing fields take their defaults."""
+        """Rebuild from :meth:`to_dict`'s output; missing fields take their defaults.
+
+        Keys that are not fields (derived summaries, extra records) are ignored.
+
+        Raises:
+            KeyError: a field without a default is missing.
+        """
         module = sys.modules[cls.__module__]
         hints = typing.get_type_hints(cls, vars(module))
         values: dict[str, Any] = {}
@@ -150,6 +158,8 @@ class Result:
             source = data.get(group, {}) if group else data
             if f.name in source:
                 values[f.name] = from_plain(hints.get(f.name, Any), source[f.name])
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise KeyError(f.name)
         return cls(**values)
 
     def to_json(self, path: str | Path) -> Path:

@@ -1,6 +1,7 @@
 """``refusal-circuits compare``: audits of several models side by side.
 
-Each audit directory's ``audit.json`` is reduced to the numbers that travel
+Each audit directory's ``audit.json`` is read as a typed :class:`AuditHeadline`
+and reduced to the numbers that travel
 across model families: where the gate sits (its depth as a fraction of the
 layers), how necessary it is, how wide the amplifier band is (layers spanned),
 and how strongly the gate's knockout silences the amplifiers (the cascade's
@@ -14,11 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from attribution.result import Result
+from circuits.audit import HeadFinding
 from circuits.audit_views import compare_figures
 from circuits.common_args import HelpFormatter, check_output_dir
 from circuits.provenance import file_sha256, run_record, write_run_record
@@ -26,8 +31,46 @@ from circuits.views import write_report
 from patching.errors import RefusalCircuitsError, ResultFileError
 
 
-def audit_row(directory: str | Path) -> dict[str, Any]:
-    """The comparable numbers of one audit directory."""
+@dataclass(frozen=True)
+class CascadeHeadline(Result):
+    """The cascade's headline in ``audit.json``: the amplifiers' % change and its p."""
+
+    effect: float = float("nan")
+    p: float = float("nan")
+
+
+@dataclass(frozen=True)
+class NegativeHeadline(Result):
+    """The negative refusal heads named in ``audit.json``."""
+
+    heads: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AuditHeadline(Result):
+    """The parts of ``audit.json`` that travel across models, read as typed fields.
+
+    A view of :class:`circuits.audit.AuditResult` (which holds everything); other
+    keys of the file are ignored, so audits with or without the optional steps load.
+    """
+
+    model: str
+    n_layers: int
+    n_heads: int
+    n_pairs: int
+    gate: list[HeadFinding]
+    amplifiers: list[HeadFinding]
+    cascade: CascadeHeadline | None = None
+    negative_heads: NegativeHeadline | None = None
+
+
+def load_headline(directory: str | Path) -> AuditHeadline:
+    """The typed headline of one audit directory's ``audit.json``.
+
+    Raises:
+        RefusalCircuitsError: no ``audit.json`` there.
+        ResultFileError: the file is not an audit's (unreadable, a field missing or wrong).
+    """
     path = Path(directory) / "audit.json"
     if not path.is_file():
         raise RefusalCircuitsError(
@@ -35,12 +78,14 @@ def audit_row(directory: str | Path) -> dict[str, Any]:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return _row(data, directory)
+        if not isinstance(data, dict):
+            raise TypeError("the top level is not an object")
+        return AuditHeadline.from_dict(data)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         reason = f"it cannot be read as JSON ({exc})"
     except KeyError as exc:
         reason = f"it has no field {exc}"
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError, IndexError, AttributeError) as exc:
         reason = f"a field has the wrong type or value ({exc})"
     raise ResultFileError(
         f"{path} is corrupted: {reason}; rerun `refusal-circuits audit --out {directory}` "
@@ -48,30 +93,28 @@ def audit_row(directory: str | Path) -> dict[str, Any]:
     )
 
 
-def _row(data: Any, directory: str | Path) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise TypeError("the top level is not an object")
-    gate = data["gate"]
-    amps = data["amplifiers"]
-    cascade = data.get("cascade") or {}
-    n_layers = int(data["n_layers"])
-    amp_layers = [a["layer"] for a in amps]
+def audit_row(directory: str | Path) -> dict[str, Any]:
+    """The comparable numbers of one audit directory."""
+    audit = load_headline(directory)
+    gate, amps, n_layers = audit.gate, audit.amplifiers, audit.n_layers
+    cascade = audit.cascade or CascadeHeadline()
+    amp_layers = [a.layer for a in amps]
     return {
-        "model": data["model"],
+        "model": audit.model,
         "dir": str(directory),
         "n_layers": n_layers,
-        "n_heads": int(data["n_heads"]),
-        "size": n_layers * int(data["n_heads"]),
-        "gate": ", ".join(f"L{g['layer']}H{g['head']}" for g in gate) or "none",
-        "gate_depth": gate[0]["layer"] / n_layers if gate else None,
-        "gate_necessity": gate[0]["necessity"] if gate else None,
-        "gate_q": gate[0]["q"] if gate else None,
+        "n_heads": audit.n_heads,
+        "size": n_layers * audit.n_heads,
+        "gate": ", ".join(g.label for g in gate) or "none",
+        "gate_depth": gate[0].layer / n_layers if gate else None,
+        "gate_necessity": gate[0].necessity if gate else None,
+        "gate_q": gate[0].q if gate else None,
         "n_amplifiers": len(amps),
         "amplifier_band_width": (max(amp_layers) - min(amp_layers) + 1) if amp_layers else 0,
-        "cascade_strength": -cascade["effect"] if cascade.get("effect") is not None else None,
-        "cascade_p": cascade.get("p"),
-        "n_negative": len((data.get("negative_heads") or {}).get("heads", [])),
-        "n_pairs": int(data["n_pairs"]),
+        "cascade_strength": -cascade.effect if np.isfinite(cascade.effect) else None,
+        "cascade_p": cascade.p if np.isfinite(cascade.p) else None,
+        "n_negative": len(audit.negative_heads.heads) if audit.negative_heads else 0,
+        "n_pairs": audit.n_pairs,
     }
 
 

@@ -121,3 +121,38 @@ def test_null_audit_on_the_organism_with_labels_swapped_within_pairs(organism_pa
         np.testing.assert_allclose(effect, sign * base, atol=1e-4)
         q = benjamini_hochberg(sign_flip_test(effect.reshape(n, -1), seed=seed, n_perm=2000))
         assert np.mean(q < 0.05) <= 0.05, f"seed {seed}: {np.mean(q < 0.05):.3f} of heads"
+
+
+def test_one_nan_policy_keeps_other_heads_numbers() -> None:
+    """NaN is dropped per head; a missing head or pair never moves another head's numbers."""
+    from attribution.statistics import bootstrap_mean_ci, effect_stats
+
+    x = np.random.default_rng(3).normal(1.0, 1.0, size=(10, 2, 2))
+    full = effect_stats(x, n_boot=200)
+    holes = x.copy()
+    holes[:, 1, 1] = np.nan  # an unpatched head
+    partial = effect_stats(holes, n_boot=200)
+    for name in ("effect", "ci_low", "ci_high", "p"):
+        a, b = getattr(full, name), getattr(partial, name)
+        np.testing.assert_array_equal(a.ravel()[:3], b.ravel()[:3])
+        assert np.isnan(b[1, 1])
+    rows = x.copy()
+    rows[4] = np.nan  # an excluded pair = the statistics of the other pairs
+    dropped = effect_stats(np.delete(x, 4, axis=0), n_boot=200)
+    kept = effect_stats(rows, n_boot=200)
+    np.testing.assert_array_equal(dropped.ci_low, kept.ci_low)
+    np.testing.assert_array_equal(dropped.p, kept.p)
+    assert kept.n == 9
+    low, high = bootstrap_mean_ci(np.array([[1.0], [np.nan], [3.0]]), n_boot=100)
+    assert 1.0 <= low[0] <= high[0] <= 3.0
+
+
+def test_pooled_and_per_pair_scales() -> None:
+    from attribution.statistics import pooled_scale, scaled_effects
+
+    raw = np.array([[[1.0]], [[-2.0]]])
+    gaps = np.array([2.0, -4.0])
+    assert pooled_scale(gaps) == 3.0
+    np.testing.assert_allclose(scaled_effects(raw, gaps, "pooled").ravel(), [1 / 3, -2 / 3])
+    # Per pair, a label swap (gap and change both flip sign) leaves the effect positive.
+    np.testing.assert_allclose(scaled_effects(raw, gaps, "per_pair").ravel(), [0.5, 0.5])
