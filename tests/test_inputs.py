@@ -303,7 +303,7 @@ def test_truncated_gguf_is_named_truncated(tmp_path: Path, capsys) -> None:
     ("content", "words"),
     [
         ('{"model": "m", "gate": [', ["cannot be read as JSON"]),
-        ("{}", ["has no field 'gate'"]),
+        ("{}", ["has no field 'model'"]),
         ("[1, 2]", ["wrong type"]),
     ],
 )
