@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from patching.errors import RefusalCircuitsError
@@ -56,6 +57,10 @@ def _show_defaults(
             action.help = "(default: %(default)s)"  # argparse prints nothing for help=None
 
 
+def _show_warning(message: Warning | str, *_: object, **__: object) -> None:
+    print(f"refusal-circuits: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Torch's OpenMP threads spin when another process shares the cores; passive
     # waiting changes no number and avoids 10x slowdowns (DESIGN.md section 3).
@@ -65,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The exact command, for each output directory's run record (circuits.provenance).
     args.argv = [parser.prog, *argv] if argv is not None else list(sys.argv)
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            # The library warns (self-check fallbacks, missing renderers...); a user of the
+            # command line reads one line per warning, not a source location.
+            warnings.showwarning = _show_warning
+            return int(args.handler(args) or 0)
     except RefusalCircuitsError as exc:
         print(f"refusal-circuits {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ get one instead of a stack trace from the renderer.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -50,7 +51,7 @@ _HOW_TO = (
 def save_figures(figures: dict[str, go.Figure], directory: Path) -> list[Path]:
     """PNG and SVG of every figure into ``directory`` (named by its key), where possible.
 
-    Without a renderer this prints how to get one and writes nothing: the
+    Without a renderer this warns how to get one and writes nothing: the
     interactive HTML a command also writes is the result that must not fail.
     """
     written: list[Path] = []
@@ -58,7 +59,7 @@ def save_figures(figures: dict[str, go.Figure], directory: Path) -> list[Path]:
         for stem, fig in figures.items():
             written += save_static(fig, directory / stem)
     except StaticExportUnavailable as exc:
-        print(f"note: {exc}")
+        warnings.warn(str(exc), stacklevel=2)
     return written
 
 
