@@ -36,8 +36,9 @@ from torch import Tensor
 from patching.batching import left_padded, length_batches
 from patching.chat import ChatPrompt
 from patching.hooks import Hook, Rows, capture_hooks, intervention_hooks, readout_hooks
-from patching.interventions import AddVector, HeadIntervention, Positions, resolve_positions
+from patching.interventions import Positions, resolve_positions
 from patching.model import HookedModel
+from patching.rows import check_rows
 
 Prompt = ChatPrompt | Tensor
 DEFAULT_BATCH_SIZE = 16
@@ -76,15 +77,6 @@ class BatchOutput:
     cache: list[dict[str, Tensor]] | None
 
 
-def _check_rows(model: HookedModel, rows: Rows) -> None:
-    for row in rows:
-        for iv in row:
-            if isinstance(iv, HeadIntervention):
-                model.check_head(iv.layer, iv.head)
-            elif isinstance(iv, AddVector):
-                model.check_head(iv.layer, 0)
-
-
 def forward_batch(
     model: HookedModel,
     tokens: Sequence[Tensor],
@@ -110,7 +102,7 @@ def forward_batch(
         extra_hooks: hooks run after the interventions and before the captures.
     """
     rows = rows if rows is not None else [[] for _ in tokens]
-    _check_rows(model, rows)
+    check_rows(model, rows)
     lengths = [len(t) for t in tokens]
     row_labels = list(labels) if labels is not None else [{"last": n - 1} for n in lengths]
     reads = list(readout) if readout is not None else [[n - 1] for n in lengths]

@@ -114,7 +114,7 @@ def test_greedy_decode_stops_at_eos(models) -> None:
 def test_left_padded_decomposition_equals_each_prompt_alone(models, arch) -> None:
     """One left-padded pass decomposes each prompt as its own pass does; the identity holds."""
     model = models[arch]
-    prompts, rows = _prompts(), _rows(model)[:2] + [[], []]
+    prompts, rows = _prompts(), [*_rows(model)[:2], [], []]
     batch = decompose_residual(model, prompts, rows=rows)
     for r, prompt in enumerate(prompts):
         alone = decompose_residual(model, prompt[None], rows=[rows[r]])
