@@ -30,7 +30,7 @@ from torch import Tensor
 
 from patching import compat
 from patching.batching import left_padded
-from patching.hooks import Hook, readout_hooks
+from patching.hooks import Hook, padding_hooks, readout_hooks
 from patching.interventions import z_hook
 from patching.model import HookedModel
 
@@ -183,6 +183,7 @@ def clean_pass(
         logits = bridge.run_with_hooks(
             padded,
             fwd_hooks=[
+                *(padding_hooks(n) if any(pads) else []),
                 *fwd_hooks,
                 *((z_hook(layer), keep_z(layer)) for layer in range(n)),
                 *readout_hooks(n, [n_pos - lengths[0] + p for p in reads[0]]),

@@ -35,7 +35,14 @@ from torch import Tensor
 
 from patching.batching import left_padded, length_batches
 from patching.chat import ChatPrompt
-from patching.hooks import Hook, Rows, capture_hooks, intervention_hooks, readout_hooks
+from patching.hooks import (
+    Hook,
+    Rows,
+    capture_hooks,
+    intervention_hooks,
+    padding_hooks,
+    readout_hooks,
+)
 from patching.interventions import Positions, resolve_positions
 from patching.model import HookedModel
 from patching.rows import check_rows
@@ -110,9 +117,8 @@ def forward_batch(
     model.check_tokens(padded)
     n_pos, batch = int(padded.shape[1]), len(tokens)
     columns = [[pad + p for p in read] for pad, read in zip(pads, reads, strict=True)]
-    hooks: list[Hook] = intervention_hooks(
-        rows, intervene_lengths or lengths, row_labels, pads=pads
-    )
+    hooks: list[Hook] = padding_hooks(model.n_layers) if any(pads) else []
+    hooks += intervention_hooks(rows, intervene_lengths or lengths, row_labels, pads=pads)
     hooks += extra_hooks
     store: dict[str, Tensor] = {}
     where = (

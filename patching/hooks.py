@@ -14,6 +14,7 @@ whatever it returns. The toolkit needs three kinds:
   positions of each row so memory does not grow with the prompt.
 - :func:`readout_hooks`: compute the last block's MLP and the unembedding only
   at the positions something reads.
+- :func:`padding_hooks`: keep left-padded passes finite in float64.
 
 Two TransformerLens facts shape the code (``docs/dependencies.md``): inside a
 hook, ``hook.name`` is the canonical alias (``blocks.L.attn.o.hook_in``), not the
@@ -39,6 +40,7 @@ __all__ = [
     "Rows",
     "capture_hooks",
     "intervention_hooks",
+    "padding_hooks",
     "readout_hooks",
     "z_hook",
 ]
@@ -148,3 +150,19 @@ def readout_hooks(
     if mlp:
         hooks += [(f"blocks.{last}.ln2.hook_in", take), (f"blocks.{last}.mlp.hook_out", scatter)]
     return [*hooks, ("unembed.hook_in", take_read)] if unembed else hooks
+
+
+def padding_hooks(n_layers: int) -> list[Hook]:
+    """Hooks that keep left padding finite: a padding query's attention pattern set to 0.
+
+    A padding position attends to nothing (every key before it is padding, masked),
+    and in float64 the model's eager attention gives such a fully masked row NaN
+    weights; its NaN output then reaches real rows as ``0 * NaN`` through the values.
+    Real rows' patterns are finite, so they are unchanged (float32 masks with a large
+    finite number and never makes NaN: there this is the identity).
+    """
+
+    def finite(pattern: Tensor, hook: Any) -> Tensor:
+        return pattern.nan_to_num(nan=0.0)
+
+    return [(f"blocks.{layer}.attn.hook_pattern", finite) for layer in range(n_layers)]

@@ -123,3 +123,22 @@ def test_left_padded_decomposition_equals_each_prompt_alone(models, arch) -> Non
                 getattr(batch, field)[r], getattr(alone, field)[0], atol=1e-5, rtol=1e-5
             )
     torch.testing.assert_close(batch.total(), batch.resid_final, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2"])
+def test_left_padding_stays_finite_in_float64(tiny_dirs, arch) -> None:
+    """Fully masked padding rows give NaN patterns in float64; they must not reach real rows."""
+    from patching.engine import clean_runs
+    from patching.model import load_model
+
+    model = load_model(tiny_dirs[arch], dtype="float64")
+    prompts = _prompts((6, 13))
+    logits = run(model, prompts, [[Scale(1, 0, alpha=2.0)], []])
+    runs, clean = clean_runs(model, prompts, start=[2, 4])
+    for r, prompt in enumerate(prompts):
+        row: list[Intervention] = [Scale(1, 0, alpha=2.0)] if r == 0 else []
+        alone = run_rows_full(model, prompt, [row])[0]
+        torch.testing.assert_close(logits[r], alone, atol=1e-9, rtol=1e-9)
+        plain = run_rows_full(model, prompt, [[]])[0]
+        torch.testing.assert_close(clean[r], plain, atol=1e-9, rtol=1e-9)
+        assert torch.isfinite(torch.stack(runs[r].z)).all()
