@@ -11,6 +11,9 @@ from patching.engine import run_rows_full
 from patching.executor import run, run_and_cache
 from patching.interventions import Ablation, AddVector, Intervention, Scale, z_hook
 
+# Left padding leans on how transformers builds masks and position ids: the range leg runs these.
+pytestmark = pytest.mark.engine
+
 ARCHS = ["qwen2", "gpt2", "gemma2"]
 
 
