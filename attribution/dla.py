@@ -45,7 +45,7 @@ from attribution.statistics import (
     bootstrap_mean_ci,
     top_heads,
 )
-from patching.batching import batches_by_length, count_batches
+from patching.batching import count_batches, length_batches
 from patching.chat import ChatPrompt, format_chat
 from patching.components import ResidualDecomposition, decompose_residual
 from patching.errors import RefusalCircuitsError
@@ -272,8 +272,8 @@ def _run(
     logit_diff = torch.zeros(n, dtype=torch.float64)
     components: dict[str, Tensor] = {}
     answers = torch.zeros(n, dtype=torch.long)
-    for rows, tokens in batches_by_length(prompts, batch_size):
-        dec = decompose_residual(model, tokens)
+    for rows in length_batches([len(p) for p in prompts], batch_size):
+        dec = decompose_residual(model, [prompts[i] for i in rows])
         index = torch.tensor(rows)
         batch_answers = greedy_token(dec.logits).cpu() if answer_ids is None else answer_ids[index]
         answers[index] = batch_answers
@@ -306,7 +306,7 @@ def direct_logit_attribution(
         refusal_words: the words whose first tokens form the refusal set R.
         answer_token: the answer token ``a`` for every pair; by default each pair's
             control prompt's own greedy first token.
-        batch_size: prompts per forward pass (equal-length prompts are batched).
+        batch_size: prompts per forward pass (left-padded, :mod:`patching.batching`).
         n_boot, ci_level, seed: bootstrap settings of the confidence intervals.
         progress: show a progress bar.
     """
@@ -323,7 +323,7 @@ def direct_logit_attribution(
         if not ids:
             raise RefusalCircuitsError(f"answer token {answer_token!r} encodes to no token")
         fixed = torch.full((len(pairs),), int(ids[0]), dtype=torch.long)
-    total = count_batches(controls, batch_size) + count_batches(harmfuls, batch_size)
+    total = 2 * count_batches(len(pairs), batch_size)
     with tqdm(total=total, desc="DLA", unit="batch", disable=not progress) as bar:
         control, answers = _run(model, controls, refusal_ids, fixed, batch_size, bar)
         harmful, _ = _run(model, harmfuls, refusal_ids, answers, batch_size, bar)

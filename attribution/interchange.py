@@ -45,9 +45,12 @@ from attribution.metrics import METRICS, LogitDiffMetric, NLLMetric, RefusalScor
 from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids
 from attribution.statistics import DEFAULT_N_BOOT, SCALES, Scale, scaled_effects
 from patching.attribution_patching import attribution_estimate
+from patching.batching import count_batches
 from patching.chat import format_chat
+from patching.decoding import greedy_decode
 from patching.engine import DEFAULT_BUDGET_MB
 from patching.errors import RefusalCircuitsError
+from patching.executor import DEFAULT_BATCH_SIZE
 from patching.interchange import InterchangeRun, PatchMetric, align_pair, interchange
 from patching.interventions import Positions
 from patching.model import HookedModel
@@ -104,14 +107,8 @@ def build_metric(
     if metric == "refusal_score":
         return RefusalScoreMetric(refusal_ids), 0
     steps = 1 if metric == "logit_diff" else nll_tokens
-    greedy: list[list[int]] = []
-    for tokens in control_tokens:
-        out: list[int] = []
-        for _ in range(steps):
-            seq = torch.cat([tokens, torch.tensor(out, dtype=torch.long)])
-            out.append(int(model.forward(seq[None])[0, -1].argmax()))
-        greedy.append(out)
-    passes = steps * len(control_tokens)
+    greedy = greedy_decode(model, control_tokens, steps, stop_at_eos=False)
+    passes = steps * count_batches(len(control_tokens), DEFAULT_BATCH_SIZE)
     if metric == "logit_diff":
         return LogitDiffMetric(refusal_ids, [g[0] for g in greedy]), passes
     return NLLMetric(greedy), passes

@@ -2,9 +2,8 @@
 
 A refusal score measures the first token's odds; behaviour is judged on what the
 model actually says. :func:`greedy_continuations` decodes a few tokens greedily
-(a plain loop over forward passes: no key/value cache is needed for a handful
-of tokens), with head interventions applied at every step, and a *judge* maps
-each text to one of :data:`BEHAVIOURS`.
+(:func:`patching.decoding.greedy_decode`), with head interventions applied at
+every step, and a *judge* maps each text to one of :data:`BEHAVIOURS`.
 
 The default judge, :class:`KeywordJudge`, looks for phrases in the first words
 of the response, in order of precedence:
@@ -24,12 +23,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import torch
-from torch import Tensor
-
-from circuits.knockout import RowInterventions, head_hooks
-from patching.batching import batches_by_length
+from circuits.knockout import RowInterventions
 from patching.chat import ChatPrompt
+from patching.decoding import greedy_decode
 from patching.model import HookedModel
 
 BEHAVIOURS: tuple[str, ...] = ("refusal", "evasion", "constructive", "answer")
@@ -90,29 +86,12 @@ def greedy_continuations(
 ) -> list[str]:
     """Greedy ``n_tokens``-token responses, with ``rows[i]`` applied at every step.
 
-    Decoding stops early for a row at the tokenizer's end-of-sequence token; the
-    text is decoded without special tokens.
+    Decoding (:func:`patching.decoding.greedy_decode`) stops early for a row at the
+    tokenizer's end-of-sequence token; the text is decoded without special tokens.
     """
+    ids = greedy_decode(model, prompts, n_tokens, rows, batch_size=batch_size)
     tok = model.tokenizer
-    eos = tok.eos_token_id
-    texts = [""] * len(prompts)
-    for idx, tokens in batches_by_length(prompts, batch_size):
-        hooks = head_hooks([rows[i] for i in idx]) if rows is not None else []
-        seq: Tensor = tokens
-        done = torch.zeros(len(idx), dtype=torch.bool)
-        for _ in range(n_tokens):
-            logits = model.run_with_hooks(seq, hooks)[:, -1]
-            nxt = logits.argmax(dim=-1).cpu()
-            if eos is not None:
-                nxt = torch.where(done, torch.full_like(nxt, int(eos)), nxt)
-                done |= nxt == eos
-            seq = torch.cat([seq.cpu(), nxt[:, None]], dim=1)
-            if bool(done.all()):
-                break
-        start = tokens.shape[1]
-        for j, i in enumerate(idx):
-            texts[i] = str(tok.decode(seq[j, start:].tolist(), skip_special_tokens=True)).strip()
-    return texts
+    return [str(tok.decode(row, skip_special_tokens=True)).strip() for row in ids]
 
 
 def classify(texts: Sequence[str], judge: Judge | None = None) -> list[str]:

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from attribution.metrics import refusal_score
 from circuits.behaviour import BEHAVIOURS, Judge, class_shares, classify, greedy_continuations
-from circuits.knockout import Head, head_hooks
-from patching.batching import batches_by_length
+from circuits.knockout import Head
 from patching.chat import ChatPrompt
+from patching.executor import run
 from patching.interventions import HeadIntervention, Scale
 from patching.model import HookedModel
 
@@ -78,12 +78,8 @@ def scores_under(
     batch_size: int = 16,
 ) -> np.ndarray:
     """Refusal score at the last prompt position of every prompt under ``rows[i]``."""
-    out = np.zeros(len(prompts))
-    for idx, tokens in batches_by_length(prompts, batch_size):
-        hooks = head_hooks([rows[i] for i in idx]) if rows is not None else []
-        logits = model.run_with_hooks(tokens, hooks)[:, -1]
-        out[idx] = refusal_score(logits, refusal_ids).cpu().numpy()
-    return out
+    logits = run(model, prompts, rows, batch_size=batch_size)[:, -1]
+    return refusal_score(logits, refusal_ids).cpu().numpy()
 
 
 def dose_response(

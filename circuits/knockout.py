@@ -1,13 +1,12 @@
-"""Head interventions applied to whole batches, and DLA of intervened runs.
+"""Knockouts of heads on many prompts, and the DLA of the knocked-out runs.
 
-The engine (:mod:`patching.engine`) runs *many variants of one prompt*; the
-audit's later steps need the opposite: *one intervention on many prompts*
-(knock the gate out on every harmful prompt, scale it on every prompt of a
-dose). :func:`head_hooks` turns per-row lists of
-:mod:`patching.interventions` objects into TransformerLens hooks for a batch,
-and :func:`intervened_dla` decomposes such runs and projects every head onto the
-refusal direction (:func:`attribution.dla.attribute`), which is what a knockout
-cascade compares with the clean DLA.
+The audit's later steps knock heads out *on every prompt of a set* (the gate
+on every harmful prompt). :func:`knockouts` writes those knockouts as
+:class:`~patching.interventions.Ablation` rows, one per prompt; the executor
+(:mod:`patching.executor`) runs them, and :func:`intervened_dla` decomposes the
+knocked-out runs and projects every head onto the refusal direction
+(:func:`attribution.dla.attribute`), which is what a knockout cascade compares
+with the clean DLA. Nothing here builds hooks: :mod:`patching.hooks` does.
 
 References for mean and resample ablation come from the *control* prompts: the
 mean is the head's output averaged over every control prompt and position (what
@@ -18,8 +17,7 @@ with no counterpart get the mean).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,66 +25,24 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from attribution.dla import attribute
-from patching.batching import batches_by_length
+from patching.batching import length_batches
 from patching.chat import ChatPrompt
 from patching.components import decompose_residual
-from patching.interventions import (
-    Ablation,
-    AblationKind,
-    HeadIntervention,
-    resolve_positions,
-    z_hook,
-)
+from patching.executor import run_and_cache
+from patching.interventions import Ablation, AblationKind, HeadIntervention, z_hook
 from patching.model import HookedModel
 
 Head = tuple[int, int]
-Hook = tuple[str | Callable[..., Any], Callable[..., Any]]
 RowInterventions = Sequence[Sequence[HeadIntervention]]
-
-
-def head_hooks(rows: RowInterventions) -> list[Hook]:
-    """Hooks that apply ``rows[r]`` to batch row r (positions resolved per call)."""
-    by_hook: dict[str, list[tuple[int, HeadIntervention]]] = {}
-    for r, row in enumerate(rows):
-        for iv in row:
-            by_hook.setdefault(iv.hook, []).append((r, iv))
-
-    def make(items: list[tuple[int, HeadIntervention]]) -> Callable[..., Tensor]:
-        # Bound per hook name: inside a hook, hook.name is the canonical alias.
-        def hook(z: Tensor, hook: Any) -> Tensor:
-            z = z.clone()
-            n_pos = z.shape[1]
-            # A batch shares one length, so only the end-of-prompt labels are known here.
-            labels = {"last": n_pos - 1, "t_post_inst": n_pos - 1}
-            for r, iv in items:
-                pos = resolve_positions(iv.positions, n_pos, labels)
-                z[r, pos, iv.head] = iv.apply(z[r, pos, iv.head], pos)
-            return z
-
-        return hook
-
-    return [(name, make(items)) for name, items in by_hook.items()]
 
 
 def capture_z(
     model: HookedModel, prompts: Sequence[ChatPrompt], layers: Sequence[int], batch_size: int = 16
 ) -> list[dict[int, Float[Tensor, "pos head d_head"]]]:
-    """Every head's output in ``layers`` at every position of each prompt."""
-    out: list[dict[int, Tensor]] = [{} for _ in prompts]
-    for rows, tokens in batches_by_length(prompts, batch_size):
-        store: dict[int, Tensor] = {}
-
-        def keep(layer: int, store: dict[int, Tensor] = store) -> Callable[..., Tensor]:
-            def hook(z: Tensor, hook: Any) -> Tensor:
-                store[layer] = z.detach().cpu()
-                return z
-
-            return hook
-
-        model.run_with_hooks(tokens, [(z_hook(layer), keep(layer)) for layer in layers])
-        for j, i in enumerate(rows):
-            out[i] = {layer: store[layer][j] for layer in layers}
-    return out
+    """Every head's output in ``layers`` at every position of each prompt (on the CPU)."""
+    names = {str(layer): z_hook(layer) for layer in layers}
+    _, caches = run_and_cache(model, prompts, names=names, batch_size=batch_size, to_cpu=True)
+    return [{layer: cache[str(layer)] for layer in layers} for cache in caches]
 
 
 def knockouts(
@@ -144,9 +100,9 @@ def intervened_dla(
     """Per-head DLA and refusal logit difference of every prompt, under ``rows[i]``."""
     heads = np.zeros((len(prompts), model.n_layers, model.n_heads))
     diff = np.zeros(len(prompts))
-    for idx, tokens in batches_by_length(prompts, batch_size):
-        hooks = head_hooks([rows[i] for i in idx]) if rows is not None else []
-        dec = decompose_residual(model, tokens, interventions=hooks)
+    for idx in length_batches([len(p) for p in prompts], batch_size):
+        batch_rows = [rows[i] for i in idx] if rows is not None else None
+        dec = decompose_residual(model, [prompts[i] for i in idx], rows=batch_rows)
         dla = attribute(model, dec, refusal_ids, answer_ids[idx])
         heads[idx] = dla.heads.cpu().numpy()
         diff[idx] = dla.logit_diff.cpu().numpy()

@@ -21,14 +21,16 @@ block's ``attn_out`` exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from patching.executor import Prompt, forward_batch, prompt_labels
+from patching.hooks import Hook, Rows
+from patching.interventions import z_hook
 from patching.model import HookedModel
 
 
@@ -56,69 +58,66 @@ class ResidualDecomposition:
         )
 
 
-def _gather(t: Tensor, positions: Tensor) -> Tensor:
-    """Pick ``t[b, positions[b]]`` for every row b (t is [batch, pos, ...])."""
-    idx = positions.to(t.device).view(-1, *([1] * (t.dim() - 1)))
-    idx = idx.expand(-1, 1, *t.shape[2:])
-    return t.gather(1, idx).squeeze(1)
-
-
 def decompose_residual(
     model: HookedModel,
-    tokens: Int[Tensor, "batch pos"],
-    positions: Int[Tensor, " batch"] | None = None,
+    tokens: Int[Tensor, "batch pos"] | Sequence[Prompt],
+    positions: Int[Tensor, " batch"] | Sequence[int] | None = None,
     *,
-    interventions: list[tuple[str | Callable[..., Any], Callable[..., Any]]] | None = None,
+    rows: Rows | None = None,
+    interventions: Sequence[Hook] | None = None,
 ) -> ResidualDecomposition:
     """Run ``tokens`` once and split the final residual at ``positions`` into its terms.
 
     Args:
         model: the hooked model.
-        tokens: a batch of equal-length token rows (no padding).
-        positions: the position to decompose in each row; the last one when omitted.
-        interventions: TransformerLens hooks ``(name, fn)`` applied *before* the
-            capturing hooks, e.g. a knocked-out gate: the decomposition is then
-            of the intervened run (what a knockout cascade needs).
+        tokens: a batch of token rows, or prompts of any lengths (one left-padded pass,
+            :mod:`patching.batching`).
+        positions: the position to decompose in each row (its own index); the last
+            one when omitted.
+        rows: each row's interventions (:mod:`patching.interventions`), applied
+            before anything is captured: the decomposition is then of the intervened
+            run (what a knockout cascade needs).
+        interventions: raw TransformerLens hooks ``(name, fn)`` applied the same way
+            (for experiments the intervention objects do not express).
     """
     model.check_supported()
-    batch, seq = tokens.shape
-    if positions is None:
-        positions = torch.full((batch,), seq - 1, dtype=torch.long)
-    n_layers = model.n_layers
-    store: dict[str, Tensor] = {}
-
-    def keep(key: str) -> Any:
-        # Bind the name we want in the closure: inside a hook, hook.name is the
-        # canonical alias (e.g. blocks.L.attn.o.hook_in), not hook_z.
-        def hook(t: Tensor, hook: Any) -> Tensor:
-            store[key] = _gather(t.detach(), positions)
-            return t
-
-        return hook
-
-    hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
-        ("blocks.0.hook_resid_pre", keep("embed")),
-        (f"blocks.{n_layers - 1}.hook_resid_post", keep("resid_final")),
-        ("ln_final.hook_scale", keep("final_scale")),
-    ]
-    for layer in range(n_layers):
-        hooks += [
-            (f"blocks.{layer}.attn.hook_z", keep(f"z{layer}")),
-            (f"blocks.{layer}.hook_attn_out", keep(f"attn{layer}")),
-            (f"blocks.{layer}.hook_mlp_out", keep(f"mlp{layer}")),
+    prompts: list[Tensor] = (
+        list(tokens) if isinstance(tokens, Tensor) else [prompt_labels(p)[0] for p in tokens]
+    )
+    at = (
+        [[len(t) - 1] for t in prompts]
+        if positions is None
+        else [
+            [int(p)] for p in (positions.tolist() if isinstance(positions, Tensor) else positions)
         ]
+    )
+    n_layers = model.n_layers
+    names = {
+        "embed": "blocks.0.hook_resid_pre",
+        "resid_final": f"blocks.{n_layers - 1}.hook_resid_post",
+        "final_scale": "ln_final.hook_scale",
+    }
+    for layer in range(n_layers):
+        names |= {
+            f"z{layer}": z_hook(layer),
+            f"attn{layer}": f"blocks.{layer}.hook_attn_out",
+            f"mlp{layer}": f"blocks.{layer}.hook_mlp_out",
+        }
         if model.has_post_attention_norm:
-            hooks.append((f"blocks.{layer}.ln1_post.hook_scale", keep(f"post_scale{layer}")))
-
+            names[f"post_scale{layer}"] = f"blocks.{layer}.ln1_post.hook_scale"
     if model.logit_soft_cap is not None:
-        hooks.append(("ln_final.hook_out", keep("normalized")))
-    logits = model.run_with_hooks(tokens, [*(interventions or []), *hooks])
+        names["normalized"] = "ln_final.hook_out"
+    out = forward_batch(
+        model, prompts, rows, readout=at, capture=names, at=at, extra_hooks=interventions or ()
+    )
+    assert out.cache is not None
+    store = {key: torch.cat([row[key] for row in out.cache]) for key in names}
     if model.logit_soft_cap is not None:
         # tanh is not inverted (lossy near the cap): recompute from the normalised residual.
         bias = model.b_U if model.b_U is not None else 0.0
         position_logits = store["normalized"] @ model.W_U + bias
     else:
-        position_logits = _gather(logits, positions)
+        position_logits = out.logits[:, 0]
     heads, attn_bias = [], []
     for layer in range(n_layers):
         z = store[f"z{layer}"]  # [batch, head, d_head]

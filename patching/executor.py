@@ -1,0 +1,235 @@
+"""The executor: every intervened run over many prompts goes through here.
+
+The engine (:mod:`patching.rows`) runs *many variants of one prompt* from a
+cached clean run. Most other work is the opposite shape: *one set of
+interventions on many prompts* (knock a gate out on every harmful prompt, scale
+it by alpha, add a steering vector, decode under it). This module runs that:
+
+- :func:`run`: the logits at the read-out positions of every prompt, each under
+  its own list of :mod:`patching.interventions` objects (``rows[i]`` for
+  prompt i; ``None`` for clean runs).
+- :func:`run_and_cache`: the same run, also returning activations captured at
+  named hooks *after* the interventions acted (a knocked-out run's ``hook_z``,
+  residual streams...), at every position or at chosen ones.
+- :func:`forward_batch`: one batched pass of the above (what
+  :func:`patching.components.decompose_residual` and
+  :func:`patching.decoding.greedy_decode` build on).
+
+Prompts are :class:`~patching.chat.ChatPrompt` objects (their ``t_inst`` and
+``t_post_inst`` labels then resolve) or 1-D token tensors. They are batched by
+the one batching policy (:mod:`patching.batching`): sorted by length, left-padded
+and masked, each row with its own position ids, so every prompt computes what it
+computes alone (to float rounding, tested at 1e-5). Positions of an intervention
+count within the prompt's own tokens (``-1`` is its last token whatever the
+padding). Runs are under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from patching.batching import left_padded, length_batches
+from patching.chat import ChatPrompt
+from patching.hooks import (
+    Hook,
+    Rows,
+    capture_hooks,
+    intervention_hooks,
+    padding_hooks,
+    readout_hooks,
+)
+from patching.interventions import Positions, resolve_positions
+from patching.model import HookedModel
+from patching.rows import check_rows
+
+Prompt = ChatPrompt | Tensor
+DEFAULT_BATCH_SIZE = 16
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "BatchOutput",
+    "Prompt",
+    "forward_batch",
+    "prompt_labels",
+    "run",
+    "run_and_cache",
+]
+
+
+def prompt_labels(prompt: Prompt) -> tuple[Tensor, dict[str, int]]:
+    """A prompt's tokens and named positions (``last``; a chat prompt's two labels too)."""
+    if isinstance(prompt, ChatPrompt):
+        n = len(prompt)
+        labels = {"t_inst": prompt.t_inst, "t_post_inst": prompt.t_post_inst, "last": n - 1}
+        return prompt.tokens, labels
+    return prompt, {"last": int(prompt.shape[0]) - 1}
+
+
+@dataclass
+class BatchOutput:
+    """What one batched pass returns, row by row in the order given.
+
+    Attributes:
+        logits: the logits at each row's read-out positions ``[batch, readout, d_vocab]``.
+        cache: per row, each captured key's activation at that row's capture positions
+            (``[positions, ...]``), or ``None`` when nothing was captured.
+    """
+
+    logits: Float[Tensor, "batch readout d_vocab"]
+    cache: list[dict[str, Tensor]] | None
+
+
+def forward_batch(
+    model: HookedModel,
+    tokens: Sequence[Tensor],
+    rows: Rows | None = None,
+    labels: Sequence[Mapping[str, int]] | None = None,
+    *,
+    readout: Sequence[Sequence[int]] | None = None,
+    capture: Mapping[str, str] | None = None,
+    at: Sequence[Sequence[int]] | None = None,
+    intervene_lengths: Sequence[int] | None = None,
+    extra_hooks: Sequence[Hook] = (),
+) -> BatchOutput:
+    """One left-padded forward pass of ``tokens`` with ``rows[r]`` applied to row ``r``.
+
+    Args:
+        readout: each row's absolute read-out positions (the same count per row);
+            its last position by default.
+        capture: ``{key: hook_name}`` activations to keep, after the interventions.
+        at: each row's absolute capture positions; every position when omitted.
+        intervene_lengths: the length each row's intervention positions resolve
+            against (``"all"``, negative indices): the row's own length by default; a
+            shorter one confines them to a prefix (a prompt, during decoding).
+        extra_hooks: hooks run after the interventions and before the captures.
+    """
+    rows = rows if rows is not None else [[] for _ in tokens]
+    check_rows(model, rows)
+    lengths = [len(t) for t in tokens]
+    row_labels = list(labels) if labels is not None else [{"last": n - 1} for n in lengths]
+    reads = list(readout) if readout is not None else [[n - 1] for n in lengths]
+    padded, pads, extra = left_padded([t.to(model.device) for t in tokens])
+    model.check_tokens(padded)
+    n_pos, batch = int(padded.shape[1]), len(tokens)
+    columns = [[pad + p for p in read] for pad, read in zip(pads, reads, strict=True)]
+    hooks: list[Hook] = padding_hooks(model.n_layers) if any(pads) else []
+    hooks += intervention_hooks(rows, intervene_lengths or lengths, row_labels, pads=pads)
+    hooks += extra_hooks
+    store: dict[str, Tensor] = {}
+    where = (
+        [list(range(pad, n_pos)) for pad in pads]
+        if at is None
+        else [[pad + p for p in pos] for pad, pos in zip(pads, at, strict=True)]
+    )
+    if capture:
+        select = None
+        if at is not None:  # keep the chosen positions only: memory does not grow with length
+            row_index = torch.tensor([r for r in range(batch) for _ in where[r]])
+            col_index = torch.tensor([c for cols in where for c in cols])
+
+            def select(x: Tensor) -> Tensor:
+                return x[row_index.to(x.device), col_index.to(x.device)]
+
+        hooks += capture_hooks(capture, store, select)
+    shared = all(c == columns[0] for c in columns)
+    if shared:  # one set of columns: unembed those only
+        hooks += readout_hooks(model.n_layers, columns[0], mlp=False)
+    with torch.no_grad():
+        logits = model.bridge.run_with_hooks(padded, fwd_hooks=hooks, **extra)
+    if not shared:
+        index = torch.tensor(columns, device=logits.device)
+        logits = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
+    cache: list[dict[str, Tensor]] | None = None
+    if capture and at is None:
+        cache = [{key: value[r, where[r]] for key, value in store.items()} for r in range(batch)]
+    elif capture:
+        sizes = [len(cols) for cols in where]
+        split = {key: value.split(sizes) for key, value in store.items()}
+        cache = [{key: parts[r] for key, parts in split.items()} for r in range(batch)]
+    return BatchOutput(logits=logits, cache=cache)
+
+
+def _positions(positions: Positions | Sequence[int]) -> Positions:
+    return positions if isinstance(positions, str) else [int(p) for p in positions]
+
+
+def _prepare(
+    prompts: Sequence[Prompt], readout: Positions | Sequence[int]
+) -> tuple[list[Tensor], list[dict[str, int]], list[list[int]]]:
+    pairs = [prompt_labels(p) for p in prompts]
+    tokens, labels = [t for t, _ in pairs], [lab for _, lab in pairs]
+    reads = [
+        resolve_positions(_positions(readout), len(t), lab)
+        for t, lab in zip(tokens, labels, strict=True)
+    ]
+    if len({len(r) for r in reads}) > 1:
+        raise ValueError(f"read-out {readout!r} gives different numbers of positions per prompt")
+    return tokens, labels, reads
+
+
+def run(
+    model: HookedModel,
+    prompts: Sequence[Prompt],
+    rows: Rows | None = None,
+    *,
+    readout: Positions | Sequence[int] = (-1,),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Float[Tensor, "prompt readout d_vocab"]:
+    """Logits at ``readout`` of every prompt, prompt ``i`` under ``rows[i]``.
+
+    ``readout`` is resolved per prompt (``[-1]``: its last token; a label; ``"all"``
+    only when every prompt has the same length).
+    """
+    logits, _ = run_and_cache(model, prompts, rows, readout=readout, batch_size=batch_size)
+    return logits
+
+
+def run_and_cache(
+    model: HookedModel,
+    prompts: Sequence[Prompt],
+    rows: Rows | None = None,
+    *,
+    names: Mapping[str, str] | Sequence[str] = (),
+    at: Positions | Sequence[int] = "all",
+    readout: Positions | Sequence[int] = (-1,),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    to_cpu: bool = False,
+) -> tuple[Float[Tensor, "prompt readout d_vocab"], list[dict[str, Tensor]]]:
+    """:func:`run`, plus every prompt's activations at ``names`` under its interventions.
+
+    Args:
+        names: hook names to capture (or ``{key: hook_name}``); each prompt's cache maps
+            the key to the activation at positions ``at`` of that prompt, ``[pos, ...]``.
+        at: ``"all"`` of the prompt's own positions, a label or indices (resolved per prompt).
+        to_cpu: move captured activations to the CPU as each batch finishes.
+    """
+    if rows is not None and len(rows) != len(prompts):
+        raise ValueError(f"{len(rows)} rows of interventions for {len(prompts)} prompts")
+    tokens, labels, reads = _prepare(prompts, readout)
+    capture = dict(names) if isinstance(names, Mapping) else {n: n for n in names}
+    logits: list[Tensor] = [torch.empty(0)] * len(prompts)
+    caches: list[dict[str, Tensor]] = [{} for _ in prompts]
+    for idx in length_batches([len(t) for t in tokens], batch_size):
+        out = forward_batch(
+            model,
+            [tokens[i] for i in idx],
+            [rows[i] for i in idx] if rows is not None else None,
+            [labels[i] for i in idx],
+            readout=[reads[i] for i in idx],
+            capture=capture,
+            at=None
+            if at == "all"
+            else [resolve_positions(_positions(at), len(tokens[i]), labels[i]) for i in idx],
+        )
+        for j, i in enumerate(idx):
+            logits[i] = out.logits[j]
+            if out.cache is not None:
+                caches[i] = {k: v.cpu() if to_cpu else v for k, v in out.cache[j].items()}
+    if not prompts:
+        return torch.empty(0, len(reads), model.d_vocab), caches
+    return torch.stack(logits), caches

@@ -1,0 +1,147 @@
+"""The executor, the decoding loop and the left-padded decomposition equal plain forward passes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from patching.components import decompose_residual
+from patching.decoding import greedy_decode
+from patching.engine import run_rows_full
+from patching.executor import run, run_and_cache
+from patching.interventions import Ablation, AddVector, Intervention, Scale, z_hook
+
+# Left padding leans on how transformers builds masks and position ids: the range leg runs these.
+pytestmark = pytest.mark.engine
+
+ARCHS = ["qwen2", "gpt2", "gemma2"]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_dirs):
+    from patching.model import load_model
+
+    return {arch: load_model(tiny_dirs[arch]) for arch in ARCHS}
+
+
+def _prompts(n: tuple[int, ...] = (9, 14, 11, 14), seed: int = 3) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(10, 400, (k,), generator=g) for k in n]
+
+
+def _rows(model) -> list[list[Intervention]]:
+    last = model.n_layers - 1
+    steer = torch.linspace(-1, 1, model.d_model)
+    return [
+        [Ablation(1, 0)],
+        [Scale(0, 2, "all", alpha=3.0), Ablation(last, 1, [-1])],
+        [],
+        [AddVector("blocks.1.hook_resid_pre", steer, [-2, -1]), Scale(last, 0, alpha=0.0)],
+    ]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_run_equals_each_prompt_alone(models, arch) -> None:
+    """Knockouts, scaling and steering on left-padded prompts == one plain pass per prompt."""
+    model = models[arch]
+    prompts, rows = _prompts(), _rows(model)
+    logits = run(model, prompts, rows, readout=[-2, -1], batch_size=3)
+    for prompt, row, got in zip(prompts, rows, logits, strict=True):
+        alone = run_rows_full(model, prompt, [row], readout=[-2, -1])[0]
+        torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-5)
+    clean = run(model, prompts)
+    assert (clean[0] - logits[0, -1:]).abs().max() > 1e-4  # the knockout does act
+
+
+@pytest.mark.parametrize("arch", ARCHS[:2])
+def test_cache_is_of_the_intervened_run(models, arch) -> None:
+    """Captured head outputs are those after the interventions, at the prompt's own positions."""
+    model = models[arch]
+    prompts = _prompts((7, 12))
+    rows: list[list[Intervention]] = [[Ablation(1, 2)], [Scale(0, 1, alpha=2.0)]]
+    names = [z_hook(1), "blocks.2.hook_resid_pre"]
+    _, caches = run_and_cache(model, prompts, rows, names=names)
+    _, last = run_and_cache(model, prompts, rows, names=names, at=[-1])
+    for prompt, row, cache, at_last in zip(prompts, rows, caches, last, strict=True):
+        _, (alone,) = run_and_cache(model, [prompt], [row], names=names)
+        for name in names:
+            assert cache[name].shape[0] == len(prompt)
+            torch.testing.assert_close(cache[name], alone[name], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(at_last[name], alone[name][-1:], atol=1e-5, rtol=1e-5)
+    assert torch.count_nonzero(caches[0][z_hook(1)][:, 2]) == 0
+
+
+def _naive_decode(model, prompt, n_tokens, row, *, prompt_only: bool) -> list[int]:
+    """The loop decoding replaced: one plain full pass per token, no batching, no padding."""
+    seq, out = prompt, []
+    for _ in range(n_tokens):
+        fixed: list[Intervention] = []
+        for iv in row:  # positions of the prompt only: pin them before the sequence grows
+            if prompt_only and isinstance(iv, Scale):
+                fixed.append(Scale(iv.layer, iv.head, list(range(len(prompt))), alpha=iv.alpha))
+            else:
+                fixed.append(iv)
+        nxt = int(run_rows_full(model, seq, [fixed])[0, -1].argmax())
+        out.append(nxt)
+        seq = torch.cat([seq, torch.tensor([nxt])])
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS[:2])
+def test_greedy_decode_equals_the_plain_loop(models, arch) -> None:
+    model = models[arch]
+    prompts = _prompts((8, 13, 10))
+    rows: list[list[Intervention]] = [[Scale(1, h, alpha=4.0) for h in range(3)]] * 3
+    assert greedy_decode(model, prompts, 5, stop_at_eos=False) == [
+        _naive_decode(model, p, 5, [], prompt_only=False) for p in prompts
+    ]
+    for mode in ("every_step", "prompt"):
+        got = greedy_decode(model, prompts, 5, rows, intervene=mode, stop_at_eos=False)  # type: ignore[arg-type]
+        want = [
+            _naive_decode(model, p, 5, r, prompt_only=mode == "prompt")
+            for p, r in zip(prompts, rows, strict=True)
+        ]
+        assert got == want
+
+
+def test_greedy_decode_stops_at_eos(models) -> None:
+    model = models["qwen2"]
+    eos = model.tokenizer.eos_token_id
+    full = greedy_decode(model, _prompts(), 6, stop_at_eos=False)
+    stopped = greedy_decode(model, _prompts(), 6)
+    for f, s in zip(full, stopped, strict=True):
+        assert s == (f[: f.index(eos) + 1] if eos in f else f)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_left_padded_decomposition_equals_each_prompt_alone(models, arch) -> None:
+    """One left-padded pass decomposes each prompt as its own pass does; the identity holds."""
+    model = models[arch]
+    prompts, rows = _prompts(), [*_rows(model)[:2], [], []]
+    batch = decompose_residual(model, prompts, rows=rows)
+    for r, prompt in enumerate(prompts):
+        alone = decompose_residual(model, prompt[None], rows=[rows[r]])
+        for field in ("heads", "attn_bias", "mlps", "embed", "resid_final", "logits"):
+            torch.testing.assert_close(
+                getattr(batch, field)[r], getattr(alone, field)[0], atol=1e-5, rtol=1e-5
+            )
+    torch.testing.assert_close(batch.total(), batch.resid_final, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2"])
+def test_left_padding_stays_finite_in_float64(tiny_dirs, arch) -> None:
+    """Fully masked padding rows give NaN patterns in float64; they must not reach real rows."""
+    from patching.engine import clean_runs
+    from patching.model import load_model
+
+    model = load_model(tiny_dirs[arch], dtype="float64")
+    prompts = _prompts((6, 13))
+    logits = run(model, prompts, [[Scale(1, 0, alpha=2.0)], []])
+    runs, clean = clean_runs(model, prompts, start=[2, 4])
+    for r, prompt in enumerate(prompts):
+        row: list[Intervention] = [Scale(1, 0, alpha=2.0)] if r == 0 else []
+        alone = run_rows_full(model, prompt, [row])[0]
+        torch.testing.assert_close(logits[r], alone, atol=1e-9, rtol=1e-9)
+        plain = run_rows_full(model, prompt, [[]])[0]
+        torch.testing.assert_close(clean[r], plain, atol=1e-9, rtol=1e-9)
+        assert torch.isfinite(torch.stack(runs[r].z)).all()
