@@ -170,7 +170,7 @@ def main() -> None:
     # The engine's self-check (one extra forward of four rows, once per model per
     # process) is timed on its own here, then left to run inside the first engine row.
     t = time.perf_counter()
-    clean_runs(model, [prompts[0][0]], start=len(prompts[0][0]) - 1)
+    clean_runs(model, [prompts[0][0].tokens], start=len(prompts[0][0]) - 1)
     check = model.engine_check
     assert check is not None and check.passed, check
     self_check_s = time.perf_counter() - t
