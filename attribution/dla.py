@@ -14,7 +14,7 @@ on the refusal logit difference is then
 and the DLAs of all components (plus the norm's and unembedding's biases) sum
 *exactly* to the logit difference read from the model's logits. That identity
 is the check every number here passes; TransformerLens's default bridge breaks
-it by leaving out the gain (DESIGN.md section 3).
+it by leaving out the gain (``docs/dependencies.md#dla-on-a-default-bridge``).
 
 The headline is the paired difference: harmful prompt minus its matched
 control, per head, averaged over pairs with a bootstrap confidence interval.

@@ -1,6 +1,6 @@
 """The interchange test: necessity and sufficiency of every head over prompt pairs.
 
-:func:`interchange_test` runs the interchange test of DESIGN.md section 5 and
+:func:`interchange_test` runs the interchange test (``docs/science.md#interchange``) and
 returns a :class:`~attribution.interchange_result.PatchingResult`. For pair i
 and head h, with metric m:
 

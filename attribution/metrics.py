@@ -1,4 +1,4 @@
-"""Refusal metrics (DESIGN.md section 4) and the metric objects of patched runs.
+"""Refusal metrics (``docs/science.md#metrics``) and the metric objects of patched runs.
 
 Functions of logits at the first response position:
 
@@ -16,7 +16,7 @@ Functions of logits at the first response position:
 A patched run returns logits at its read-out positions; a *metric object* maps
 them to one number per row (float64) and implements
 :class:`patching.interchange.PatchMetric`. Three are offered (:data:`METRICS`,
-DESIGN.md sections 4 and 5):
+``docs/science.md#metrics`` and ``#interchange``):
 
 - ``refusal_score``: log-odds of a refusal token at the first response position.
 - ``logit_diff``: mean refusal-token logit minus the logit of the answer token,

@@ -1,7 +1,7 @@
 """The refusal token set R, resolved through the model's own tokenizer.
 
 Aligned chat models open a refusal with a small set of words ("I cannot",
-"Sorry", "As an AI", ...). DESIGN.md section 4 takes the *first token* of each
+"Sorry", "As an AI", ...). ``docs/science.md#refusal-tokens`` takes the *first token* of each
 word, with and without a leading space (tokenizers encode a word at the start of
 a response and after a space differently), as the set R whose total probability
 at the first response position measures refusal. Words the tokenizer only knows

@@ -63,7 +63,7 @@ def _show_warning(message: Warning | str, *_: object, **__: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Torch's OpenMP threads spin when another process shares the cores; passive
-    # waiting changes no number and avoids 10x slowdowns (DESIGN.md section 3).
+    # waiting changes no number and avoids 10x slowdowns (docs/dependencies.md#cpu-speed).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)

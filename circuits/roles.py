@@ -1,6 +1,6 @@
 """Naming the circuit's roles from measurements: gate, amplifiers, negative heads.
 
-The rules (DESIGN.md section 5) read measurements the audit has already made:
+The rules (``docs/science.md#roles``) read measurements the audit has already made:
 
 - **Gate**: a head in the middle band of depth (default 25-65% of the layers)
   that interchange necessity calls significant (Benjamini-Hochberg q under

@@ -1,6 +1,6 @@
 """Chat formatting through the model's own template, with labelled positions.
 
-Refusal is decided at two places in a chat prompt (DESIGN.md section 5):
+Refusal is decided at two places in a chat prompt (``docs/science.md#positions``):
 
 - ``t_inst``: the last token of the user's instruction, where the *harmfulness*
   of the request is read;

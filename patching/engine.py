@@ -8,7 +8,8 @@ engine recomputes nothing else:
    block (and the arguments the model passed to it: rotary cos/sin, attention
    mask, position ids), and :func:`run_rows` calls the bridge's blocks ``L..n-1``
    itself on that cached input. TransformerLens's ``start_at_layer`` gives the
-   same numbers but still runs every layer (DESIGN.md section 3), so the engine
+   same numbers but still runs every layer
+   (``docs/dependencies.md#layers-batching-gradients``), so the engine
    has its own loop.
 2. **Cached prefix.** When every patch is at positions ``>= p`` (e.g. the last
    position), positions ``< p`` are identical to the clean run in *every* layer.

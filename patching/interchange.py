@@ -1,6 +1,6 @@
 """Interchange necessity and sufficiency of every head over prompt pairs.
 
-The interchange test (DESIGN.md section 5) asks what one head carries. For a
+The interchange test (``docs/science.md#interchange``) asks what one head carries. For a
 pair (harmful s, control c) and head h:
 
 - *necessity*: run s with h's output taken from c. If the refusal metric falls

@@ -16,10 +16,10 @@ Exact numbers, not just plausible ones
 --------------------------------------
 A default ``TransformerBridge`` leaves the final norm's gain out of
 TransformerLens's own DLA helpers, which silently gives wrong per-head logit
-attributions (DESIGN.md section 3). This adapter keeps the Hugging Face weights
-untouched (so logits equal the original model's to the last bit) and exposes
-the final norm's effective gain, bias and kind, which :mod:`attribution.dla`
-applies itself. Gemma-2/3 put a norm after each attention block; the adapter
+attributions (``docs/dependencies.md#dla-on-a-default-bridge``). This adapter
+keeps the Hugging Face weights untouched (so logits equal the original model's to
+the last bit) and exposes the final norm's effective gain, bias and kind, which
+:mod:`attribution.dla` applies itself. Gemma-2/3 put a norm after each attention block; the adapter
 exposes that norm's gain too, so per-head outputs can be mapped through it.
 """
 

@@ -138,7 +138,7 @@ def response_class(tokenizer, token_id: int) -> str:
 def refusal_score(
     logits: Float[Tensor, "batch vocab"], r_ids: list[int]
 ) -> Float[Tensor, " batch"]:
-    """log p(R) - log(1 - p(R)) in float64 (DESIGN.md section 4)."""
+    """log p(R) - log(1 - p(R)) in float64 (docs/science.md#refusal-score)."""
     logp = torch.log_softmax(logits.double(), dim=-1)
     log_pr = torch.logsumexp(logp[:, r_ids], dim=-1)
     return log_pr - torch.log1p(-torch.exp(log_pr))
@@ -161,9 +161,9 @@ def head_dla(
     resid_final: Float[Tensor, "batch pos d_model"],
     direction: Float[Tensor, " d_model"],
 ) -> Float[Tensor, " batch"]:
-    """Direct logit attribution of one head at the last position (DESIGN.md section 4).
+    """Direct logit attribution of one head at the last position.
 
-    The head's output is divided by the final norm's scale from the same run
+    Defined in docs/science.md#direct-logit-attribution. The head's output is divided by the final norm's scale from the same run
     (frozen) and dotted with the final-norm gain times the logit direction.
     """
     out = head_residual_output(model, layer, z, head)[:, -1]
