@@ -21,6 +21,8 @@ control, per head, averaged over pairs with a bootstrap confidence interval.
 Heads that *write* refusal (amplifiers) light up; a gate that only routes the
 decision through later heads stays near zero here, which is why patching is
 needed to find it.
+
+Explained in ``docs/science.md#direct-logit-attribution``.
 """
 
 from __future__ import annotations

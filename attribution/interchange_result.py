@@ -14,6 +14,8 @@ Either way 1 means "the head's patch moves the metric the whole clean gap" and
 0 "no effect". Means, intervals, p and q come from
 :func:`attribution.statistics.effect_stats` (one definition for the screen and
 the audit).
+
+Explained in ``docs/science.md#interchange``.
 """
 
 from __future__ import annotations

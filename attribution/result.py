@@ -27,6 +27,8 @@ For an existing result dataclass: inherit :class:`Result`, delete its
 keys its old ``to_dict`` wrote beside the fields into ``derived()``. A field
 typed ``Any`` is stored as given (so keep it JSON-plain). Run the class's
 round-trip test: ``type(r).from_dict(r.to_dict()).to_dict() == r.to_dict()``.
+
+Explained in ``docs/design.md#results-and-serialisation``.
 """
 
 from __future__ import annotations

@@ -59,6 +59,8 @@ the finite p values (NaN stays NaN). Heads with the same pattern of finite
 pairs are resampled and flipped together with the same seeded draws, so a
 missing head never changes another head's numbers. In JSON, NaN is ``null``
 (:mod:`attribution.result`).
+
+Explained in ``docs/science.md#significance``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ offset looks essential to zero-ablation and irrelevant to interchange. This
 module ranks every head by both (each with sign-flip p and BH q), reports the
 Spearman rank correlation, and lists the heads each method finds that the
 other misses.
+
+Explained in ``docs/science.md#ablation-vs-interchange``.
 """
 
 from __future__ import annotations

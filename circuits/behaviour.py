@@ -15,6 +15,8 @@ of the response, in order of precedence:
 
 Users with a better judge (a classifier model, an API) pass any callable
 ``str -> str`` returning one of the four classes.
+
+Explained in ``docs/science.md#behaviour``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ So the same measurement is repeated for random heads from the gate's depth band
 (not the gate, not the amplifiers), and the amplifiers' total DLA change under
 the gate's knockout is set against that null: effect, null mean, sd, largest
 null drop, and the empirical one-sided p ``(1 + #{null <= effect}) / (1 + n)``.
+
+Explained in ``docs/science.md#knockout-cascade``.
 """
 
 from __future__ import annotations

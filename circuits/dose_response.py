@@ -6,6 +6,8 @@ move the refusal score monotonically, and the greedy response should walk
 through the behaviour classes (answer -> evasion -> refusal as alpha rises).
 For every alpha this records the mean refusal score on the harmful prompts and
 the share of each behaviour class among their greedy continuations.
+
+Explained in ``docs/science.md#dose-response``.
 """
 
 from __future__ import annotations

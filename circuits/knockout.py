@@ -13,6 +13,8 @@ mean is the head's output averaged over every control prompt and position (what
 the head writes when nothing harmful is present), and resampling takes the
 head's output on another pair's control prompt, aligned from the end (positions
 with no counterpart get the mean).
+
+Explained in ``docs/science.md#knockout-cascade``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ The check that matters to a red-teamer is behavioural: ablate the top ``k``
 percent of heads by raise (among heads with negative DLA) and measure the
 **attack success rate**, the share of harmful prompts the model *answers*
 (greedy response judged "answer"), before and after.
+
+Explained in ``docs/science.md#negative-heads``.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ forward pass costs about as much in streaming the weights as in arithmetic.
 The passes are the clean runs the exact interchange needs; with ``keep_runs``
 they are returned (within the memory budget) so a prescreen's exact step does
 not run them again.
+
+Explained in ``docs/science.md#interchange``.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ Where the code is: this module holds :func:`clean_runs` (with the self-check of
 patched rows, :mod:`patching.hooks` every hook they install. Runs of *one* set of
 interventions over *many* prompts (knockouts, steering, decoding) are the
 executor's (:mod:`patching.executor`).
+
+Explained in ``docs/design.md#two-shapes-of-intervened-run``.
 """
 
 from __future__ import annotations

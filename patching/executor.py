@@ -22,6 +22,8 @@ and masked, each row with its own position ids, so every prompt computes what it
 computes alone (to float rounding, tested at 1e-5). Positions of an intervention
 count within the prompt's own tokens (``-1`` is its last token whatever the
 padding). Runs are under ``torch.no_grad()``.
+
+Explained in ``docs/design.md#two-shapes-of-intervened-run``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ forward passes for the rest of the process (same numbers, slower). The result
 is kept on the model (``HookedModel.engine_check``) and every output records it.
 
 Cost: one extra forward pass of four rows of one prompt, per model per process.
+
+Explained in ``docs/dependencies.md#three-defences-against-a-silent-change``.
 """
 
 from __future__ import annotations

@@ -163,8 +163,9 @@ def head_dla(
 ) -> Float[Tensor, " batch"]:
     """Direct logit attribution of one head at the last position.
 
-    Defined in docs/science.md#direct-logit-attribution. The head's output is divided by the final norm's scale from the same run
-    (frozen) and dotted with the final-norm gain times the logit direction.
+    Defined in docs/science.md#direct-logit-attribution. The head's output is
+    divided by the final norm's scale from the same run (frozen) and dotted with
+    the final-norm gain times the logit direction.
     """
     out = head_residual_output(model, layer, z, head)[:, -1]
     eps = model.config.rms_norm_eps
