@@ -1,0 +1,115 @@
+"""Numbers per head: refusal metrics, direct logit attribution, interchange, statistics.
+
+:func:`direct_logit_attribution` gives a :class:`DLAResult`, :func:`interchange_test`
+a :class:`PatchingResult`; both report per-head :class:`HeadStat` records with
+bootstrap intervals, sign-flip p and Benjamini-Hochberg q (one definition of each
+statistic, :mod:`attribution.statistics`). Results serialise through :class:`Result`.
+``docs/science.md`` defines every number. Names are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from attribution.dla import DLAResult, direct_logit_attribution
+    from attribution.interchange import interchange_test
+    from attribution.interchange_result import PatchingResult
+    from attribution.metrics import (
+        METRICS,
+        LogitDiffMetric,
+        NLLMetric,
+        RefusalScoreMetric,
+        refusal_direction,
+        refusal_logit_diff,
+        refusal_probability,
+        refusal_score,
+        teacher_forced_nll,
+    )
+    from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids
+    from attribution.result import Result
+    from attribution.statistics import (
+        DEFAULT_N_BOOT,
+        EffectStats,
+        HeadStat,
+        benjamini_hochberg,
+        bootstrap_mean_ci,
+        check_enough_pairs,
+        effect_stats,
+        min_attainable_p,
+        pooled_scale,
+        sign_flip_test,
+    )
+
+# Each public name and the module it lives in (imported on first use).
+_EXPORTS: dict[str, str] = {
+    "REFUSAL_WORDS": "attribution.refusal_tokens",
+    "refusal_token_ids": "attribution.refusal_tokens",
+    "METRICS": "attribution.metrics",
+    "LogitDiffMetric": "attribution.metrics",
+    "NLLMetric": "attribution.metrics",
+    "RefusalScoreMetric": "attribution.metrics",
+    "refusal_direction": "attribution.metrics",
+    "refusal_logit_diff": "attribution.metrics",
+    "refusal_probability": "attribution.metrics",
+    "refusal_score": "attribution.metrics",
+    "teacher_forced_nll": "attribution.metrics",
+    "DLAResult": "attribution.dla",
+    "direct_logit_attribution": "attribution.dla",
+    "interchange_test": "attribution.interchange",
+    "PatchingResult": "attribution.interchange_result",
+    "DEFAULT_N_BOOT": "attribution.statistics",
+    "EffectStats": "attribution.statistics",
+    "HeadStat": "attribution.statistics",
+    "benjamini_hochberg": "attribution.statistics",
+    "bootstrap_mean_ci": "attribution.statistics",
+    "check_enough_pairs": "attribution.statistics",
+    "effect_stats": "attribution.statistics",
+    "min_attainable_p": "attribution.statistics",
+    "pooled_scale": "attribution.statistics",
+    "sign_flip_test": "attribution.statistics",
+    "Result": "attribution.result",
+}
+
+__all__ = [
+    "DEFAULT_N_BOOT",
+    "METRICS",
+    "REFUSAL_WORDS",
+    "DLAResult",
+    "EffectStats",
+    "HeadStat",
+    "LogitDiffMetric",
+    "NLLMetric",
+    "PatchingResult",
+    "RefusalScoreMetric",
+    "Result",
+    "benjamini_hochberg",
+    "bootstrap_mean_ci",
+    "check_enough_pairs",
+    "direct_logit_attribution",
+    "effect_stats",
+    "interchange_test",
+    "min_attainable_p",
+    "pooled_scale",
+    "refusal_direction",
+    "refusal_logit_diff",
+    "refusal_probability",
+    "refusal_score",
+    "refusal_token_ids",
+    "sign_flip_test",
+    "teacher_forced_nll",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

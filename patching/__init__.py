@@ -1,0 +1,153 @@
+"""The engine: hooked models, prompts, interventions and every forward pass.
+
+Load a model with :func:`load_model`, format prompts with :func:`format_chat`, read
+pairs with :func:`read_pairs` or :func:`builtin_pairs`, and run interventions with the
+executor (:func:`run`, :func:`run_and_cache`, :func:`greedy_decode`: one set of
+interventions on many prompts) or the engine (:func:`clean_runs` then
+:func:`run_rows`: many variants of one prompt). ``docs/design.md`` says what lives
+where. Names are imported on first use, so ``import patching`` loads neither torch
+nor transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from patching.bundled import smollm2_gguf
+    from patching.chat import ChatPrompt, format_chat
+    from patching.checks import check_distinct_texts, check_pairs_fit
+    from patching.components import ResidualDecomposition, decompose_residual
+    from patching.decoding import greedy_decode
+    from patching.engine import clean_runs, run_rows
+    from patching.errors import (
+        ChatTemplateError,
+        DeviceError,
+        HeadIndexError,
+        ModelLoadError,
+        OptionError,
+        OutputDirError,
+        PairAlignmentError,
+        PairError,
+        PromptFileError,
+        RefusalCircuitsError,
+        ResultFileError,
+        TooFewPairsError,
+        UnsafeCheckpointError,
+        UnsupportedArchitectureError,
+    )
+    from patching.executor import run, run_and_cache
+    from patching.interventions import Ablation, AddVector, HeadIntervention, Interchange, Scale
+    from patching.model import SUPPORTED_ARCHITECTURES, HookedModel, load_model
+    from patching.pairs import (
+        Prompt,
+        PromptPair,
+        builtin_pairs,
+        make_pairs,
+        read_pairs,
+        read_prompts,
+        write_pairs,
+    )
+
+# Each public name and the module it lives in (imported on first use).
+_EXPORTS: dict[str, str] = {
+    "HookedModel": "patching.model",
+    "load_model": "patching.model",
+    "SUPPORTED_ARCHITECTURES": "patching.model",
+    "smollm2_gguf": "patching.bundled",
+    "ChatPrompt": "patching.chat",
+    "format_chat": "patching.chat",
+    "Prompt": "patching.pairs",
+    "PromptPair": "patching.pairs",
+    "builtin_pairs": "patching.pairs",
+    "make_pairs": "patching.pairs",
+    "read_pairs": "patching.pairs",
+    "read_prompts": "patching.pairs",
+    "write_pairs": "patching.pairs",
+    "check_distinct_texts": "patching.checks",
+    "check_pairs_fit": "patching.checks",
+    "Ablation": "patching.interventions",
+    "AddVector": "patching.interventions",
+    "HeadIntervention": "patching.interventions",
+    "Interchange": "patching.interventions",
+    "Scale": "patching.interventions",
+    "run": "patching.executor",
+    "run_and_cache": "patching.executor",
+    "greedy_decode": "patching.decoding",
+    "clean_runs": "patching.engine",
+    "run_rows": "patching.engine",
+    "ResidualDecomposition": "patching.components",
+    "decompose_residual": "patching.components",
+    "ChatTemplateError": "patching.errors",
+    "DeviceError": "patching.errors",
+    "HeadIndexError": "patching.errors",
+    "ModelLoadError": "patching.errors",
+    "OptionError": "patching.errors",
+    "OutputDirError": "patching.errors",
+    "PairAlignmentError": "patching.errors",
+    "PairError": "patching.errors",
+    "PromptFileError": "patching.errors",
+    "RefusalCircuitsError": "patching.errors",
+    "ResultFileError": "patching.errors",
+    "TooFewPairsError": "patching.errors",
+    "UnsafeCheckpointError": "patching.errors",
+    "UnsupportedArchitectureError": "patching.errors",
+}
+
+__all__ = [
+    "SUPPORTED_ARCHITECTURES",
+    "Ablation",
+    "AddVector",
+    "ChatPrompt",
+    "ChatTemplateError",
+    "DeviceError",
+    "HeadIndexError",
+    "HeadIntervention",
+    "HookedModel",
+    "Interchange",
+    "ModelLoadError",
+    "OptionError",
+    "OutputDirError",
+    "PairAlignmentError",
+    "PairError",
+    "Prompt",
+    "PromptFileError",
+    "PromptPair",
+    "RefusalCircuitsError",
+    "ResidualDecomposition",
+    "ResultFileError",
+    "Scale",
+    "TooFewPairsError",
+    "UnsafeCheckpointError",
+    "UnsupportedArchitectureError",
+    "builtin_pairs",
+    "check_distinct_texts",
+    "check_pairs_fit",
+    "clean_runs",
+    "decompose_residual",
+    "format_chat",
+    "greedy_decode",
+    "load_model",
+    "make_pairs",
+    "read_pairs",
+    "read_prompts",
+    "run",
+    "run_and_cache",
+    "run_rows",
+    "smollm2_gguf",
+    "write_pairs",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
