@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from attribution.dla import DLAResult
-from attribution.metrics import greedy_token
 from attribution.refusal_tokens import refusal_token_ids
 from attribution.statistics import EffectStats, effect_stats
 from circuits.ablation_compare import AblationComparison
@@ -28,8 +27,8 @@ from circuits.knockout import Head, capture_z
 from circuits.negative_heads import NegativeHeadsResult
 from circuits.roles import depth_band
 from circuits.store import StepStore, digest
-from patching.batching import batches_by_length
 from patching.chat import ChatPrompt, format_chat
+from patching.decoding import greedy_decode
 from patching.model import HookedModel
 
 T = TypeVar("T")
@@ -146,7 +145,5 @@ def judge_name(judge: Judge | None) -> str:
 
 def greedy_answers(model: HookedModel, prompts: Sequence[ChatPrompt]) -> torch.Tensor:
     """Each prompt's greedy first response token (the DLA's answer token ``a``)."""
-    out = torch.zeros(len(prompts), dtype=torch.long)
-    for idx, tokens in batches_by_length(prompts, 16):
-        out[idx] = greedy_token(model.forward(tokens)[:, -1]).cpu()
-    return out
+    first = greedy_decode(model, prompts, 1, stop_at_eos=False)
+    return torch.tensor([ids[0] for ids in first], dtype=torch.long)
