@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from circuits.audit import AuditConfig, AuditResult, HeadFinding, shuffle_labels
-    from circuits.audit_views import (
+    from circuits.audit.views import (
         cascade_chart,
         compare_figures,
         dose_response_chart,
@@ -46,11 +46,11 @@ _EXPORTS: dict[str, str] = {
     "write_report": "circuits.views",
     "patching_figure": "circuits.patching_views",
     "patching_heatmap": "circuits.patching_views",
-    "cascade_chart": "circuits.audit_views",
-    "compare_figures": "circuits.audit_views",
-    "dose_response_chart": "circuits.audit_views",
-    "necessity_heatmap": "circuits.audit_views",
-    "ranking_comparison": "circuits.audit_views",
+    "cascade_chart": "circuits.audit.views",
+    "compare_figures": "circuits.audit.views",
+    "dose_response_chart": "circuits.audit.views",
+    "necessity_heatmap": "circuits.audit.views",
+    "ranking_comparison": "circuits.audit.views",
     "save_figures": "circuits.export",
     "save_static": "circuits.export",
     "KeywordJudge": "circuits.behaviour",

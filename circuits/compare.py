@@ -24,7 +24,7 @@ import pandas as pd
 
 from attribution.result import Result
 from circuits.audit import HeadFinding
-from circuits.audit_views import compare_figures
+from circuits.audit.views import compare_figures
 from circuits.common_args import HelpFormatter, check_output_dir
 from circuits.provenance import file_sha256, run_record, write_run_record
 from circuits.views import write_report

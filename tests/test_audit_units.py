@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from unittest.mock import Mock
+
 import numpy as np
 import pytest
 
@@ -17,6 +21,7 @@ from circuits.roles import (
     select_amplifiers,
 )
 from circuits.store import StepStore
+from patching.model import HookedModel
 from patching.pairs import PromptPair
 
 
@@ -83,3 +88,76 @@ def test_helpers() -> None:
     assert spearman(np.arange(5.0), np.arange(5.0) ** 2) == pytest.approx(1.0)
     config = AuditConfig(band=(0.2, 0.6), dose_alphas=(0.0, 1.0))
     assert AuditConfig.from_settings(config.settings()) == config
+
+
+def test_steps_are_listed_by_config_and_numbered_from_the_list() -> None:
+    from circuits.audit.context import AuditContext
+    from circuits.audit.pipeline import run_steps, steps_for
+
+    every = ["interchange", "dla", "gate", "cascade", "dose_response", "negative_heads",
+             "ablation_vs_interchange"]  # fmt: skip
+    assert [s.name for s in steps_for(AuditConfig())] == every
+    short = steps_for(AuditConfig(negative_heads=False, ablation_compare=False))
+    assert [s.name for s in short] == every[:5]
+    ran: list[str] = []
+
+    def stand_in(name: str) -> Callable[[AuditContext], None]:
+        return lambda ctx: ran.append(name)
+
+    fake = [replace(s, run=stand_in(s.name)) for s in short]
+    shown: list[str] = []
+    model = Mock(spec=HookedModel)  # the listed steps are stand-ins that never read it
+    ctx = AuditContext(model=model, pairs=[], config=AuditConfig(), store=StepStore())
+    run_steps(ctx, fake, shown.append)  # no gate: the gate's own steps are skipped
+    assert ran == ["interchange", "dla", "gate"]
+    assert shown[0] == "[1/5] interchange necessity and sufficiency of every head"
+    assert shown[3].startswith("[4/5] no gate:") and shown[4].startswith("[5/5] no gate:")
+
+
+def test_audit_result_round_trips_through_json(tmp_path) -> None:
+    from circuits.audit import AuditResult, HeadFinding
+
+    nan = float("nan")
+    full = {
+        k: np.full((2, 2), v)
+        for k, v in zip(
+            ("effect", "ci_low", "ci_high", "p", "q"), (0.5, 0.1, nan, 0.01, 0.02), strict=True
+        )
+    }
+    stats = EffectStats(**full, n=3)  # fmt: skip
+    amp = HeadFinding(1, 0, 0.2, (0.1, nan), 0.01, 0.02, 0.3, 0.4, knockout_change=nan)
+    gate = HeadFinding(0, 1, 0.9, (0.8, 1.0), 0.001, 0.002, 0.0, 0.7)
+    result = AuditResult(
+        model="m", n_layers=2, n_heads=2, n_pairs=3, necessity=stats, sufficiency=stats,
+        dla={"per_head": [[1.0, nan], [0.0, 2.0]]},  # type: ignore[typeddict-item]
+        gate=[gate], gate_candidates=[gate], amplifiers=[amp], negative_heads=None,
+        cascade=None, ablation_vs_interchange=None, dose_response=None,
+        settings=AuditConfig().settings(), versions={"torch": "2"}, seconds=1.5,
+        steps={"computed": ["dla"], "notes": []},
+    )  # fmt: skip
+    data = result.to_dict()
+    assert (
+        data["amplifiers"][0]["knockout_change"] is None
+        and "knockout_change" not in data["gate"][0]
+    )
+    back = AuditResult.from_json(result.to_json(tmp_path / "audit.json"))
+    assert back.to_dict() == data
+    assert (
+        back.gate == [gate]
+        and back.amplifiers[0].knockout_change != back.amplifiers[0].knockout_change
+    )
+    assert np.isnan(back.necessity.ci_high).all() and back.run is None
+
+
+def test_views_and_result_do_not_import_the_pipeline() -> None:
+    import ast
+    from pathlib import Path
+
+    import circuits.audit as package
+
+    folder = Path(package.__file__).parent
+    for leaf in ("views", "result", "config"):
+        tree = ast.parse((folder / f"{leaf}.py").read_text())
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not {m for m in names if m and m.startswith("circuits.audit") and
+                    m.split(".")[-1] in ("pipeline", "steps", "context")}, leaf  # fmt: skip

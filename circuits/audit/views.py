@@ -1,5 +1,8 @@
 """Plotly views of an audit: the figures of ``report.html`` and of papers.
 
+Each view takes the :class:`~circuits.audit.result.AuditResult` (this module
+reads results and never runs an audit).
+
 - :func:`necessity_heatmap`: layer x head interchange necessity, gate and
   amplifiers marked, significance (BH q) on hover.
 - :func:`cascade_chart`: percentage change of each amplifier's DLA under the
@@ -15,18 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from circuits.ablation_compare import AblationComparison
+from circuits.audit.result import AuditResult
 from circuits.behaviour import BEHAVIOURS
 from circuits.export import save_figures
 from circuits.views import head_heatmap, head_map_figure, write_report
-
-if TYPE_CHECKING:
-    from circuits.audit import AuditResult
 
 CLASS_COLOURS = {
     "refusal": "#b2182b",
@@ -189,7 +191,9 @@ def ranking_comparison(result: AuditResult) -> go.Figure:
     return fig
 
 
-def _points(comp: Any, idx: list[int], labels: list[str], name: str, colour: str) -> go.Scatter:
+def _points(
+    comp: AblationComparison, idx: list[int], labels: list[str], name: str, colour: str
+) -> go.Scatter:
     return go.Scatter(
         x=[float(comp.interchange.effect.flat[i]) for i in idx],
         y=[float(comp.ablation.effect.flat[i]) for i in idx],

@@ -1,0 +1,63 @@
+"""The settings of an audit: :class:`AuditConfig` (all recorded in ``audit.json``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from attribution.refusal_tokens import REFUSAL_WORDS
+from attribution.statistics import DEFAULT_N_BOOT
+from circuits.dose_response import DEFAULT_ALPHAS
+from patching.interventions import AblationKind
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Every setting of an audit (all recorded in ``audit.json``'s ``settings``).
+
+    ``negative_heads`` and ``ablation_compare`` choose the optional steps
+    (:func:`circuits.audit.pipeline.steps_for`); ``figures`` the PNG/SVG export.
+    """
+
+    n: int | None = None
+    seed: int = 0
+    band: tuple[float, float] = (0.25, 0.65)
+    metric: str = "refusal_score"
+    positions: str = "all"
+    alpha: float = 0.05
+    max_dla_share: float = 0.01
+    min_necessity: float = 0.1
+    band_ratio: float = 0.5
+    max_gate_tries: int = 3
+    knockout: AblationKind = "zero"
+    amplifier_min_share: float = 0.05
+    amplifier_min_drop: float = 0.2
+    n_null: int = 20
+    dose_alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    n_generate: int = 16
+    gen_tokens: int = 8
+    negative_scale: float = 0.1
+    negative_min_raise: float = 0.05
+    negative_top_pct: float = 5.0
+    n_boot: int = DEFAULT_N_BOOT
+    refusal_words: tuple[str, ...] = REFUSAL_WORDS
+    figures: bool = True
+    negative_heads: bool = True
+    ablation_compare: bool = True
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as JSON values (tuples as lists)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_settings(cls, data: dict[str, Any]) -> AuditConfig:
+        """The config of :meth:`settings` (keys that are no setting, e.g. ``judge``, ignored)."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known
+        }
+        return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,194 @@
+"""What an audit found: :class:`AuditResult`, its named heads and its JSON form.
+
+Both are :class:`attribution.result.Result` s: ``to_dict`` and ``from_dict`` come
+from the fields and are each other's inverse (``summary`` is derived, written
+for readers and not read back); NaN is written as ``null`` and read back as NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from attribution.result import Result, to_plain
+from attribution.statistics import EffectStats
+from circuits.ablation_compare import AblationComparison
+from circuits.cascade import CascadeResult
+from circuits.dose_response import DoseResponse
+from circuits.knockout import Head
+from circuits.negative_heads import NegativeHeadsResult
+from circuits.roles import depth_band
+
+
+class DLASummary(TypedDict):
+    """The DLA step's headline numbers (:meth:`attribution.dla.DLAResult.summary`)."""
+
+    model: str
+    n_layers: int
+    n_heads: int
+    n_pairs: int
+    per_head: list[list[float]]
+    per_head_ci_low: list[list[float]]
+    per_head_ci_high: list[list[float]]
+    per_head_harmful: list[list[float]]
+    per_head_control: list[list[float]]
+    components: dict[str, float]
+    total_logit_diff: float
+    remainder: float
+    residual_error: float
+    refusal_tokens: list[Any]
+    exact: bool
+    note: str
+    ci_level: float
+    n_boot: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class HeadFinding(Result):
+    """One named head with its interchange statistics and direct share."""
+
+    layer: int
+    head: int
+    necessity: float
+    ci: tuple[float, float]
+    p: float
+    q: float
+    dla_share: float
+    sufficiency: float
+    knockout_change: float | None = None  # amplifiers only: change of DLA under the knockout
+
+    @property
+    def label(self) -> str:
+        return f"L{self.layer}H{self.head}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields; ``knockout_change`` only where it was measured (absent reads as None)."""
+        data = super().to_dict()
+        if self.knockout_change is None:
+            del data["knockout_change"]
+        return data
+
+
+@dataclass
+class AuditResult(Result):
+    """Everything an audit found, with the measurements behind it.
+
+    ``audit.json`` is :meth:`to_dict`: the written ``summary``, then every field.
+    """
+
+    model: str
+    n_layers: int
+    n_heads: int
+    n_pairs: int
+    gate: list[HeadFinding]
+    gate_candidates: list[HeadFinding]
+    amplifiers: list[HeadFinding]
+    negative_heads: NegativeHeadsResult | None
+    cascade: CascadeResult | None
+    ablation_vs_interchange: AblationComparison | None
+    dose_response: DoseResponse | None
+    necessity: EffectStats
+    sufficiency: EffectStats
+    dla: DLASummary
+    settings: dict[str, Any]  # AuditConfig.settings() with n_jailbreak and judge
+    versions: dict[str, str]
+    seconds: float
+    steps: dict[str, list[str]] = field(default_factory=dict)  # computed, loaded, set_aside, notes
+    run: dict[str, Any] | None = None  # circuits.provenance.run_record of the command
+
+    @property
+    def band_layers(self) -> list[int]:
+        low, high = self.settings["band"]
+        return depth_band(self.n_layers, (float(low), float(high)))
+
+    def summary(self) -> list[str]:
+        """A short written summary (the report's opening)."""
+        lines = [
+            f"{self.model}: {self.n_layers} layers x {self.n_heads} heads, {self.n_pairs} pairs."
+        ]
+        if self.gate:
+            g = self.gate[0]
+            band = ", ".join(h.label for h in self.gate)
+            lines.append(
+                f"Gate {g.label} (depth {g.layer / self.n_layers:.0%}): interchange necessity "
+                f"{g.necessity:.2f} [{g.ci[0]:.2f}, {g.ci[1]:.2f}], q={g.q:.2g}, sufficiency "
+                f"{g.sufficiency:.2f}, direct DLA share {g.dla_share:.2%}"
+                + (f"; gate band {band}." if len(self.gate) > 1 else ".")
+            )
+        else:
+            lines.append(
+                "No gate: no head of the depth band is significantly necessary, DLA-dark and "
+                "upstream of heads that fall when it is knocked out."
+            )
+        if self.amplifiers:
+            lines.append(
+                "Amplifiers: "
+                + ", ".join(
+                    f"{a.label} ({a.knockout_change:+.0%} under knockout)" for a in self.amplifiers
+                )
+                + "."
+            )
+        if self.cascade is not None:
+            c = self.cascade
+            lines.append(
+                f"Knockout cascade ({c.kind}): amplifiers' DLA {c.effect:+.1f}% vs random band "
+                f"heads {c.null_mean:+.1f}% ± {c.null_sd:.1f} (largest null drop "
+                f"{c.null_max:.1f}%, empirical p={c.p:.3g}, {len(c.null_effects)} null heads)."
+            )
+        neg = self.negative_heads
+        if neg is None:
+            lines.append("Negative heads: not run (negative_heads=False).")
+        elif neg.heads:
+            lines.append(
+                "Negative refusal heads: "
+                + ", ".join(f"L{a}H{b}" for a, b in neg.heads)
+                + f". Ablating the top {neg.top_pct:g}% ("
+                + ", ".join(f"L{a}H{b}" for a, b in neg.ablated)
+                + ") changes the attack success rate "
+                + "; ".join(
+                    f"{k}: {neg.asr_before[k]:.0%} -> {neg.asr_after[k]:.0%}"
+                    for k in neg.asr_before
+                )
+                + "."
+            )
+        else:
+            lines.append("No negative refusal head.")
+        comp = self.ablation_vs_interchange
+        if comp is not None:
+            lines.append(
+                f"Ablation ({comp.kind}) vs interchange rankings: Spearman "
+                f"{comp.rank_correlation:+.2f}; "
+                f"interchange only: {_labels(comp.found_by_interchange - comp.found_by_ablation)}; "
+                f"ablation only: {_labels(comp.found_by_ablation - comp.found_by_interchange)}."
+            )
+        if self.dose_response is not None:
+            d = self.dose_response
+            walk = ", ".join(f"{a:g}:{b}" for a, b in zip(d.alphas, d.dominant(), strict=True))
+            lines.append(f"Dose-response of the gate's output (alpha: behaviour): {walk}.")
+        # How much of it was resumed (a run that reused its steps takes seconds).
+        notes = self.steps.get("notes") or []
+        lines.append(f"Took {self.seconds:.1f} s" + "".join(f"; {n}" for n in notes) + ".")
+        return lines
+
+    # -- serialisation ------------------------------------------------------
+    def derived(self) -> dict[str, Any]:
+        return {"summary": self.summary()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The base's fields, with the four results that are no :class:`Result` yet."""
+        data = super().to_dict()
+        # Their own to_dict writes derived keys that to_plain's field dump would miss;
+        # remove this once CascadeResult, NegativeHeadsResult, DoseResponse and
+        # AblationComparison inherit Result (from_dict already reads them by type).
+        for name in _OWN_TO_DICT:
+            value = getattr(self, name)
+            data[name] = None if value is None else to_plain(value.to_dict())
+        return data
+
+
+_OWN_TO_DICT = ("negative_heads", "cascade", "ablation_vs_interchange", "dose_response")
+
+
+def _labels(heads: set[Head]) -> str:
+    return ", ".join(f"L{a}H{b}" for a, b in sorted(heads)) or "none"

@@ -1,0 +1,300 @@
+"""The audit's steps: one function each, all reading and writing one context.
+
+A step takes the :class:`~circuits.audit.context.AuditContext` (the model, the
+pairs, the config, the step store and what the steps before it found) and sets
+its own findings on it. Whatever a step computes from the model goes through
+``ctx.store.step(name, deps, ...)``, keyed on exactly the prompts, settings and
+earlier results it depends on, so a rerun into the same directory loads it
+instead (:mod:`circuits.store`); what a step derives from stored numbers
+(statistics, selections) is recomputed each time, which is cheap and keeps a
+resumed result identical to a fresh one.
+
+The order and the choice of steps is :func:`circuits.audit.pipeline.steps_for`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attribution.dla import DLAResult, direct_logit_attribution
+from attribution.interchange import interchange_test
+from attribution.statistics import pooled_scale
+from circuits.ablation_compare import AblationComparison
+from circuits.audit.context import AuditContext, greedy_answers
+from circuits.cascade import (
+    CascadeResult,
+    amplifier_change,
+    knockout_dla,
+    null_heads,
+    percent_change,
+)
+from circuits.dose_response import DoseResponse, dose_response
+from circuits.knockout import Head, capture_z, intervened_dla, knockouts
+from circuits.negative_heads import (
+    NegativeHeadsResult,
+    attack_success,
+    downscale_raises,
+    per_head_scores,
+    top_percent,
+)
+from circuits.roles import (
+    dla_shares,
+    gate_band,
+    gate_candidates,
+    select_amplifiers,
+    select_negatives,
+)
+from circuits.store import digest
+from patching.interventions import Ablation
+
+
+# -- 1. interchange -----------------------------------------------------------
+def interchange(ctx: AuditContext) -> None:
+    """Necessity and sufficiency of every head over the pairs, on the pooled scale."""
+    s, store = ctx.config, ctx.store
+    deps = {**ctx.base, "metric": s.metric, "positions": s.positions}
+
+    def run() -> dict[str, Any]:
+        result = interchange_test(
+            ctx.model,
+            ctx.pairs,
+            metric=s.metric,
+            positions=s.positions,  # type: ignore[arg-type]
+            refusal_words=s.refusal_words,
+            chunk_dir=store.folder("interchange", deps),
+            seed=s.seed,
+            progress=ctx.progress,
+        )
+        return {
+            "gap": result.gap.tolist(),
+            "necessity": result.necessity_drop.tolist(),
+            "sufficiency": result.sufficiency_rise.tolist(),
+        }
+
+    ic = store.step("interchange", deps, run)
+    ctx.scale = pooled_scale(np.asarray(ic["gap"], dtype=np.float64))
+    ctx.necessity = ctx.stats(ic["necessity"])
+    ctx.sufficiency = ctx.stats(ic["sufficiency"])
+
+
+# -- 2. DLA ---------------------------------------------------------------------
+def dla(ctx: AuditContext) -> None:
+    """Direct logit attribution of every head, and each head's share of it."""
+    s = ctx.config
+    data = ctx.store.step(
+        "dla",
+        {**ctx.base, "seed": s.seed, "n_boot": s.n_boot},
+        lambda: direct_logit_attribution(
+            ctx.model,
+            ctx.pairs,
+            refusal_words=s.refusal_words,
+            n_boot=s.n_boot,
+            seed=s.seed,
+            progress=ctx.progress,
+        ).to_dict(),
+    )
+    ctx.dla = DLAResult.from_dict(data)
+    ctx.shares = dla_shares(ctx.dla.per_head)
+
+
+def knocked(ctx: AuditContext, heads: Sequence[Head]) -> np.ndarray:
+    """Every head's refusal DLA on the harmful prompts with ``heads`` knocked out (stored)."""
+    s = ctx.config
+    data = ctx.store.step(
+        "knockout",
+        {**ctx.base, "knockout": s.knockout, "seed": s.seed, "heads": [list(h) for h in heads]},
+        lambda: {
+            "knocked": knockout_dla(
+                ctx.model,
+                ctx.harmful,
+                ctx.refusal_ids,
+                ctx.answers,
+                heads,
+                s.knockout,
+                ctx.reference,
+                s.seed,
+            ).tolist()
+        },
+    )
+    return np.asarray(data["knocked"], dtype=np.float64)
+
+
+def _clean_harmful(ctx: AuditContext) -> np.ndarray:
+    return ctx.need(ctx.dla, "the DLA").harmful_mean
+
+
+def _amplifiers_of(ctx: AuditContext, heads: Sequence[Head]) -> tuple[list[Head], np.ndarray]:
+    clean = _clean_harmful(ctx)
+    change = percent_change(clean, knocked(ctx, heads)) / 100.0
+    amps = select_amplifiers(
+        clean,
+        np.nan_to_num(change, nan=0.0),
+        max(h[0] for h in heads),
+        min_share=ctx.config.amplifier_min_share,
+        min_drop=ctx.config.amplifier_min_drop,
+    )
+    return amps, change
+
+
+# -- 3. gate and amplifiers -------------------------------------------------------
+def gate(ctx: AuditContext) -> None:
+    """The first significant, DLA-dark band head whose knockout lowers later heads' DLA."""
+    s = ctx.config
+    necessity = ctx.need(ctx.necessity, "necessity (interchange)")
+    ctx.candidates = gate_candidates(
+        necessity,
+        ctx.need(ctx.shares, "DLA shares (dla)"),
+        ctx.band_layers,
+        alpha=s.alpha,
+        max_dla_share=s.max_dla_share,
+        min_necessity=s.min_necessity,
+    )
+    ctx.change = np.full_like(_clean_harmful(ctx), np.nan)
+    for candidate in ctx.candidates[: s.max_gate_tries]:
+        amps, change = _amplifiers_of(ctx, [candidate])
+        if amps:
+            ctx.gate = gate_band(candidate, ctx.candidates, necessity, s.band_ratio)
+            if len(ctx.gate) == 1:
+                ctx.amplifiers, ctx.change = amps, change
+            else:
+                ctx.amplifiers, ctx.change = _amplifiers_of(ctx, ctx.gate)
+            break
+
+
+def no_gate(ctx: AuditContext) -> str | None:
+    """Why a step that studies the gate is skipped (``None``: it runs)."""
+    return None if ctx.gate else "no gate"
+
+
+# -- 4. cascade -------------------------------------------------------------------
+def cascade(ctx: AuditContext) -> None:
+    """The gate's knockout against the knockouts of random heads of the band."""
+    s, clean = ctx.config, _clean_harmful(ctx)
+    nulls = null_heads(
+        ctx.band_layers, ctx.model.n_heads, [*ctx.gate, *ctx.amplifiers], s.n_null, s.seed
+    )
+    null_effects = [
+        amplifier_change(clean, knocked(ctx, [h]), ctx.amplifiers)
+        for h in tqdm(nulls, desc="cascade null", unit="head", disable=not ctx.progress)
+    ]
+    ctx.cascade = CascadeResult(
+        gate=ctx.gate,
+        kind=s.knockout,
+        clean=clean,
+        knocked=knocked(ctx, ctx.gate),
+        amplifiers=ctx.amplifiers,
+        effect=amplifier_change(clean, knocked(ctx, ctx.gate), ctx.amplifiers),
+        null_heads=nulls,
+        null_effects=null_effects,
+    )
+
+
+# -- 5. dose-response -------------------------------------------------------------
+def dose(ctx: AuditContext) -> None:
+    """Refusal score and judged behaviour along a scale of the gate's output."""
+    s = ctx.config
+    data = ctx.store.step(
+        "dose_response",
+        {**ctx.base, **ctx.generation, "alphas": list(s.dose_alphas), "gate": ctx.gate},
+        lambda: dose_response(
+            ctx.model,
+            ctx.harmful[: s.n_generate],
+            ctx.refusal_ids,
+            ctx.gate,
+            alphas=s.dose_alphas,
+            n_tokens=s.gen_tokens,
+            judge=ctx.judge,
+            progress=ctx.progress,
+        ).to_dict(),
+    )
+    ctx.dose = DoseResponse.from_dict(data)
+
+
+# -- 6. negative heads ------------------------------------------------------------
+def negative_heads(ctx: AuditContext) -> None:
+    """Heads whose down-scaling raises refusal, and attack success with the top ones ablated."""
+    s, store = ctx.config, ctx.store
+    prompts = ctx.harmful + ctx.jb_harmful
+    deps = {
+        **ctx.base,
+        "jailbreak": digest([[p.harmful, p.control] for p in ctx.jailbreak]),
+        "scale": s.negative_scale,
+    }
+
+    def run_downscale() -> dict[str, Any]:
+        answers = ctx.answers
+        if ctx.jb_control:
+            answers = torch.cat([answers, greedy_answers(ctx.model, ctx.jb_control)])
+        raises = downscale_raises(
+            ctx.model, prompts, ctx.refusal_ids, s.negative_scale, ctx.progress
+        )
+        heads_dla, _ = intervened_dla(ctx.model, prompts, ctx.refusal_ids, answers)
+        return {"raises": raises.tolist(), "dla": heads_dla.mean(axis=0).tolist()}
+
+    down = store.step("downscale", deps, run_downscale)
+    raises = ctx.stats(down["raises"])
+    neg_dla = np.asarray(down["dla"], dtype=np.float64)
+    negatives = select_negatives(
+        raises,
+        neg_dla,
+        alpha=s.alpha,
+        min_raise=s.negative_min_raise,
+        min_dla_share=s.max_dla_share,
+    )
+    ablated = top_percent(raises, neg_dla, s.negative_top_pct)
+    sets = {"harmful": ctx.harmful[: s.n_generate], "jailbreak": ctx.jb_harmful[: s.n_generate]}
+    asr = store.step(
+        "attack_success",
+        {**deps, **ctx.generation, "ablated": [list(h) for h in ablated]},
+        lambda: dict(
+            zip(
+                ("before", "after"),
+                attack_success(ctx.model, sets, ablated, s.gen_tokens, ctx.judge),
+                strict=True,
+            )
+        ),
+    )
+    ctx.negative = NegativeHeadsResult(
+        scale=s.negative_scale,
+        raises=raises,
+        harmful_dla=neg_dla,
+        heads=negatives,
+        ablated=ablated,
+        top_pct=s.negative_top_pct,
+        asr_before=asr["before"],
+        asr_after=asr["after"],
+    )
+
+
+# -- 7. ablation vs interchange -------------------------------------------------------
+def ablation(ctx: AuditContext) -> None:
+    """Every head's ablation effect, ranked beside its interchange necessity."""
+    s, model = ctx.config, ctx.model
+
+    def run() -> dict[str, Any]:
+        ref = capture_z(model, ctx.control, range(model.n_layers)) if s.knockout != "zero" else None
+        every = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
+        rows = {h: knockouts([h], ctx.harmful, s.knockout, ref, s.seed) for h in every}
+
+        def row_of(lay: int, h: int, i: int) -> Ablation:
+            iv = rows[lay, h][i][0]
+            assert isinstance(iv, Ablation)
+            return iv
+
+        clean, ablated = per_head_scores(
+            model, ctx.harmful, ctx.refusal_ids, row_of, ctx.progress, "ablation"
+        )
+        return {"drops": (clean[:, None, None] - ablated).tolist()}
+
+    drops = ctx.store.step("ablation", {**ctx.base, "knockout": s.knockout, "seed": s.seed}, run)
+    ctx.comparison = AblationComparison(
+        kind=s.knockout,
+        ablation=ctx.stats(drops["drops"]),
+        interchange=ctx.need(ctx.necessity, "necessity (interchange)"),
+        alpha=s.alpha,
+    )
