@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         read_prompts,
         write_pairs,
     )
+    from patching.runtime import configure_process
 
 # Each public name and the module it lives in (imported on first use).
 _EXPORTS: dict[str, str] = {
@@ -65,6 +66,7 @@ _EXPORTS: dict[str, str] = {
     "read_pairs": "patching.pairs",
     "read_prompts": "patching.pairs",
     "write_pairs": "patching.pairs",
+    "configure_process": "patching.runtime",
     "check_distinct_texts": "patching.checks",
     "check_pairs_fit": "patching.checks",
     "Ablation": "patching.interventions",
@@ -125,6 +127,7 @@ __all__ = [
     "check_distinct_texts",
     "check_pairs_fit",
     "clean_runs",
+    "configure_process",
     "decompose_residual",
     "format_chat",
     "greedy_decode",

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(chromium() is None, reason="Debian's chromium is
 @pytest.fixture(scope="module")
 def dla_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from attribution.dla import direct_logit_attribution
-    from circuits.dla_command import write_outputs
+    from circuits.cli.dla import write_outputs
     from circuits.organism import organism_dir
     from patching.model import load_model
     from patching.pairs import read_pairs
