@@ -34,7 +34,7 @@ from patching.errors import (
 )
 from patching.gguf_check import check_gguf_file
 from patching.model import check_device, load_model
-from patching.pairs import PromptPair, builtin_pairs, write_pairs
+from patching.prompts import PromptPair, builtin_pairs, write_pairs
 from tests.tiny_models import build_tokenizer
 
 # --------------------------------------------------------------------------- helpers

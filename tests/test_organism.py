@@ -33,7 +33,7 @@ from circuits.organism import (
     organism_dir,
 )
 from circuits.organism import vocab as organism_vocab
-from patching.pairs import read_pairs
+from patching.prompts import read_pairs
 from tests.organism_helpers import (
     by_length,
     chat_ids,

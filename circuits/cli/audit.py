@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from circuits.cli.common import ORGANISM, HelpFormatter, add_model_args, check_band, check_count
 
 if TYPE_CHECKING:
-    from patching.pairs import PromptPair
+    from patching.prompts import PromptPair
 
 DEFAULT_OUT = Path("audit")
 
@@ -63,7 +63,7 @@ def _heads(heads: list[tuple[int, int]]) -> str:
 
 def _jailbreak(args: argparse.Namespace) -> tuple[list[PromptPair], Path | None]:
     from circuits.cli.inputs import organism_path
-    from patching.pairs import read_pairs
+    from patching.prompts import read_pairs
 
     if args.jailbreak is not None:
         return read_pairs(args.jailbreak), Path(args.jailbreak)

@@ -20,7 +20,7 @@ from circuits.provenance import run_record, write_run_record
 from patching.checks import check_distinct_texts, check_pairs_fit
 from patching.errors import PromptFileError
 from patching.model import HookedModel, load_model
-from patching.pairs import PromptPair, builtin_pairs, read_pairs
+from patching.prompts import PromptPair, builtin_pairs, read_pairs
 
 
 def organism_path() -> Path:
