@@ -1,4 +1,4 @@
-"""``refusal-circuits compare``: audits of several models side by side.
+"""Audits of several models side by side (the library behind ``refusal-circuits compare``).
 
 Each audit directory's ``audit.json`` is read as a typed :class:`AuditHeadline`
 and reduced to the numbers that travel
@@ -12,7 +12,6 @@ into one self-contained ``compare.html``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ import pandas as pd
 from attribution.result import Result
 from circuits.audit import HeadFinding
 from circuits.audit.views import compare_figures
-from circuits.common_args import HelpFormatter, check_output_dir
-from circuits.provenance import file_sha256, run_record, write_run_record
 from circuits.views import write_report
 from patching.errors import RefusalCircuitsError, ResultFileError
 
@@ -141,38 +138,3 @@ def write_comparison(table: pd.DataFrame, out: Path) -> list[Path]:
         summary=summary,
     )  # fmt: skip
     return [out / "compare.csv", html]
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "compare",
-        help="put audits of several models side by side",
-        description=(
-            "Read DIR/audit.json of each audit and compare gate depth (fraction of layers), "
-            "gate necessity, amplifier band width and cascade strength against model size. "
-            "Prints a table; writes OUT/compare.csv, OUT/compare.html and OUT/run.json."
-        ),
-        formatter_class=HelpFormatter,
-    )
-    parser.add_argument("dirs", nargs="+", type=Path, help="audit output directories")
-    parser.add_argument("--out", type=Path, default=Path("compare"), help="output directory")
-    parser.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    table = compare_audits(args.dirs)
-    out = check_output_dir(args.out)
-    record = run_record(args, None, None)
-    record["audits"] = [
-        {
-            "path": str((Path(d) / "audit.json").resolve()),
-            "sha256": file_sha256(Path(d) / "audit.json"),
-        }
-        for d in args.dirs
-    ]
-    write_run_record(record, out)
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(table.drop(columns=["dir"]).to_string(index=False))
-    for path in write_comparison(table, args.out):
-        print(f"wrote {path}")
-    return 0

@@ -128,6 +128,7 @@ def run_record(
         "model": _model_record(model),
         "pairs": pairs_record(pairs, pairs_source),
         "n": getattr(args, "n", None),
+        "sample": bool(getattr(args, "sample", False)),  # --n pairs drawn with --seed
         "seed": getattr(args, "seed", None),
         "dtype": getattr(args, "dtype", None),
         "device": getattr(args, "device", None),

@@ -40,15 +40,9 @@ if TYPE_CHECKING:
     from patching.executor import run, run_and_cache
     from patching.interventions import Ablation, AddVector, HeadIntervention, Interchange, Scale
     from patching.model import SUPPORTED_ARCHITECTURES, HookedModel, load_model
-    from patching.pairs import (
-        Prompt,
-        PromptPair,
-        builtin_pairs,
-        make_pairs,
-        read_pairs,
-        read_prompts,
-        write_pairs,
-    )
+    from patching.prompts.pairs import Prompt, PromptPair, builtin_pairs, read_pairs, write_pairs
+    from patching.prompts.readers import make_pairs, read_prompts
+    from patching.runtime import configure_process
 
 # Each public name and the module it lives in (imported on first use).
 _EXPORTS: dict[str, str] = {
@@ -58,13 +52,14 @@ _EXPORTS: dict[str, str] = {
     "smollm2_gguf": "patching.bundled",
     "ChatPrompt": "patching.chat",
     "format_chat": "patching.chat",
-    "Prompt": "patching.pairs",
-    "PromptPair": "patching.pairs",
-    "builtin_pairs": "patching.pairs",
-    "make_pairs": "patching.pairs",
-    "read_pairs": "patching.pairs",
-    "read_prompts": "patching.pairs",
-    "write_pairs": "patching.pairs",
+    "Prompt": "patching.prompts.pairs",
+    "PromptPair": "patching.prompts.pairs",
+    "builtin_pairs": "patching.prompts.pairs",
+    "make_pairs": "patching.prompts.readers",
+    "read_pairs": "patching.prompts.pairs",
+    "read_prompts": "patching.prompts.readers",
+    "write_pairs": "patching.prompts.pairs",
+    "configure_process": "patching.runtime",
     "check_distinct_texts": "patching.checks",
     "check_pairs_fit": "patching.checks",
     "Ablation": "patching.interventions",
@@ -125,6 +120,7 @@ __all__ = [
     "check_distinct_texts",
     "check_pairs_fit",
     "clean_runs",
+    "configure_process",
     "decompose_residual",
     "format_chat",
     "greedy_decode",

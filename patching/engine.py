@@ -95,7 +95,7 @@ def clean_runs(
     position and follows torch's grad mode: under ``torch.enable_grad()`` the logits
     keep their graph, and ``fwd_hooks`` (extra TransformerLens hooks) can retain
     intermediate tensors, padded, for a backward pass
-    (:mod:`patching.attribution_patching`).
+    (:mod:`patching.gradient_estimate`).
 
     The first call on a model runs the self-check (:mod:`patching.self_check`); if the
     fast paths fail it, this and every later call use plain passes (start 0, and each

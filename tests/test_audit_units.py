@@ -22,7 +22,7 @@ from circuits.roles import (
 )
 from circuits.store import StepStore
 from patching.model import HookedModel
-from patching.pairs import PromptPair
+from patching.prompts import PromptPair
 
 
 def test_keyword_judge_classes() -> None:

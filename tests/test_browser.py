@@ -14,10 +14,10 @@ pytestmark = pytest.mark.skipif(chromium() is None, reason="Debian's chromium is
 @pytest.fixture(scope="module")
 def dla_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from attribution.dla import direct_logit_attribution
-    from circuits.dla_command import write_outputs
+    from circuits.cli.dla import write_outputs
     from circuits.organism import organism_dir
     from patching.model import load_model
-    from patching.pairs import read_pairs
+    from patching.prompts import read_pairs
 
     directory = organism_dir()
     result = direct_logit_attribution(
@@ -56,7 +56,7 @@ def audit_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from circuits.audit import AuditConfig, audit
     from circuits.organism import organism_dir
     from patching.model import load_model
-    from patching.pairs import read_pairs
+    from patching.prompts import read_pairs
 
     directory = organism_dir()
     out = tmp_path_factory.mktemp("audit")

@@ -14,7 +14,7 @@ from attribution.refusal_tokens import refusal_token_ids
 from patching.chat import format_chat
 from patching.components import decompose_residual
 from patching.errors import RefusalCircuitsError
-from patching.pairs import builtin_pairs
+from patching.prompts import builtin_pairs
 from tests.identities import assert_dla_identity
 
 PAIRS = builtin_pairs(6)

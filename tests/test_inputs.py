@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from attribution.statistics import check_enough_pairs, min_attainable_p, min_pairs_for
-from circuits import common_args
 from circuits.cli import build_parser, main
+from circuits.cli import inputs as cli_inputs
 from patching import model as model_module
 from patching.chat import format_chat
 from patching.errors import (
@@ -34,7 +34,7 @@ from patching.errors import (
 )
 from patching.gguf_check import check_gguf_file
 from patching.model import check_device, load_model
-from patching.pairs import PromptPair, builtin_pairs, write_pairs
+from patching.prompts import PromptPair, builtin_pairs, write_pairs
 from tests.tiny_models import build_tokenizer
 
 # --------------------------------------------------------------------------- helpers
@@ -58,7 +58,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(common_args, "load_model", refuse)
+    monkeypatch.setattr(cli_inputs, "load_model", refuse)
 
 
 @pytest.fixture
@@ -68,11 +68,14 @@ def no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the computation started before the input was checked")
 
-    from circuits import audit_command, dla_command, screen
+    # The command handlers import their implementation when they run.
+    import attribution.dla
+    import attribution.interchange
+    import circuits.audit
 
-    monkeypatch.setattr(dla_command, "direct_logit_attribution", refuse)
-    monkeypatch.setattr(screen, "interchange_test", refuse)
-    monkeypatch.setattr(audit_command, "audit", refuse)
+    monkeypatch.setattr(attribution.dla, "direct_logit_attribution", refuse)
+    monkeypatch.setattr(attribution.interchange, "interchange_test", refuse)
+    monkeypatch.setattr(circuits.audit, "audit", refuse)
 
 
 @pytest.fixture
@@ -548,7 +551,7 @@ def test_run_record_takes_extra_fields(tiny_dirs) -> None:
 
 def test_audit_json_keeps_the_run(monkeypatch, tmp_path: Path, capsys) -> None:
     """The audit command hands its run record to ``audit``; AuditResult keeps it."""
-    from circuits import audit_command
+    import circuits.audit
     from circuits.audit import AuditResult
 
     seen = {}
@@ -560,7 +563,7 @@ def test_audit_json_keeps_the_run(monkeypatch, tmp_path: Path, capsys) -> None:
         seen.update(kwargs)
         raise Stop
 
-    monkeypatch.setattr(audit_command, "audit", fake_audit)
+    monkeypatch.setattr(circuits.audit, "audit", fake_audit)
     out = tmp_path / "a"
     with pytest.raises(Stop):
         main(["audit", "--n", "6", "--out", str(out), "--quiet", "--no-figures"])
@@ -570,3 +573,49 @@ def test_audit_json_keeps_the_run(monkeypatch, tmp_path: Path, capsys) -> None:
     assert run["checks"]["passed"] and run["checks"]["model"] == run["model"]["name"]
     assert run["pairs"]["source"].endswith("pairs.jsonl") and run["pairs"]["file_sha256"]
     assert "run" in AuditResult.__dataclass_fields__
+
+
+def test_the_parser_mirrors_the_library_defaults() -> None:
+    """circuits.cli.common keeps copies (so --help imports no torch); they must agree."""
+    import attribution.interchange
+    import attribution.metrics
+    import attribution.statistics
+    import patching.chat
+    from circuits.cli import common
+
+    assert common.DEFAULT_N_BOOT == attribution.statistics.DEFAULT_N_BOOT
+    assert common.DEFAULT_LEVEL == attribution.statistics.DEFAULT_LEVEL
+    assert tuple(common.SCALES) == tuple(attribution.statistics.SCALES)
+    assert tuple(common.MODES) == tuple(attribution.interchange.MODES)
+    assert tuple(common.METRICS) == tuple(attribution.metrics.METRICS)
+    assert tuple(common.POSITION_LABELS) == tuple(patching.chat.POSITION_LABELS)
+
+
+def test_building_the_parser_imports_no_torch() -> None:
+    code = "import sys; from circuits.cli import build_parser; build_parser(); "
+    code += "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_one_n_rule_first_n_unless_sample(tmp_path: Path) -> None:
+    """--n keeps the first n pairs for every source; --sample draws them with --seed."""
+    from circuits.cli.inputs import resolve_pairs
+
+    pairs = [PromptPair(f"harmful request {i}", f"harmless request {i}") for i in range(10)]
+    path = write_pairs(pairs, tmp_path / "p.jsonl")
+    args = build_parser().parse_args(["dla", "--pairs", str(path), "--n", "3", "--out", "o"])
+    assert resolve_pairs(args, None) == pairs[:3]
+    builtin = build_parser().parse_args(["dla", "--n", "3", "--out", "o", "--model", "x"])
+    assert resolve_pairs(builtin, None) == builtin_pairs(3)
+    for argv in (["--pairs", str(path)], ["--model", "x"]):
+        args = build_parser().parse_args(["dla", *argv, "--n", "3", "--sample", "--out", "o"])
+        args.seed = 1
+        drawn = resolve_pairs(args, None)
+        again = resolve_pairs(args, None)
+        assert len(drawn) == 3 and drawn == again
+
+
+def test_sample_needs_n(capsys) -> None:
+    assert main(["dla", "--sample", "--out", "o"]) == 2
+    one_line(capsys, "--sample", "--n")

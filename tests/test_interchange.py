@@ -8,13 +8,13 @@ import torch
 from attribution.interchange import interchange_test
 from attribution.metrics import RefusalScoreMetric
 from attribution.refusal_tokens import refusal_token_ids
-from patching.attribution_patching import attribution_estimate
 from patching.chat import ChatPrompt, format_chat
 from patching.engine import RunStats, clean_run, clean_runs, run_rows, run_rows_full
 from patching.errors import HeadIndexError, PairAlignmentError
+from patching.gradient_estimate import attribution_estimate
 from patching.interchange import align_pair, interchange
 from patching.interventions import Ablation, AddVector, Interchange, Intervention, Scale
-from patching.pairs import builtin_pairs
+from patching.prompts import builtin_pairs
 from tests.tiny_models import ARCHITECTURES
 
 ARCHS = ["qwen2", "gpt2"]
@@ -32,7 +32,7 @@ def organism():
     """The built model organism (Llama architecture, GQA) and its first equal-length pairs."""
     from circuits.organism import organism_dir
     from patching.model import load_model
-    from patching.pairs import read_pairs
+    from patching.prompts import read_pairs
 
     directory = organism_dir()
     model = load_model(directory)

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+from circuits.cli.organism import register
 from circuits.organism import (
     PAIR_FILES,
     VARIANTS,
@@ -32,8 +33,7 @@ from circuits.organism import (
     organism_dir,
 )
 from circuits.organism import vocab as organism_vocab
-from circuits.organism.cli import register
-from patching.pairs import read_pairs
+from patching.prompts import read_pairs
 from tests.organism_helpers import (
     by_length,
     chat_ids,

@@ -1,4 +1,4 @@
-"""Tests for patching.pairs: readers, pairing, the built-in set, and every error path."""
+"""Tests for patching.prompts: readers, pairing, the built-in set, and every error path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from patching.errors import PromptFileError, RefusalCircuitsError
-from patching.pairs import (
+from patching.prompts import (
     PUBLIC_FORMATS,
     Prompt,
     PromptPair,
@@ -616,7 +616,7 @@ def test_module_imports_no_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, patching.pairs; print('torch' in sys.modules)"
+    code = "import sys, patching.prompts; print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from patching.bundled import qwen_coder_gguf
-from patching.pairs import builtin_pairs
+from patching.prompts import builtin_pairs
 
 path = qwen_coder_gguf(required=False)
 pytestmark = [

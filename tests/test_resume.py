@@ -21,7 +21,7 @@ from circuits.store import StepStore
 from patching.compat import versions
 from patching.fingerprint import fingerprint
 from patching.model import load_model
-from patching.pairs import PromptPair, read_pairs
+from patching.prompts import PromptPair, read_pairs
 
 # Small enough to take ~2 s, large enough that the organism's gate L3H2 is found.
 CONFIG = AuditConfig(

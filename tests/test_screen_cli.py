@@ -6,7 +6,7 @@ import argparse
 import json
 
 from circuits.cli import main
-from circuits.screen import register, run_screen
+from circuits.cli.screen import register, run_screen
 
 
 def _parse(argv):

@@ -12,7 +12,7 @@ from circuits.cli import main
 from patching import compat
 from patching.engine import clean_runs, run_rows, run_rows_full
 from patching.interventions import Interchange, Scale
-from patching.pairs import builtin_pairs
+from patching.prompts import builtin_pairs
 from patching.self_check import EngineMismatchWarning, tolerance
 
 pytestmark = pytest.mark.engine  # CI's range leg runs these at both ends of the verified range

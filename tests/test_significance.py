@@ -63,7 +63,7 @@ def organism_pairs():
     from patching.chat import format_chat
     from patching.interchange import align_pair
     from patching.model import load_model
-    from patching.pairs import read_pairs
+    from patching.prompts import read_pairs
 
     directory = organism_dir()
     model = load_model(directory)

@@ -12,7 +12,7 @@ from circuits.cli import main
 from patching.bundled import smollm2_gguf
 from patching.chat import format_chat
 from patching.model import load_model
-from patching.pairs import builtin_pairs
+from patching.prompts import builtin_pairs
 from tests.identities import assert_dla_identity
 
 pytestmark = pytest.mark.slow

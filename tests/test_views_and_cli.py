@@ -13,7 +13,7 @@ from attribution.dla import DLAResult, direct_logit_attribution
 from circuits import export
 from circuits.cli import main
 from circuits.views import dla_heatmap, dla_side_by_side, dla_top_bar, write_report
-from patching.pairs import builtin_pairs, write_pairs
+from patching.prompts import builtin_pairs, write_pairs
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from patching.pairs import builtin_pairs
+from patching.prompts import builtin_pairs
 
 SPECIALS = ["<|bos|>", "<|eos|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]
 CHAT_TEMPLATE = (

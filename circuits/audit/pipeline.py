@@ -32,7 +32,7 @@ from circuits.store import StepStore
 from patching.errors import RefusalCircuitsError
 from patching.fingerprint import fingerprint
 from patching.model import HookedModel
-from patching.pairs import PromptPair
+from patching.prompts import PromptPair
 
 logger = logging.getLogger(__name__)
 

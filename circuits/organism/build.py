@@ -31,7 +31,7 @@ from circuits.organism.ground_truth import build_ground_truth, write_ground_trut
 from circuits.organism.weights import organism_state_dict
 from patching.bundled import CACHE_ENV, cache_root
 from patching.errors import OutputDirError
-from patching.pairs import write_pairs
+from patching.prompts import write_pairs
 
 # Bump when the construction changes: cached builds of another version are ignored.
 ORGANISM_VERSION = 2

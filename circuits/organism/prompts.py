@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 
 from circuits.organism import vocab
-from patching.pairs import PromptPair
+from patching.prompts import PromptPair
 
 VARIANTS = ("plain", "jailbreak", "cipher")
 PAIR_FILES = {

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from circuits.audit import AuditConfig, audit
-from circuits.common_args import (
-    ORGANISM,
-    HelpFormatter,
-    add_model_args,
-    check_band,
-    check_count,
-    organism_path,
-    prepare,
-)
-from circuits.knockout import Head
-from circuits.provenance import pairs_record
-from patching.checks import check_distinct_texts, check_pairs_fit
-from patching.pairs import PromptPair, read_pairs
+from circuits.cli.common import ORGANISM, HelpFormatter, add_model_args, check_band, check_count
+
+if TYPE_CHECKING:
+    from patching.prompts import PromptPair
 
 DEFAULT_OUT = Path("audit")
 
@@ -68,11 +57,14 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _heads(heads: list[Head]) -> str:
+def _heads(heads: list[tuple[int, int]]) -> str:
     return ", ".join(f"L{a}H{b}" for a, b in heads) or "none"
 
 
 def _jailbreak(args: argparse.Namespace) -> tuple[list[PromptPair], Path | None]:
+    from circuits.cli.inputs import organism_path
+    from patching.prompts import read_pairs
+
     if args.jailbreak is not None:
         return read_pairs(args.jailbreak), Path(args.jailbreak)
     if args.model == ORGANISM:
@@ -82,8 +74,10 @@ def _jailbreak(args: argparse.Namespace) -> tuple[list[PromptPair], Path | None]
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    from circuits.audit import AuditConfig, audit
+    from circuits.cli.inputs import prepare
+    from circuits.provenance import pairs_record
+    from patching.checks import check_distinct_texts, check_pairs_fit
 
     check_band(args.band)
     check_count(args.n_null, "--n-null", "the number of random heads in the cascade null")
@@ -105,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
     )
     model, pairs = prepared.model, prepared.pairs
     check_pairs_fit(model, jailbreak, extra_tokens=config.gen_tokens)
-    torch.set_flush_denormal(True)  # denormals make CPU runs 10-100x slower at random
     for line in prepared.header():
         print(line)
     result = audit(

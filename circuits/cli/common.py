@@ -1,8 +1,14 @@
-"""Options shared by the subcommands, and the checks every command runs first.
+"""Options shared by the subcommands, and the option checks every command runs first.
+
+Every command takes its shared options from here (:func:`add_model_args`,
+:func:`add_out_arg`), so names, meanings and defaults agree across commands.
+This module imports nothing heavy: building the parser stays cheap. The one
+``--n`` rule: ``--n N`` keeps the first N pairs; ``--sample`` draws N pairs at
+random with ``--seed`` instead (returned in file order).
 
 A command's work is expensive (loading a model, thousands of forward passes),
 so every mistake in its input is found before that work starts, in this order
-(:func:`prepare`):
+(:func:`circuits.cli.inputs.prepare`):
 
 1. option values (counts of at least 1, a device that exists here, ...);
 2. the pairs: read and checked (no pair with the same harmful and control
@@ -20,21 +26,22 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from attribution.statistics import check_enough_pairs, check_enough_pairs_for_ci
-from circuits.checks import ModelChecks, check_model
-from circuits.provenance import run_record, write_run_record
-from patching.checks import check_distinct_texts, check_pairs_fit
 from patching.errors import OptionError, OutputDirError
-from patching.model import HookedModel, check_device, load_model
-from patching.pairs import PromptPair, builtin_pairs, read_pairs
 
 ORGANISM = "organism"
+AUTO_DEVICE = "auto"  # cuda when a GPU is visible, else cpu (resolved by check_common)
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+# The library's defaults and choices, mirrored here so that building the parser
+# imports no torch; tests/test_inputs.py holds each equal to the library's own.
+DEFAULT_N_BOOT = 2000  # attribution.statistics.DEFAULT_N_BOOT
+DEFAULT_LEVEL = 0.05  # attribution.statistics.DEFAULT_LEVEL
+SCALES = ("pooled", "per_pair")  # attribution.statistics.SCALES
+MODES = ("exact", "attribution", "prescreen")  # attribution.interchange.MODES
+METRICS = ("refusal_score", "logit_diff", "nll")  # attribution.metrics.METRICS
+POSITION_LABELS = ("t_inst", "t_post_inst", "last")  # patching.chat.POSITION_LABELS
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -65,8 +72,31 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, default_out: Path | None = None) -> None:
-    """The shared options; ``--out`` is required unless a ``default_out`` is given."""
+def add_out_arg(parser: argparse.ArgumentParser, *, default: Path | None = None) -> None:
+    """``--out DIR``: required unless a ``default`` is given."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default,
+        required=default is None,
+        help="output directory, created if missing",
+    )
+
+
+def add_seed_arg(parser: argparse.ArgumentParser, help: str = "seed for statistics") -> None:
+    parser.add_argument("--seed", type=int, default=0, help=help)
+
+
+def add_model_args(
+    parser: argparse.ArgumentParser,
+    *,
+    default_out: Path | None = None,
+    out: bool = True,
+    default_n: int | None = None,
+) -> None:
+    """The shared options of every model command (model, pairs, out, n, sample, seed,
+    device, dtype, allow-pickle); ``--out`` is required unless a ``default_out`` is
+    given, and left out with ``out=False``."""
     parser.add_argument(
         "--model",
         default=ORGANISM,
@@ -80,31 +110,29 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_out: Path | None 
         help="JSONL/CSV prompt pairs (harmful, control, category) (default: the organism's "
         "own pairs for the organism, the built-in set otherwise)",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=default_out,
-        required=default_out is None,
-        help="output directory, created if missing",
-    )
+    if out:
+        add_out_arg(parser, default=default_out)
     parser.add_argument(
         "--n",
         type=int,
-        default=None,
-        help="use n pairs: from a --pairs file sampled with --seed, else the first n "
-        "(default: all)",
+        default=default_n,
+        help="use the first n pairs (--sample: n pairs drawn with --seed) "
+        + (f"(default: {default_n})" if default_n is not None else "(default: all)"),
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling and statistics")
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="draw the --n pairs at random with --seed (in file order) instead of the first n",
+    )
+    add_seed_arg(parser, "seed for --sample and the statistics")
     parser.add_argument(
         "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device: cpu, cuda, cuda:N or mps",
+        default=AUTO_DEVICE,
+        help="torch device: cpu, cuda, cuda:N or mps (default: auto, cuda when a GPU is "
+        "visible, else cpu)",
     )
     parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "float64", "bfloat16", "float16"],
-        help="weights and activations dtype",
+        "--dtype", default="float32", choices=DTYPES, help="weights and activations dtype"
     )
     parser.add_argument(
         "--allow-pickle",
@@ -170,106 +198,13 @@ def check_output_dir(out: str | Path, option: str = "--out") -> Path:
 
 def check_common(args: argparse.Namespace) -> None:
     """Check the shared options that need no file or model (before anything else)."""
+    import torch
+
+    from patching.model import check_device
+
     check_count(args.n, "--n", "the number of pairs")
+    if getattr(args, "sample", False) and args.n is None:
+        raise OptionError("--sample draws --n pairs at random; add --n N or drop --sample")
+    if args.device == AUTO_DEVICE:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.device = check_device(args.device)
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def organism_path() -> Path:
-    """The built-in organism's directory (built into the cache on first use)."""
-    from circuits.organism import organism_dir
-
-    return organism_dir()
-
-
-def resolve_model(args: argparse.Namespace) -> tuple[HookedModel, Path | None]:
-    """Load ``--model``; for the organism also return its directory (for its pairs)."""
-    allow_pickle = bool(getattr(args, "allow_pickle", False))
-    if args.model == ORGANISM:
-        directory = organism_path()
-        model = load_model(
-            directory, device=args.device, dtype=args.dtype, allow_pickle=allow_pickle
-        )
-        return model, directory
-    model = load_model(args.model, device=args.device, dtype=args.dtype, allow_pickle=allow_pickle)
-    return model, None
-
-
-def pairs_source(args: argparse.Namespace, organism: Path | None) -> Path | str:
-    """The file the pairs are read from, or ``"builtin"``."""
-    if args.pairs is not None:
-        return Path(args.pairs)
-    if organism is not None:
-        return organism / "pairs.jsonl"
-    return "builtin"
-
-
-def resolve_pairs(args: argparse.Namespace, organism: Path | None) -> list[PromptPair]:
-    """``--pairs`` if given, else the organism's pairs or the built-in set; ``--n`` applied."""
-    if args.pairs is not None:
-        return read_pairs(args.pairs, n=args.n, seed=args.seed if args.n else None)
-    if organism is not None:
-        return read_pairs(organism / "pairs.jsonl", n=args.n)
-    return builtin_pairs(args.n)
-
-
-@dataclass
-class Prepared:
-    """What a command works on, every input already checked."""
-
-    model: HookedModel
-    pairs: list[PromptPair]
-    organism: Path | None
-    out: Path
-    run: dict[str, Any]
-    checks: ModelChecks
-
-    def header(self) -> list[str]:
-        """What the run works on, then the two identities measured on the model."""
-        return [describe(self.model, self.pairs), *self.checks.lines()]
-
-
-def prepare(
-    args: argparse.Namespace,
-    *,
-    significance: float | None = None,
-    ci: bool = False,
-    extra_tokens: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> Prepared:
-    """Check every input, load the model, write ``DIR/run.json`` (module docstring).
-
-    Args:
-        significance: the level p values are compared with; refuse too few pairs to
-            reach it (:func:`attribution.statistics.check_enough_pairs`).
-        ci: the command reports bootstrap intervals; refuse a single pair.
-        extra_tokens: positions the command appends after each prompt.
-        extra: more fields for the run record.
-    """
-    check_common(args)
-    organism = organism_path() if args.model == ORGANISM else None
-    pairs = resolve_pairs(args, organism)
-    check_distinct_texts(pairs)
-    if ci:
-        check_enough_pairs_for_ci(len(pairs))
-    if significance is not None:
-        check_enough_pairs(len(pairs), significance)
-    out = check_output_dir(args.out)
-    model, _ = resolve_model(args)
-    check_pairs_fit(model, pairs, extra_tokens=extra_tokens)
-    # The DLA identity and the engine's self-check on the user's own model and first
-    # pair, before the work: every output records them (circuits.checks).
-    checks = check_model(model, pairs[:1])
-    extra = {**(extra or {}), "checks": checks.to_dict()}
-    record = run_record(args, pairs, model, pairs_source=pairs_source(args, organism), extra=extra)
-    write_run_record(record, out)
-    return Prepared(model=model, pairs=pairs, organism=organism, out=out, run=record, checks=checks)
-
-
-def describe(model: HookedModel, pairs: list[Any]) -> str:
-    return (
-        f"{model.name}: {model.architecture}, {model.n_layers} layers x {model.n_heads} heads "
-        f"({model.n_kv_heads} KV), {len(pairs)} pairs"
-    )

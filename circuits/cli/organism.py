@@ -7,13 +7,14 @@ namespace carries ``handler``, which the main entry point calls with it.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from circuits.organism.build import build_organism
-from circuits.organism.ground_truth import load_ground_truth
+from circuits.cli.common import HelpFormatter, add_out_arg, add_seed_arg, check_output_dir
 
 
 def _build(args: argparse.Namespace) -> int:
-    from circuits.common_args import check_output_dir
+    from circuits.organism.build import build_organism
+    from circuits.organism.ground_truth import load_ground_truth
 
     out = build_organism(check_output_dir(args.out), seed=args.seed)
     truth = load_ground_truth(out)
@@ -26,10 +27,8 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     """Add ``organism build`` to a parser's subcommands."""
-    from circuits.common_args import HelpFormatter
-
     organism = subparsers.add_parser(
         "organism",
         formatter_class=HelpFormatter,
@@ -43,6 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write the organism (HF model directory, ground truth, prompt pairs) to --out.",
         formatter_class=HelpFormatter,
     )
-    build.add_argument("--out", required=True, help="directory to write the model into")
-    build.add_argument("--seed", type=int, default=0, help="seed of the random filler weights")
+    add_out_arg(build)
+    add_seed_arg(build, "seed of the random filler weights")
     build.set_defaults(handler=_build)

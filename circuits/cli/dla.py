@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attribution.dla import DLAResult, direct_logit_attribution
-from attribution.statistics import DEFAULT_N_BOOT
-from circuits.common_args import HelpFormatter, add_model_args, check_count, prepare
-from circuits.export import save_figures
-from circuits.views import dla_figures, write_report
+from circuits.cli.common import DEFAULT_N_BOOT, HelpFormatter, add_model_args, check_count
+
+if TYPE_CHECKING:
+    from attribution.dla import DLAResult
 
 
 def register(subparsers: Any) -> None:
@@ -51,6 +50,9 @@ def summary_lines(result: DLAResult) -> list[str]:
 
 def write_outputs(result: DLAResult, out: Path, run: dict[str, Any] | None = None) -> list[Path]:
     """``dla.json`` (with the run record under ``"run"``), ``dla.html`` and figures."""
+    from circuits.export import save_figures
+    from circuits.views import dla_figures, write_report
+
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_dict()
     if run is not None:
@@ -70,6 +72,9 @@ def write_outputs(result: DLAResult, out: Path, run: dict[str, Any] | None = Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from attribution.dla import direct_logit_attribution
+    from circuits.cli.inputs import prepare
+
     check_count(args.batch_size, "--batch-size", "the batch size")
     check_count(args.n_boot, "--n-boot", "the number of bootstrap resamples")
     prepared = prepare(args, ci=True)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from circuits.checks import check_model
-from circuits.common_args import ORGANISM, check_common, resolve_model, resolve_pairs
-from patching.compat import VERIFIED, unverified_versions, versions
+from circuits.cli.common import HelpFormatter, add_model_args, check_common
 
 
 def register(subparsers: Any) -> None:
@@ -21,19 +19,17 @@ def register(subparsers: Any) -> None:
             "forward pass. Exits with status 1 if either fails. Run it after installing and "
             "on each model you audit."
         ),
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--model", default=ORGANISM, help="hub name, local directory or .gguf")
-    parser.add_argument("--pairs", default=None, help="prompt pairs (default: built-in set)")
-    parser.add_argument("--n", type=int, default=2, help="pairs to check on (default: 2)")
-    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument(
-        "--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"]
-    )
+    add_model_args(parser, out=False, default_n=2)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from circuits.checks import check_model
+    from circuits.cli.inputs import resolve_model, resolve_pairs
+    from patching.compat import VERIFIED, unverified_versions, versions
+
     check_common(args)
     installed = versions()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in installed.items()))

@@ -8,10 +8,10 @@ import torch
 from attribution.interchange import interchange_test
 from attribution.metrics import LogitDiffMetric
 from attribution.refusal_tokens import refusal_token_ids
-from patching.attribution_patching import attribution_estimate
 from patching.chat import format_chat
+from patching.gradient_estimate import attribution_estimate
 from patching.interchange import align_pair, interchange
-from patching.pairs import builtin_pairs
+from patching.prompts import builtin_pairs
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "gpt2"])

@@ -18,12 +18,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attribution.interchange import MODES, interchange_test
-from attribution.metrics import METRICS
-from attribution.statistics import DEFAULT_LEVEL, SCALES
-from circuits.common_args import HelpFormatter, add_model_args, check_count, prepare
-from circuits.patching_views import patching_figure
-from patching.chat import POSITION_LABELS
+from circuits.cli.common import (
+    DEFAULT_LEVEL,
+    METRICS,
+    MODES,
+    POSITION_LABELS,
+    SCALES,
+    HelpFormatter,
+    add_model_args,
+    check_count,
+)
 from patching.errors import OptionError
 
 NLL_TOKENS = 5  # greedy control tokens the nll metric scores (interchange_test's default)
@@ -46,6 +50,10 @@ def check_screen_args(args: argparse.Namespace) -> None:
 
 def run_screen(args: argparse.Namespace) -> Path:
     """Run the screen described by parsed ``args``; return the output directory."""
+    from attribution.interchange import interchange_test
+    from circuits.cli.inputs import prepare
+    from circuits.patching_views import patching_figure
+
     check_screen_args(args)
     extra_tokens = NLL_TOKENS if args.metric == "nll" else 0
     prepared = prepare(args, significance=DEFAULT_LEVEL, ci=True, extra_tokens=extra_tokens)

@@ -1,27 +1,53 @@
 """The ``refusal-circuits`` command line.
 
-Each subcommand lives in its own module with a ``register(subparsers)``
-function; this module only assembles them and turns every
-:class:`~patching.errors.RefusalCircuitsError` into a one-line message and exit
-status 2 (a traceback would mean a bug in the toolkit, not in the input).
+One module per command (``dla``, ``screen``, ``organism``, ``audit``,
+``compare``, ``check``), each with a ``register(subparsers)`` function that
+imports nothing heavy: a command's implementation (torch, the model, the
+methods) is imported by its handler, so ``--help`` answers at once. The shared
+options and their checks live in :mod:`circuits.cli.common`, the input
+preparation every model command runs first in :mod:`circuits.cli.inputs`.
+
+:func:`main` sets up the process once (:func:`patching.runtime.configure_process`)
+and turns every :class:`~patching.errors.RefusalCircuitsError` into a one-line
+message and exit status 2 (a traceback would mean a bug in the toolkit, not in
+the input).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from patching.errors import RefusalCircuitsError
 
+__all__ = ["build_parser", "main"]
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked (keeps the parser cheap)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "show the version and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("refusal-circuits")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        print(f"{parser.prog} {version}")  # stdout, as argparse's own version action
+        parser.exit()
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from circuits import audit_command, check_command, compare, dla_command, screen
-    from circuits.common_args import HelpFormatter
-    from circuits.organism import cli as organism_cli
-    from circuits.provenance import package_version
+    """The whole parser; imports no command implementation (no torch)."""
+    from circuits.cli import audit, check, compare, dla, organism, screen
+    from circuits.cli.common import HelpFormatter
 
     parser = argparse.ArgumentParser(
         prog="refusal-circuits",
@@ -32,14 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    dla_command.register(sub)
-    screen.register(sub)
-    organism_cli.register(sub)
-    audit_command.register(sub)
-    compare.register(sub)
-    check_command.register(sub)
+    for command in (dla, screen, organism, audit, compare, check):
+        command.register(sub)
     _show_defaults(parser, HelpFormatter)
     return parser
 
@@ -62,11 +84,12 @@ def _show_warning(message: Warning | str, *_: object, **__: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Torch's OpenMP threads spin when another process shares the cores; passive
-    # waiting changes no number and avoids 10x slowdowns (docs/dependencies.md#cpu-speed).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Before the handler imports torch: OMP policy and denormals, once for every command.
+    from patching.runtime import configure_process
+
+    configure_process()
     # The exact command, for each output directory's run record (circuits.provenance).
     args.argv = [parser.prog, *argv] if argv is not None else list(sys.argv)
     try:
@@ -81,7 +104,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished steps are kept, rerun the command to resume", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
