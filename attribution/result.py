@@ -9,7 +9,9 @@ derived from its fields, so there is no hand-written ``to_dict`` to keep in step
 - nested results (and lists, tuples, dicts of them) serialise recursively;
 - fields whose name starts with ``_`` (caches) are left out;
 - ``field(metadata={"group": "per_pair"})`` writes a field inside a nested object
-  of that name (bulky per-pair arrays sit apart from the summary);
+  of that name (bulky per-pair arrays sit apart from the summary), and
+  ``field(metadata={"key": "name"})`` writes it under another key (a JSON name
+  kept stable while the attribute reads better);
 - :meth:`Result.derived` adds computed summaries beside the fields (means,
   intervals, totals a reader of the JSON looks at first); they are written but
   never read back, since :meth:`Result.from_dict` rebuilds from fields only.
@@ -122,6 +124,11 @@ def from_plain(hint: Any, value: Any) -> Any:
     return value
 
 
+def _key(f: dataclasses.Field[Any]) -> str:
+    """The JSON key of field ``f``: its ``key`` metadata, else its name."""
+    return str(f.metadata.get("key", f.name))
+
+
 class Result:
     """Base of result dataclasses: JSON from the fields (module docstring)."""
 
@@ -140,7 +147,7 @@ class Result:
         for f in self._fields():
             group = f.metadata.get("group")
             target = data.setdefault(group, {}) if group else data
-            target[f.name] = to_plain(getattr(self, f.name))
+            target[_key(f)] = to_plain(getattr(self, f.name))
         return data
 
     @classmethod
@@ -158,8 +165,8 @@ class Result:
         for f in cls._fields():
             group = f.metadata.get("group")
             source = data.get(group, {}) if group else data
-            if f.name in source:
-                values[f.name] = from_plain(hints.get(f.name, Any), source[f.name])
+            if _key(f) in source:
+                values[f.name] = from_plain(hints.get(f.name, Any), source[_key(f)])
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise KeyError(f.name)
         return cls(**values)

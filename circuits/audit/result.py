@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from attribution.result import Result, to_plain
+from attribution.result import Result
 from attribution.statistics import EffectStats
 from circuits.ablation_compare import AblationComparison
 from circuits.cascade import CascadeResult
@@ -174,20 +174,6 @@ class AuditResult(Result):
     # -- serialisation ------------------------------------------------------
     def derived(self) -> dict[str, Any]:
         return {"summary": self.summary()}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The base's fields, with the four results that are no :class:`Result` yet."""
-        data = super().to_dict()
-        # Their own to_dict writes derived keys that to_plain's field dump would miss;
-        # remove this once CascadeResult, NegativeHeadsResult, DoseResponse and
-        # AblationComparison inherit Result (from_dict already reads them by type).
-        for name in _OWN_TO_DICT:
-            value = getattr(self, name)
-            data[name] = None if value is None else to_plain(value.to_dict())
-        return data
-
-
-_OWN_TO_DICT = ("negative_heads", "cascade", "ablation_vs_interchange", "dose_response")
 
 
 def _labels(heads: set[Head]) -> str:
