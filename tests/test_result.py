@@ -178,3 +178,19 @@ def test_ablation_comparison_round_trip() -> None:
     assert isinstance(back, AblationComparison) and back.alpha == 0.5
     assert np.isnan(back.interchange.effect[0, 1])
     assert back.found_by_ablation == r.found_by_ablation
+
+
+@dataclass
+class Renamed(Result):
+    value: float = field(metadata={"key": "score"})
+    low: float = field(default=float("nan"), metadata={"key": "ci", "index": 0})
+    high: float = field(default=float("nan"), metadata={"key": "ci", "index": 1})
+    note: str | None = field(default=None, metadata={"omit": None})
+
+
+def test_field_metadata_renames_packs_and_omits() -> None:
+    r = Renamed(1.0, 0.5, float("nan"))
+    assert r.to_dict() == {"score": 1.0, "ci": [0.5, None]}
+    back = _round_trip(r)
+    assert isinstance(back, Renamed) and back.note is None and math.isnan(back.high)
+    assert Renamed.from_dict(Renamed(2.0, note="x").to_dict()).note == "x"
