@@ -9,7 +9,12 @@ derived from its fields, so there is no hand-written ``to_dict`` to keep in step
 - nested results (and lists, tuples, dicts of them) serialise recursively;
 - fields whose name starts with ``_`` (caches) are left out;
 - ``field(metadata={"group": "per_pair"})`` writes a field inside a nested object
-  of that name (bulky per-pair arrays sit apart from the summary);
+  of that name (bulky per-pair arrays sit apart from the summary), and
+  ``field(metadata={"key": "name"})`` writes it under another key (a JSON name
+  kept stable while the attribute reads better); fields that share a ``key``
+  with an ``index`` each are written together as one list (``ci_low`` and
+  ``ci_high`` as ``"ci": [low, high]``); ``"omit": v`` leaves the field out while
+  it equals ``v`` (read back as its default);
 - :meth:`Result.derived` adds computed summaries beside the fields (means,
   intervals, totals a reader of the JSON looks at first); they are written but
   never read back, since :meth:`Result.from_dict` rebuilds from fields only.
@@ -122,6 +127,17 @@ def from_plain(hint: Any, value: Any) -> Any:
     return value
 
 
+def _key(f: dataclasses.Field[Any]) -> str:
+    """The JSON key of field ``f``: its ``key`` metadata, else its name."""
+    return str(f.metadata.get("key", f.name))
+
+
+def _same(value: Any, omitted: Any) -> bool:
+    if omitted is None or value is None:
+        return value is omitted
+    return bool(value == omitted)
+
+
 class Result:
     """Base of result dataclasses: JSON from the fields (module docstring)."""
 
@@ -138,9 +154,17 @@ class Result:
         """Derived summaries, then every field (grouped fields in their nested object)."""
         data: dict[str, Any] = {k: to_plain(v) for k, v in self.derived().items()}
         for f in self._fields():
+            value = getattr(self, f.name)
+            if "omit" in f.metadata and _same(value, f.metadata["omit"]):
+                continue
             group = f.metadata.get("group")
             target = data.setdefault(group, {}) if group else data
-            target[f.name] = to_plain(getattr(self, f.name))
+            if "index" in f.metadata:
+                packed = target.setdefault(_key(f), [])
+                packed.extend([None] * (f.metadata["index"] + 1 - len(packed)))
+                packed[f.metadata["index"]] = to_plain(value)
+            else:
+                target[_key(f)] = to_plain(value)
         return data
 
     @classmethod
@@ -158,8 +182,11 @@ class Result:
         for f in cls._fields():
             group = f.metadata.get("group")
             source = data.get(group, {}) if group else data
-            if f.name in source:
-                values[f.name] = from_plain(hints.get(f.name, Any), source[f.name])
+            if _key(f) in source:
+                stored = source[_key(f)]
+                if "index" in f.metadata:
+                    stored = stored[f.metadata["index"]]
+                values[f.name] = from_plain(hints.get(f.name, Any), stored)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise KeyError(f.name)
         return cls(**values)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from attribution.result import Result
 from attribution.statistics import EffectStats
 from circuits.knockout import Head
 
@@ -45,7 +46,7 @@ def _found(stats: EffectStats, alpha: float, min_effect: float) -> set[Head]:
 
 
 @dataclass
-class AblationComparison:
+class AblationComparison(Result):
     """Both rankings, their rank correlation, and what each finds alone."""
 
     kind: str
@@ -89,27 +90,13 @@ class AblationComparison:
         rows.sort(key=lambda r: r["interchange_rank"])
         return rows[:k] if k is not None else rows
 
-    def to_dict(self) -> dict[str, Any]:
+    def derived(self) -> dict[str, Any]:
+        """The correlation, what each method finds (alone and together) and the table."""
         both = self.found_by_ablation & self.found_by_interchange
         return {
-            "kind": self.kind,
             "rank_correlation": self.rank_correlation,
-            "alpha": self.alpha,
-            "min_effect": self.min_effect,
-            "found_by_both": [list(h) for h in sorted(both)],
-            "interchange_only": [list(h) for h in sorted(self.found_by_interchange - both)],
-            "ablation_only": [list(h) for h in sorted(self.found_by_ablation - both)],
-            "ablation": self.ablation.to_dict(),
-            "interchange": self.interchange.to_dict(),
+            "found_by_both": sorted(both),
+            "interchange_only": sorted(self.found_by_interchange - both),
+            "ablation_only": sorted(self.found_by_ablation - both),
             "table": self.table(),
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AblationComparison:
-        return cls(
-            kind=str(data["kind"]),
-            ablation=EffectStats.from_dict(data["ablation"]),
-            interchange=EffectStats.from_dict(data["interchange"]),
-            alpha=float(data["alpha"]),
-            min_effect=float(data["min_effect"]),
-        )

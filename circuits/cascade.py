@@ -19,13 +19,15 @@ Explained in ``docs/science.md#knockout-cascade``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from attribution.result import Result
+from attribution.statistics import HeadStat
 from circuits.knockout import Head, intervened_dla, knockouts
 from patching.chat import ChatPrompt
 from patching.interventions import AblationKind
@@ -42,7 +44,7 @@ def percent_change(
 
 
 @dataclass
-class CascadeResult:
+class CascadeResult(Result):
     """Mean harmful-prompt DLA per head, clean and with the gate knocked out, vs a null."""
 
     gate: list[Head]
@@ -51,8 +53,8 @@ class CascadeResult:
     knocked: Float[np.ndarray, "layer head"]
     amplifiers: list[Head]
     effect: float
-    null_heads: list[Head]
-    null_effects: list[float]
+    null_heads: list[Head] = field(metadata={"group": "null", "key": "heads"})
+    null_effects: list[float] = field(metadata={"group": "null", "key": "effects"})
 
     @property
     def change(self) -> Float[np.ndarray, "layer head"]:
@@ -81,49 +83,26 @@ class CascadeResult:
     def per_amplifier(self) -> dict[str, float]:
         return {f"L{lay}H{h}": float(self.change[lay, h]) for lay, h in self.amplifiers}
 
-    def top(self, k: int = 10) -> list[tuple[Head, float]]:
-        """The ``k`` heads after the gate whose DLA fell most (percent change)."""
+    def top(self, k: int = 10) -> list[HeadStat]:
+        """The ``k`` heads after the gate whose DLA fell most (``value``: percent change)."""
         after = max(layer for layer, _ in self.gate) if self.gate else -1
+        change = self.change
         rows = [
-            ((lay, h), float(self.change[lay, h]))
+            HeadStat(layer=lay, head=h, value=float(change[lay, h]))
             for lay in range(after + 1, self.clean.shape[0])
             for h in range(self.clean.shape[1])
-            if np.isfinite(self.change[lay, h])
+            if np.isfinite(change[lay, h])
         ]
-        return sorted(rows, key=lambda r: r[1])[:k]
+        return sorted(rows, key=lambda r: r.value)[:k]
 
-    def to_dict(self) -> dict[str, Any]:
+    # -- serialisation: the fields, with the change and the null's summary beside them
+    def derived(self) -> dict[str, Any]:
         return {
-            "gate": [list(h) for h in self.gate],
-            "kind": self.kind,
-            "clean": self.clean.tolist(),
-            "knocked": self.knocked.tolist(),
-            "change_percent": self.change.tolist(),  # NaN -> null in audit.json
-            "amplifiers": [list(h) for h in self.amplifiers],
+            "change_percent": self.change,
             "per_amplifier_percent": self.per_amplifier(),
-            "effect": self.effect,
-            "null": {
-                "heads": [list(h) for h in self.null_heads],
-                "effects": self.null_effects,
-                "mean": self.null_mean,
-                "sd": self.null_sd,
-                "max_drop": self.null_max,
-            },
+            "null": {"mean": self.null_mean, "sd": self.null_sd, "max_drop": self.null_max},
             "p": self.p,
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CascadeResult:
-        return cls(
-            gate=[(int(a), int(b)) for a, b in data["gate"]],
-            kind=str(data["kind"]),
-            clean=np.asarray(data["clean"], dtype=np.float64),
-            knocked=np.asarray(data["knocked"], dtype=np.float64),
-            amplifiers=[(int(a), int(b)) for a, b in data["amplifiers"]],
-            effect=float(data["effect"]),
-            null_heads=[(int(a), int(b)) for a, b in data["null"]["heads"]],
-            null_effects=[float(x) for x in data["null"]["effects"]],
-        )
 
 
 def knockout_dla(

@@ -13,7 +13,7 @@ Explained in ``docs/science.md#dose-response``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attribution.metrics import refusal_score
+from attribution.result import Result
 from circuits.behaviour import BEHAVIOURS, Judge, class_shares, classify, greedy_continuations
 from circuits.knockout import Head
 from patching.chat import ChatPrompt
@@ -32,14 +33,14 @@ DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
 @dataclass
-class DoseResponse:
+class DoseResponse(Result):
     """Refusal score and behaviour shares along the scaling factor alpha."""
 
     heads: list[Head]
     alphas: list[float]
-    score_mean: list[float]
-    score_sd: list[float]
-    shares: list[dict[str, float]]
+    score_mean: list[float] = field(metadata={"key": "refusal_score"})
+    score_sd: list[float] = field(metadata={"key": "refusal_score_sd"})
+    shares: list[dict[str, float]] = field(metadata={"key": "behaviour"})
     examples: list[str]
     n_prompts: int
 
@@ -47,29 +48,8 @@ class DoseResponse:
         """The most common behaviour class at each alpha."""
         return [max(BEHAVIOURS, key=lambda b: s[b]) for s in self.shares]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "heads": [list(h) for h in self.heads],
-            "alphas": self.alphas,
-            "refusal_score": self.score_mean,
-            "refusal_score_sd": self.score_sd,
-            "behaviour": self.shares,
-            "dominant": self.dominant(),
-            "examples": self.examples,
-            "n_prompts": self.n_prompts,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DoseResponse:
-        return cls(
-            heads=[(int(a), int(b)) for a, b in data["heads"]],
-            alphas=[float(a) for a in data["alphas"]],
-            score_mean=[float(x) for x in data["refusal_score"]],
-            score_sd=[float(x) for x in data["refusal_score_sd"]],
-            shares=[dict(s) for s in data["behaviour"]],
-            examples=list(data["examples"]),
-            n_prompts=int(data["n_prompts"]),
-        )
+    def derived(self) -> dict[str, Any]:
+        return {"dominant": self.dominant()}
 
 
 def scores_under(

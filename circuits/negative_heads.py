@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from attribution.metrics import refusal_score
-from attribution.statistics import EffectStats
+from attribution.result import Result
+from attribution.statistics import EffectStats, HeadStat
 from circuits.behaviour import Judge, classify, greedy_continuations
 from circuits.knockout import Head
 from patching.chat import ChatPrompt
@@ -39,57 +41,24 @@ from patching.model import HookedModel
 
 
 @dataclass
-class NegativeHeadsResult:
+class NegativeHeadsResult(Result):
     """Down-scaling raises, DLA, the heads named, and attack success before/after."""
 
     scale: float
     raises: EffectStats
-    harmful_dla: np.ndarray
+    harmful_dla: Float[np.ndarray, "layer head"]
     heads: list[Head]
     ablated: list[Head]
     top_pct: float
     asr_before: dict[str, float]
     asr_after: dict[str, float]
 
-    def top(self, k: int = 10) -> list[dict[str, Any]]:
-        """The ``k`` heads whose down-scaling raises refusal most."""
-        order = np.argsort(-np.nan_to_num(self.raises.effect, nan=-np.inf), axis=None)[:k]
-        n_heads = self.raises.effect.shape[1]
-        return [
-            {
-                "layer": int(i) // n_heads,
-                "head": int(i) % n_heads,
-                "raise": float(self.raises.effect.flat[i]),
-                "q": float(self.raises.q.flat[i]),
-                "dla": float(self.harmful_dla.flat[i]),
-            }
-            for i in order
-        ]
+    def top(self, k: int = 10) -> list[HeadStat]:
+        """The ``k`` heads whose down-scaling raises refusal most (``value``: the raise).
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "scale": self.scale,
-            "raises": self.raises.to_dict(),
-            "harmful_dla": self.harmful_dla.tolist(),
-            "heads": [list(h) for h in self.heads],
-            "ablated": [list(h) for h in self.ablated],
-            "top_pct": self.top_pct,
-            "asr_before": self.asr_before,
-            "asr_after": self.asr_after,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NegativeHeadsResult:
-        return cls(
-            scale=float(data["scale"]),
-            raises=EffectStats.from_dict(data["raises"]),
-            harmful_dla=np.asarray(data["harmful_dla"], dtype=np.float64),
-            heads=[(int(a), int(b)) for a, b in data["heads"]],
-            ablated=[(int(a), int(b)) for a, b in data["ablated"]],
-            top_pct=float(data["top_pct"]),
-            asr_before=dict(data["asr_before"]),
-            asr_after=dict(data["asr_after"]),
-        )
+        A head's direct effect is ``harmful_dla[h.layer, h.head]``.
+        """
+        return self.raises.top(k)
 
 
 def per_head_scores(

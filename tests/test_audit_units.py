@@ -9,7 +9,7 @@ from unittest.mock import Mock
 import numpy as np
 import pytest
 
-from attribution.statistics import EffectStats, effect_stats
+from attribution.statistics import EffectStats, HeadStat, effect_stats
 from circuits.ablation_compare import spearman
 from circuits.audit import AuditConfig, shuffle_labels
 from circuits.behaviour import KeywordJudge, class_shares, classify
@@ -125,8 +125,10 @@ def test_audit_result_round_trips_through_json(tmp_path) -> None:
         )
     }
     stats = EffectStats(**full, n=3)  # fmt: skip
-    amp = HeadFinding(1, 0, 0.2, (0.1, nan), 0.01, 0.02, 0.3, 0.4, knockout_change=nan)
-    gate = HeadFinding(0, 1, 0.9, (0.8, 1.0), 0.001, 0.002, 0.0, 0.7)
+    amp = HeadFinding(
+        1, 0, 0.2, 0.1, nan, 0.01, 0.02, dla_share=0.3, sufficiency=0.4, knockout_change=nan
+    )
+    gate = HeadFinding(0, 1, 0.9, 0.8, 1.0, 0.001, 0.002, dla_share=0.0, sufficiency=0.7)
     result = AuditResult(
         model="m", n_layers=2, n_heads=2, n_pairs=3, necessity=stats, sufficiency=stats,
         dla={"per_head": [[1.0, nan], [0.0, 2.0]]},  # type: ignore[typeddict-item]
@@ -136,6 +138,11 @@ def test_audit_result_round_trips_through_json(tmp_path) -> None:
         steps={"computed": ["dla"], "notes": []},
     )  # fmt: skip
     data = result.to_dict()
+    # HeadFinding is a HeadStat whose JSON keeps audit.json's names: necessity, ci, no n.
+    assert isinstance(gate, HeadStat) and gate.necessity == 0.9 and gate.ci == (0.8, 1.0)
+    assert data["gate"][0]["necessity"] == 0.9 and data["gate"][0]["ci"] == [0.8, 1.0]
+    assert data["amplifiers"][0]["ci"] == [0.1, None]
+    assert not {"value", "ci_low", "ci_high", "n"} & set(data["gate"][0])
     assert (
         data["amplifiers"][0]["knockout_change"] is None
         and "knockout_change" not in data["gate"][0]

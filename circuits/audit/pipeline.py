@@ -158,8 +158,9 @@ def result_of(ctx: AuditContext, *, seconds: float, run: dict[str, Any] | None) 
         return HeadFinding(
             layer=h[0],
             head=h[1],
-            necessity=float(necessity.effect[h]),
-            ci=(float(necessity.ci_low[h]), float(necessity.ci_high[h])),
+            value=float(necessity.effect[h]),
+            ci_low=float(necessity.ci_low[h]),
+            ci_high=float(necessity.ci_high[h]),
             p=float(necessity.p[h]),
             q=float(necessity.q[h]),
             dla_share=float(shares[h]),

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from attribution.result import Result, to_plain
-from attribution.statistics import EffectStats
+from attribution.result import Result
+from attribution.statistics import EffectStats, HeadStat
 from circuits.ablation_compare import AblationComparison
 from circuits.cascade import CascadeResult
 from circuits.dose_response import DoseResponse
@@ -45,29 +45,31 @@ class DLASummary(TypedDict):
 
 
 @dataclass(frozen=True)
-class HeadFinding(Result):
-    """One named head with its interchange statistics and direct share."""
+class HeadFinding(HeadStat):
+    """A named head: its :class:`HeadStat` of interchange necessity, plus what else was measured.
 
-    layer: int
-    head: int
-    necessity: float
-    ci: tuple[float, float]
-    p: float
-    q: float
-    dla_share: float
-    sufficiency: float
-    knockout_change: float | None = None  # amplifiers only: change of DLA under the knockout
+    ``value`` is the necessity (written as ``necessity``, its interval as ``ci``, as
+    ``audit.json`` always had it); ``dla_share`` is its share of the positive direct
+    effect, ``sufficiency`` its interchange sufficiency and ``knockout_change``
+    (amplifiers only, else absent from the JSON) the change of its DLA under the
+    gate's knockout.
+    """
+
+    value: float = field(metadata={"key": "necessity"})
+    ci_low: float = field(default=float("nan"), metadata={"key": "ci", "index": 0})
+    ci_high: float = field(default=float("nan"), metadata={"key": "ci", "index": 1})
+    n: int = field(default=0, metadata={"omit": 0})  # not in audit.json (n_pairs is)
+    dla_share: float = float("nan")
+    sufficiency: float = float("nan")
+    knockout_change: float | None = field(default=None, metadata={"omit": None})
 
     @property
-    def label(self) -> str:
-        return f"L{self.layer}H{self.head}"
+    def necessity(self) -> float:
+        return self.value
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fields; ``knockout_change`` only where it was measured (absent reads as None)."""
-        data = super().to_dict()
-        if self.knockout_change is None:
-            del data["knockout_change"]
-        return data
+    @property
+    def ci(self) -> tuple[float, float]:
+        return (self.ci_low, self.ci_high)
 
 
 @dataclass
@@ -174,20 +176,6 @@ class AuditResult(Result):
     # -- serialisation ------------------------------------------------------
     def derived(self) -> dict[str, Any]:
         return {"summary": self.summary()}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The base's fields, with the four results that are no :class:`Result` yet."""
-        data = super().to_dict()
-        # Their own to_dict writes derived keys that to_plain's field dump would miss;
-        # remove this once CascadeResult, NegativeHeadsResult, DoseResponse and
-        # AblationComparison inherit Result (from_dict already reads them by type).
-        for name in _OWN_TO_DICT:
-            value = getattr(self, name)
-            data[name] = None if value is None else to_plain(value.to_dict())
-        return data
-
-
-_OWN_TO_DICT = ("negative_heads", "cascade", "ablation_vs_interchange", "dose_response")
 
 
 def _labels(heads: set[Head]) -> str:
