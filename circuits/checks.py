@@ -72,7 +72,7 @@ class ModelChecks:
 
 
 def _identity_tolerance(dtype: torch.dtype, scale: float) -> float:
-    # float32 activations projected in float64: 1e-4 relative (tests/identities.py).
+    # float32 activations projected in float64: 1e-4 relative (tests/helpers/identities.py).
     return max(1e-4, 50 * torch.finfo(dtype).eps) * max(1.0, scale)
 
 

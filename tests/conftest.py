@@ -15,7 +15,7 @@ import torch
 
 torch.set_flush_denormal(True)
 
-from tests.tiny_models import ARCHITECTURES, build_model  # noqa: E402
+from tests.helpers.tiny_models import ARCHITECTURES, build_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

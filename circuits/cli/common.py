@@ -35,7 +35,7 @@ AUTO_DEVICE = "auto"  # cuda when a GPU is visible, else cpu (resolved by check_
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 # The library's defaults and choices, mirrored here so that building the parser
-# imports no torch; tests/test_inputs.py holds each equal to the library's own.
+# imports no torch; tests/integration/test_inputs.py holds each equal to the library's own.
 DEFAULT_N_BOOT = 2000  # attribution.statistics.DEFAULT_N_BOOT
 DEFAULT_LEVEL = 0.05  # attribution.statistics.DEFAULT_LEVEL
 SCALES = ("pooled", "per_pair")  # attribution.statistics.SCALES

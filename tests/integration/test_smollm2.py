@@ -13,7 +13,7 @@ from patching.bundled import smollm2_gguf
 from patching.chat import format_chat
 from patching.model import load_model
 from patching.prompts import builtin_pairs
-from tests.identities import assert_dla_identity
+from tests.helpers.identities import assert_dla_identity
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import chromium, figure_count, is_blank, load_page, rendered_figures
+from tests.helpers.browser import chromium, figure_count, is_blank, load_page, rendered_figures
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed")
 

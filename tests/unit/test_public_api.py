@@ -13,11 +13,11 @@ import importlib
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 PACKAGES = ("patching", "attribution", "circuits")
 HEAVY = ("torch", "transformers", "transformer_lens")
 

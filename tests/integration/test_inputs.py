@@ -35,7 +35,8 @@ from patching.errors import (
 from patching.gguf_check import check_gguf_file
 from patching.model import check_device, load_model
 from patching.prompts import PromptPair, builtin_pairs, write_pairs
-from tests.tiny_models import build_tokenizer
+from tests.helpers import ROOT
+from tests.helpers.tiny_models import build_tokenizer
 
 # --------------------------------------------------------------------------- helpers
 
@@ -338,7 +339,7 @@ def test_options_named_in_messages_exist() -> None:
     parser = build_parser()
     known = {o for _, sub in _subparsers(parser) for a in sub._actions for o in a.option_strings}
     known |= set(parser._option_string_actions)
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     for package in ("patching", "attribution", "circuits"):
         for source in (root / package).rglob("*.py"):
             for line in source.read_text().splitlines():

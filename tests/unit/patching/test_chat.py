@@ -8,7 +8,7 @@ import pytest
 
 from patching.chat import format_chat
 from patching.errors import ChatTemplateError
-from tests.tiny_models import build_tokenizer
+from tests.helpers.tiny_models import build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from circuits.organism import (
 )
 from circuits.organism import vocab as organism_vocab
 from patching.prompts import read_pairs
-from tests.organism_helpers import (
+from tests.helpers.organism_helpers import (
     by_length,
     chat_ids,
     head_dla,

@@ -83,7 +83,7 @@ def test_unknown_dtype(tiny_dirs) -> None:
 def test_unsupported_architecture_is_refused(tmp_path: Path, tiny_dirs) -> None:
     from transformers import BertConfig, BertForMaskedLM
 
-    from tests.tiny_models import build_tokenizer
+    from tests.helpers.tiny_models import build_tokenizer
 
     tok = build_tokenizer(tmp_path)
     BertForMaskedLM(
@@ -102,7 +102,7 @@ def test_unsupported_architecture_is_refused(tmp_path: Path, tiny_dirs) -> None:
 def test_tokenizer_that_does_not_fit_the_vocabulary_is_refused(tmp_path: Path) -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from tests.tiny_models import build_tokenizer
+    from tests.helpers.tiny_models import build_tokenizer
 
     build_tokenizer(tmp_path)
     Qwen2ForCausalLM(

@@ -15,7 +15,7 @@ from patching.chat import format_chat
 from patching.components import decompose_residual
 from patching.errors import RefusalCircuitsError
 from patching.prompts import builtin_pairs
-from tests.identities import assert_dla_identity
+from tests.helpers.identities import assert_dla_identity
 
 PAIRS = builtin_pairs(6)
 

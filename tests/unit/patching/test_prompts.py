@@ -18,8 +18,7 @@ from patching.prompts import (
     read_prompts,
     write_pairs,
 )
-
-DATA = Path(__file__).parent / "data"
+from tests.helpers import DATA, ROOT
 
 # Function words and instruction verbs: what is left is the topic of a request.
 _STOPWORD_TEXT = """
@@ -150,7 +149,7 @@ def test_read_pairs_csv_multiline_field_line_numbers(tmp_path: Path) -> None:
 
 def test_read_pairs_n_first_and_seeded() -> None:
     all_pairs = builtin_pairs()
-    path = Path(__file__).parents[1] / "patching" / "data" / "builtin_pairs.jsonl"
+    path = ROOT / "patching" / "data" / "builtin_pairs.jsonl"
     assert read_pairs(path, n=5) == all_pairs[:5]
     sample = read_pairs(path, n=10, seed=3)
     assert sample == read_pairs(path, n=10, seed=3)
@@ -605,7 +604,7 @@ def test_builtin_pairs_n() -> None:
 
 
 def test_builtin_file_is_plain_jsonl() -> None:
-    path = Path(__file__).parents[1] / "patching" / "data" / "builtin_pairs.jsonl"
+    path = ROOT / "patching" / "data" / "builtin_pairs.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(builtin_pairs())
     assert all(line.startswith("{") for line in lines)
@@ -617,7 +616,7 @@ def test_module_imports_no_torch() -> None:
     import sys
 
     code = "import sys, patching.prompts; print('torch' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )

@@ -15,7 +15,7 @@ from patching.gradient_estimate import attribution_estimate
 from patching.interchange import align_pair, interchange
 from patching.interventions import Ablation, AddVector, Interchange, Intervention, Scale
 from patching.prompts import builtin_pairs
-from tests.tiny_models import ARCHITECTURES
+from tests.helpers.tiny_models import ARCHITECTURES
 
 ARCHS = ["qwen2", "gpt2"]
 
