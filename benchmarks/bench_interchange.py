@@ -52,14 +52,13 @@ from patching.engine import clean_runs  # noqa: E402
 from patching.gradient_estimate import attribution_estimate  # noqa: E402
 from patching.interchange import align_pair, interchange  # noqa: E402
 from patching.interventions import Positions  # noqa: E402
-from patching.model import load_model  # noqa: E402
+from patching.loading import load_model  # noqa: E402
 from patching.prompts import builtin_pairs  # noqa: E402
 
 
 def build(directory: Path) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from tests.tiny_models import build_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = build_tokenizer(directory)
     torch.manual_seed(0)

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     )
     from patching.executor import run, run_and_cache
     from patching.interventions import Ablation, AddVector, HeadIntervention, Interchange, Scale
-    from patching.model import SUPPORTED_ARCHITECTURES, HookedModel, load_model
+    from patching.loading import load_model
+    from patching.model import SUPPORTED_ARCHITECTURES, HookedModel
     from patching.prompts.pairs import Prompt, PromptPair, builtin_pairs, read_pairs, write_pairs
     from patching.prompts.readers import make_pairs, read_prompts
     from patching.runtime import configure_process
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 # Each public name and the module it lives in (imported on first use).
 _EXPORTS: dict[str, str] = {
     "HookedModel": "patching.model",
-    "load_model": "patching.model",
+    "load_model": "patching.loading",
     "SUPPORTED_ARCHITECTURES": "patching.model",
     "smollm2_gguf": "patching.bundled",
     "ChatPrompt": "patching.chat",

@@ -27,6 +27,6 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session", params=ARCHITECTURES)
 def tiny_model(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):
-    from patching.model import load_model
+    from patching.loading import load_model
 
     return load_model(tiny_dirs[request.param])

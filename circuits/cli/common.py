@@ -200,7 +200,7 @@ def check_common(args: argparse.Namespace) -> None:
     """Check the shared options that need no file or model (before anything else)."""
     import torch
 
-    from patching.model import check_device
+    from patching.loading import check_device
 
     check_count(args.n, "--n", "the number of pairs")
     if getattr(args, "sample", False) and args.n is None:

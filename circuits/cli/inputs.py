@@ -19,7 +19,8 @@ from circuits.cli.common import ORGANISM, check_common, check_output_dir
 from circuits.provenance import run_record, write_run_record
 from patching.checks import check_distinct_texts, check_pairs_fit
 from patching.errors import PromptFileError
-from patching.model import HookedModel, load_model
+from patching.loading import load_model
+from patching.model import HookedModel
 from patching.prompts import PromptPair, builtin_pairs, read_pairs
 
 

@@ -10,7 +10,7 @@ import pytest
 from circuits.audit import AuditConfig, AuditResult, audit, shuffle_labels
 from circuits.organism import load_ground_truth, organism_dir
 from circuits.roles import precision_recall
-from patching.model import load_model
+from patching.loading import load_model
 from patching.prompts import read_pairs
 
 N_PAIRS = 32

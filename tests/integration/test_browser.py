@@ -16,7 +16,7 @@ def dla_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from attribution.dla import direct_logit_attribution
     from circuits.cli.dla import write_outputs
     from circuits.organism import organism_dir
-    from patching.model import load_model
+    from patching.loading import load_model
     from patching.prompts import read_pairs
 
     directory = organism_dir()
@@ -55,7 +55,7 @@ def test_the_network_check_catches_a_remote_resource(tmp_path: Path) -> None:
 def audit_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from circuits.audit import AuditConfig, audit
     from circuits.organism import organism_dir
-    from patching.model import load_model
+    from patching.loading import load_model
     from patching.prompts import read_pairs
 
     directory = organism_dir()

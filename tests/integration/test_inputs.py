@@ -23,7 +23,7 @@ import torch
 from attribution.statistics import check_enough_pairs, min_attainable_p, min_pairs_for
 from circuits.cli import build_parser, main
 from circuits.cli import inputs as cli_inputs
-from patching import model as model_module
+from patching import loading as model_module
 from patching.chat import format_chat
 from patching.errors import (
     ChatTemplateError,
@@ -33,7 +33,7 @@ from patching.errors import (
     UnsafeCheckpointError,
 )
 from patching.gguf_check import check_gguf_file
-from patching.model import check_device, load_model
+from patching.loading import check_device, load_model
 from patching.prompts import PromptPair, builtin_pairs, write_pairs
 from tests.helpers import ROOT
 from tests.helpers.tiny_models import build_tokenizer

@@ -20,7 +20,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def qwen():
-    from patching.model import load_model
+    from patching.loading import load_model
 
     return load_model(str(path))
 

@@ -20,7 +20,7 @@ from circuits.organism import organism_dir
 from circuits.store import StepStore
 from patching.compat import versions
 from patching.fingerprint import fingerprint
-from patching.model import load_model
+from patching.loading import load_model
 from patching.prompts import PromptPair, read_pairs
 
 # Small enough to take ~2 s, large enough that the organism's gate L3H2 is found.

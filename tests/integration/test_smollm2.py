@@ -11,7 +11,7 @@ from attribution.dla import direct_logit_attribution
 from circuits.cli import main
 from patching.bundled import smollm2_gguf
 from patching.chat import format_chat
-from patching.model import load_model
+from patching.loading import load_model
 from patching.prompts import builtin_pairs
 from tests.helpers.identities import assert_dla_identity
 

@@ -18,7 +18,7 @@ from patching.prompts import builtin_pairs, write_pairs
 
 @pytest.fixture(scope="module")
 def result(tiny_dirs) -> DLAResult:
-    from patching.model import load_model
+    from patching.loading import load_model
 
     return direct_logit_attribution(
         load_model(tiny_dirs["qwen2"]), builtin_pairs(5), n_boot=100, progress=False

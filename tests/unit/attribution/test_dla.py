@@ -22,7 +22,7 @@ PAIRS = builtin_pairs(6)
 
 @pytest.fixture(scope="module")
 def results(tiny_dirs) -> dict[str, DLAResult]:
-    from patching.model import load_model
+    from patching.loading import load_model
 
     return {
         arch: direct_logit_attribution(load_model(d), PAIRS, n_boot=200, progress=False)
@@ -49,7 +49,7 @@ def test_logit_diff_matches_an_independent_forward(tiny_dirs) -> None:
     """The logit difference in the result equals one computed from a plain HF forward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from patching.model import load_model
+    from patching.loading import load_model
 
     directory = tiny_dirs["qwen2"]
     r = direct_logit_attribution(load_model(directory), PAIRS[:2], n_boot=50, progress=False)
@@ -73,7 +73,7 @@ def test_per_head_equals_transformer_lens_compatibility_mode(tiny_dirs, arch: st
     """Our explicit-gain DLA equals TL's own logit_attrs on a weight-processed bridge."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from patching.model import load_model
+    from patching.loading import load_model
 
     model = load_model(tiny_dirs[arch])
     ref = TransformerBridge.boot_transformers(str(tiny_dirs[arch]), device="cpu")
@@ -168,7 +168,7 @@ def test_gemma_result_says_it_is_approximate(results) -> None:
 
 
 def test_no_pairs_is_a_clear_error(tiny_dirs) -> None:
-    from patching.model import load_model
+    from patching.loading import load_model
 
     with pytest.raises(RefusalCircuitsError, match="no prompt pairs"):
         direct_logit_attribution(load_model(tiny_dirs["qwen2"]), [], progress=False)
@@ -176,7 +176,7 @@ def test_no_pairs_is_a_clear_error(tiny_dirs) -> None:
 
 def test_decomposition_of_an_intervened_run(tiny_dirs) -> None:
     """Hooks passed as interventions change the run that is decomposed, identity intact."""
-    from patching.model import load_model
+    from patching.loading import load_model
 
     model = load_model(tiny_dirs["qwen2"])
     tokens = format_chat(model.tokenizer, PAIRS[0].harmful).tokens[None]

@@ -62,7 +62,7 @@ def organism_pairs():
     from circuits.organism import organism_dir
     from patching.chat import format_chat
     from patching.interchange import align_pair
-    from patching.model import load_model
+    from patching.loading import load_model
     from patching.prompts import read_pairs
 
     directory = organism_dir()

@@ -22,7 +22,7 @@ ARCHS = ["qwen2", "gpt2"]
 
 @pytest.fixture(scope="module")
 def models(tiny_dirs):
-    from patching.model import load_model
+    from patching.loading import load_model
 
     return {arch: load_model(tiny_dirs[arch]) for arch in ARCHITECTURES}
 
@@ -31,7 +31,7 @@ def models(tiny_dirs):
 def organism():
     """The built model organism (Llama architecture, GQA) and its first equal-length pairs."""
     from circuits.organism import organism_dir
-    from patching.model import load_model
+    from patching.loading import load_model
     from patching.prompts import read_pairs
 
     directory = organism_dir()

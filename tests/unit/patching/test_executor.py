@@ -19,7 +19,7 @@ ARCHS = ["qwen2", "gpt2", "gemma2"]
 
 @pytest.fixture(scope="module")
 def models(tiny_dirs):
-    from patching.model import load_model
+    from patching.loading import load_model
 
     return {arch: load_model(tiny_dirs[arch]) for arch in ARCHS}
 
@@ -132,7 +132,7 @@ def test_left_padded_decomposition_equals_each_prompt_alone(models, arch) -> Non
 def test_left_padding_stays_finite_in_float64(tiny_dirs, arch) -> None:
     """Fully masked padding rows give NaN patterns in float64; they must not reach real rows."""
     from patching.engine import clean_runs
-    from patching.model import load_model
+    from patching.loading import load_model
 
     model = load_model(tiny_dirs[arch], dtype="float64")
     prompts = _prompts((6, 13))

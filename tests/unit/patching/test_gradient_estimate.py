@@ -22,7 +22,7 @@ def test_last_layer_estimate_equals_exact_patching(tiny_dirs, arch) -> None:
     The control is the harmful prompt with one token changed, so the patch is small and
     the final norm's curvature (the only nonlinearity left) is second order.
     """
-    from patching.model import load_model
+    from patching.loading import load_model
 
     model = load_model(tiny_dirs[arch])
     tok = model.tokenizer
@@ -90,7 +90,7 @@ def test_estimate_equals_plain_autograd(tiny_dirs, case) -> None:
     prompt left-padded in the same pass. Two pairs of one length with different
     shared openings: four rows in one pass.
     """
-    from patching.model import load_model
+    from patching.loading import load_model
 
     model = load_model(tiny_dirs["qwen2"])
     tok = model.tokenizer
@@ -126,7 +126,7 @@ def test_estimate_equals_plain_autograd(tiny_dirs, case) -> None:
 
 
 def test_prescreen_runs_exact_top_k_only(tiny_dirs) -> None:
-    from patching.model import load_model
+    from patching.loading import load_model
 
     model = load_model(tiny_dirs["qwen2"])
     result = interchange_test(

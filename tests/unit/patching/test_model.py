@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from patching.errors import HeadIndexError, ModelLoadError, UnsupportedArchitectureError
-from patching.model import load_model
+from patching.loading import load_model
 
 
 def test_local_directory_gives_the_hf_models_logits(tiny_dirs) -> None:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.engine  # CI's range leg runs these at both ends of the
 @pytest.fixture()
 def fresh(tiny_dirs):
     """A model of its own per test: a failed self-check turns its fast paths off for good."""
-    from patching.model import load_model
+    from patching.loading import load_model
 
     def load(arch: str = "qwen2"):
         return load_model(tiny_dirs[arch])
@@ -128,7 +128,7 @@ def test_missing_internals_turn_the_fast_paths_off(fresh, monkeypatch) -> None:
 
 
 def test_unverified_versions_are_named(monkeypatch, tiny_dirs) -> None:
-    from patching.model import load_model
+    from patching.loading import load_model
 
     have = {**compat.versions(), "transformers": "5.30.1"}
     assert compat.unverified_versions(have) == [
