@@ -44,6 +44,7 @@ from attribution.interchange_result import PatchingResult
 from attribution.metrics import METRICS, LogitDiffMetric, NLLMetric, RefusalScoreMetric
 from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids
 from attribution.statistics import DEFAULT_N_BOOT, SCALES, Scale, scaled_effects
+from patching.alignment import align_pair
 from patching.batching import count_batches
 from patching.chat import format_chat
 from patching.decoding import greedy_decode
@@ -51,7 +52,7 @@ from patching.engine import DEFAULT_BUDGET_MB
 from patching.errors import RefusalCircuitsError
 from patching.executor import DEFAULT_BATCH_SIZE
 from patching.gradient_estimate import attribution_estimate
-from patching.interchange import InterchangeRun, PatchMetric, align_pair, interchange
+from patching.interchange import InterchangeRun, PatchMetric, interchange
 from patching.interventions import Positions
 from patching.model import HookedModel
 

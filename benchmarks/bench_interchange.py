@@ -47,10 +47,11 @@ torch.set_flush_denormal(True)
 
 from attribution.metrics import RefusalScoreMetric  # noqa: E402
 from attribution.refusal_tokens import refusal_token_ids  # noqa: E402
+from patching.alignment import align_pair  # noqa: E402
 from patching.chat import format_chat  # noqa: E402
 from patching.engine import clean_runs  # noqa: E402
 from patching.gradient_estimate import attribution_estimate  # noqa: E402
-from patching.interchange import align_pair, interchange  # noqa: E402
+from patching.interchange import interchange  # noqa: E402
 from patching.interventions import Positions  # noqa: E402
 from patching.loading import load_model  # noqa: E402
 from patching.prompts import builtin_pairs  # noqa: E402

@@ -44,16 +44,15 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from patching.alignment import AlignedPair, patched_positions
 from patching.engine import DEFAULT_BUDGET_MB, Hook, RunStats
 from patching.interchange import (
     DIRECTIONS,
-    AlignedPair,
     Direction,
     InterchangeRun,
     PairRuns,
     PatchMetric,
     group_runs,
-    patched_positions,
 )
 from patching.interventions import Positions, z_hook
 from patching.model import HookedModel

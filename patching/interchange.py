@@ -12,16 +12,7 @@ This module returns the *patched metric values* ``m(s with h from c)`` and
 ``m(c with h from s)`` per pair and head, plus the clean ``m(s)`` and ``m(c)``;
 :mod:`attribution.interchange` turns them into effects and statistics.
 
-Alignment
----------
-Patching copies activations position by position, so the two prompts are
-aligned **from the end** (right-aligned): both share the chat template's tail,
-so the last tokens, ``t_post_inst`` and (when it lies in the overlap) ``t_inst``
-line up. When one prompt is longer, its leading positions with no counterpart
-are *not patched* (the runs themselves keep every token; nothing is cut from
-the prompts). ``AlignedPair.truncated`` counts those positions and a warning
-says so. A labelled position that falls outside the overlap raises
-:class:`~patching.errors.PairAlignmentError`.
+Pairs are aligned from the end (:mod:`patching.alignment`).
 
 Speed
 -----
@@ -51,15 +42,14 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from patching.chat import ChatPrompt
+from patching.alignment import AlignedPair, patched_positions
 from patching.engine import DEFAULT_BUDGET_MB, CleanRun, Hook, RunStats, clean_runs, run_rows
-from patching.errors import PairAlignmentError
 from patching.fingerprint import fingerprint, set_aside
-from patching.interventions import Interchange, Positions, resolve_positions
+from patching.interventions import Interchange, Positions
 from patching.model import HookedModel
 
 Direction = Literal["necessity", "sufficiency"]
@@ -87,88 +77,6 @@ class PatchMetric(Protocol):
     def __call__(
         self, logits: Float[Tensor, "batch readout d_vocab"], pair: int
     ) -> Float[Tensor, " batch"]: ...
-
-
-@dataclass(frozen=True)
-class AlignedPair:
-    """A harmful prompt and its control, right-aligned, with the continuation appended."""
-
-    harmful: Int[Tensor, " harmful_pos"]
-    control: Int[Tensor, " control_pos"]
-    harmful_labels: dict[str, int]
-    control_labels: dict[str, int]
-    n_readout: int
-
-    @property
-    def overlap(self) -> int:
-        return min(len(self.harmful), len(self.control))
-
-    @property
-    def truncated(self) -> int:
-        """Leading positions of the longer prompt that have no counterpart (left unpatched)."""
-        return abs(len(self.harmful) - len(self.control))
-
-    def offset(self, side: Literal["harmful", "control"]) -> int:
-        return len(getattr(self, side)) - self.overlap
-
-    @property
-    def shared(self) -> int:
-        """Leading positions where both prompts hold the same tokens at the same places.
-
-        A causal model computes identical activations there in both runs, so an
-        interchange at those positions is a no-op (0 when the lengths differ).
-        """
-        if len(self.harmful) != len(self.control):
-            return 0
-        differ = torch.nonzero(self.harmful != self.control)
-        return int(differ[0, 0]) if len(differ) else len(self.harmful)
-
-
-def align_pair(
-    harmful: ChatPrompt, control: ChatPrompt, continuation: Sequence[int] = ()
-) -> AlignedPair:
-    """Right-align a pair (see the module docstring) and append the teacher-forced tokens."""
-    extra = torch.tensor(list(continuation)[:-1], dtype=torch.long)
-
-    def labels(prompt: ChatPrompt) -> dict[str, int]:
-        return {"t_inst": prompt.t_inst, "t_post_inst": prompt.t_post_inst}
-
-    pair = AlignedPair(
-        harmful=torch.cat([harmful.tokens, extra]),
-        control=torch.cat([control.tokens, extra]),
-        harmful_labels={**labels(harmful), "last": harmful.t_post_inst},
-        control_labels={**labels(control), "last": control.t_post_inst},
-        n_readout=max(1, len(continuation)),
-    )
-    for label in ("t_inst", "t_post_inst"):
-        h = pair.harmful_labels[label] - pair.offset("harmful")
-        c = pair.control_labels[label] - pair.offset("control")
-        if h < 0 or c < 0 or h != c:
-            raise PairAlignmentError(
-                f"{label} cannot be aligned: aligned from the end of the chat template, the "
-                f"harmful prompt ({len(harmful)} tokens) puts it at {h - pair.overlap} and the "
-                f"control ({len(control)} tokens) at {c - pair.overlap} from the end. Make the "
-                f"control's instruction closer in length to the harmful one, or patch 'last'."
-            )
-    return pair
-
-
-def aligned_positions(pair: AlignedPair, positions: Positions) -> list[int]:
-    """Patched positions in aligned coordinates (0 = first position of the overlap)."""
-    n = len(pair.harmful)
-    off = pair.offset("harmful")
-    absolute = resolve_positions(positions, n, pair.harmful_labels)
-    inside = [p - off for p in absolute if p >= off]
-    if not inside:
-        raise PairAlignmentError(
-            f"none of the positions {positions!r} lies in the {pair.overlap} aligned tokens"
-        )
-    return inside
-
-
-def patched_positions(pair: AlignedPair, positions: Positions) -> list[int]:
-    """The aligned positions an interchange can change: those past the shared opening."""
-    return [p for p in aligned_positions(pair, positions) if p >= pair.shared]
 
 
 PairRuns = tuple[CleanRun, CleanRun]

@@ -60,8 +60,8 @@ def test_null_audit_with_shuffled_labels_stays_at_nominal_rate(n_pairs: int) -> 
 def organism_pairs():
     """The model organism and 12 of its equal-length (harmful, control) pairs, aligned."""
     from circuits.organism import organism_dir
+    from patching.alignment import align_pair
     from patching.chat import format_chat
-    from patching.interchange import align_pair
     from patching.loading import load_model
     from patching.prompts import read_pairs
 

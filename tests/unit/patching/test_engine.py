@@ -8,11 +8,12 @@ import torch
 from attribution.interchange import interchange_test
 from attribution.metrics import RefusalScoreMetric
 from attribution.refusal_tokens import refusal_token_ids
+from patching.alignment import align_pair
 from patching.chat import ChatPrompt, format_chat
 from patching.engine import RunStats, clean_run, clean_runs, run_rows, run_rows_full
 from patching.errors import HeadIndexError, PairAlignmentError
 from patching.gradient_estimate import attribution_estimate
-from patching.interchange import align_pair, interchange
+from patching.interchange import interchange
 from patching.interventions import Ablation, AddVector, Interchange, Intervention, Scale
 from patching.prompts import builtin_pairs
 from tests.helpers.tiny_models import ARCHITECTURES

@@ -8,9 +8,10 @@ import torch
 from attribution.interchange import interchange_test
 from attribution.metrics import LogitDiffMetric
 from attribution.refusal_tokens import refusal_token_ids
+from patching.alignment import align_pair
 from patching.chat import format_chat
 from patching.gradient_estimate import attribution_estimate
-from patching.interchange import align_pair, interchange
+from patching.interchange import interchange
 from patching.prompts import builtin_pairs
 
 
