@@ -32,13 +32,13 @@ Each metric object carries per-pair data (answer tokens, continuations).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from patching.fingerprint import digest
 
 
 def _refusal_mask(d_vocab: int, refusal_ids: list[int], device: torch.device) -> Tensor:
@@ -106,10 +106,6 @@ def teacher_forced_nll(
     return -logprobs.gather(2, index).squeeze(2).mean(dim=1)
 
 
-def _digest(data: object) -> str:
-    return hashlib.sha256(json.dumps(data).encode()).hexdigest()[:12]
-
-
 @dataclass(frozen=True)
 class RefusalScoreMetric:
     """Refusal log-odds at the last read-out position."""
@@ -119,7 +115,7 @@ class RefusalScoreMetric:
 
     @property
     def key(self) -> str:
-        return _digest(self.refusal_ids)
+        return digest(self.refusal_ids)
 
     def continuation(self, pair: int) -> list[int]:
         return []
@@ -138,7 +134,7 @@ class LogitDiffMetric:
 
     @property
     def key(self) -> str:
-        return _digest([self.refusal_ids, self.answers])
+        return digest([self.refusal_ids, self.answers])
 
     def continuation(self, pair: int) -> list[int]:
         return []
@@ -157,7 +153,7 @@ class NLLMetric:
 
     @property
     def key(self) -> str:
-        return _digest(self.continuations)
+        return digest(self.continuations)
 
     def continuation(self, pair: int) -> list[int]:
         return self.continuations[pair]

@@ -22,20 +22,13 @@ is set aside as ``<file>.corrupt`` with a warning naming it, and recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patching.fingerprint import differences, set_aside
-
-
-def digest(value: Any) -> str:
-    """A short, stable hash of any JSON-serialisable value."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+from patching.fingerprint import differences, digest, set_aside
 
 
 @dataclass

@@ -54,6 +54,14 @@ _CACHE_ATTR = "_fingerprint_cache"
 _CONFIG_NOISE = ("_name_or_path", "transformers_version", "_commit_hash", "torch_dtype", "dtype")
 
 
+def digest(value: Any) -> str:
+    """A short, stable hash of any JSON-serialisable value (keys sorted; others as ``str``).
+
+    The one key function of stored results: audit steps, interchange chunks, metrics.
+    """
+    return _sha(json.dumps(value, sort_keys=True, default=str))
+
+
 def _sha(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:16]
 

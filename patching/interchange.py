@@ -33,7 +33,6 @@ recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -48,7 +47,7 @@ from tqdm.auto import tqdm
 
 from patching.alignment import AlignedPair, patched_positions
 from patching.engine import DEFAULT_BUDGET_MB, CleanRun, Hook, RunStats, clean_runs, run_rows
-from patching.fingerprint import fingerprint, set_aside
+from patching.fingerprint import digest, fingerprint, set_aside
 from patching.interventions import Interchange, Positions
 from patching.model import HookedModel
 
@@ -183,9 +182,7 @@ def _chunk_deps(
         "model": model.name,
         "fingerprint": fingerprint(model),
         "shape": [model.n_layers, model.n_heads],
-        "pairs": hashlib.sha256(
-            json.dumps([[p.harmful.tolist(), p.control.tolist()] for p in pairs]).encode()
-        ).hexdigest()[:16],
+        "pairs": digest([[p.harmful.tolist(), p.control.tolist()] for p in pairs]),
         "metric": [metric.name, metric.key],
         "positions": positions,
         "heads": [list(h) for h in heads],
@@ -195,8 +192,7 @@ def _chunk_deps(
 
 def _chunk_folder(chunk_dir: str | Path, deps: dict[str, object]) -> Path:
     """The folder of one run's chunks, named by the hash of its deps and recording them."""
-    text = json.dumps(deps, sort_keys=True, default=str)
-    folder = Path(chunk_dir) / hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder = Path(chunk_dir) / digest(deps)
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "deps.json"
     if not record.is_file():
