@@ -31,22 +31,12 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from patching.compat import versions  # one definition, shared with the engine's self-check
 
-PACKAGE = "refusal-circuits"
 RUN_FILE = "run.json"
-
-
-def package_version() -> str:
-    """This toolkit's installed version (``"unknown"`` when run from an uninstalled tree)."""
-    try:
-        return metadata.version(PACKAGE)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def file_sha256(path: str | Path) -> str:

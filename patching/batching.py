@@ -16,15 +16,12 @@ and little padding is computed; results go back in the caller's order.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
-
-from patching.chat import ChatPrompt
 
 
 def left_padded(
@@ -61,20 +58,3 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 def count_batches(n: int, batch_size: int) -> int:
     """How many batches :func:`length_batches` makes of ``n`` prompts (for progress bars)."""
     return -(-n // batch_size)
-
-
-def batches_by_length(
-    prompts: Sequence[ChatPrompt], batch_size: int
-) -> Iterator[tuple[list[int], Int[Tensor, "batch pos"]]]:
-    """Deprecated (equal-length groups, no padding): kept only until the audit's first-token
-    helper uses :func:`patching.decoding.greedy_decode`; use :func:`length_batches`."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, prompt in enumerate(prompts):
-        groups[len(prompt)].append(i)
-    for length in sorted(groups):
-        members = groups[length]
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            yield chunk, torch.stack([prompts[i].tokens for i in chunk])
