@@ -58,7 +58,7 @@ from patching.prompts import builtin_pairs  # noqa: E402
 
 
 def build(directory: Path) -> Path:
-    from tests.tiny_models import build_tokenizer
+    from tests.helpers.tiny_models import build_tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = build_tokenizer(directory)

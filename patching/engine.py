@@ -127,12 +127,10 @@ def clean_runs(
     row_labels = [dict(labels[r]) if labels is not None else {} for r in range(batch)]
     if model.engine_check is None:
         _install_check(model)
+    if model.engine_check is None:
+        model.engine_check = _self_check(model, rows[0])
     if fast_paths(model):
-        runs, logits = clean_pass(model, rows, starts, reads, row_labels, fwd_hooks)
-        if model.engine_check is None:
-            model.engine_check = _self_check(model, runs)
-        if fast_paths(model):
-            return runs, logits
+        return clean_pass(model, rows, starts, reads, row_labels, fwd_hooks)
     if fwd_hooks:  # the hooks see one batched pass: keep it, without the cache
         return clean_pass(model, rows, [0] * batch, reads, row_labels, fwd_hooks)
     alone = [
@@ -149,30 +147,41 @@ def _install_check(model: HookedModel) -> None:
         model.engine_check = self_check.disabled("missing " + ", ".join(missing))
 
 
-def _self_check(model: HookedModel, runs: Sequence[CleanRun]) -> self_check.EngineCheck:
-    """The fast paths against one plain forward pass, on the most sliced run of the batch.
+def _self_check(model: HookedModel, prompt: Tensor) -> self_check.EngineCheck:
+    """The fast paths against plain forward passes, on the user's first prompt.
 
-    Compares the clean logits and three patched variants (a head zero-ablated in the
-    first, a middle and the last layer at the last read-out position).
+    Whatever the caller asked for, the check exercises every fast path: the prompt
+    and a copy one token shorter run as one left-padded pass, each from its last
+    position (a cached prefix, per-row starts); each row's clean logits and three
+    patched variants (a head zero-ablated in the first, a middle and the last layer,
+    rows joining at their own layer) must equal a plain forward pass of the same
+    variants on that row alone.
     """
-    run = max(runs, key=lambda r: (r.start, -r.n_pos))
-    last, heads = run.readout[-1], model.n_heads
+    prompts = [prompt, prompt[1:]] if len(prompt) > 2 else [prompt]
+    heads = model.n_heads
     probe: list[list[Intervention]] = [
-        [Scale(layer, head, [last], alpha=0.0)]
+        [Scale(layer, head, "last", alpha=0.0)]
         for layer, head in (
             (0, 0),
             (model.n_layers // 2, heads // 2),
             (model.n_layers - 1, heads - 1),
         )
     ]
-    where = f"on {model.name}, a {run.n_pos}-token prompt from position {run.start}"
+    where = f"on {model.name}, a {len(prompt)}-token prompt and a padded shorter copy"
     with torch.no_grad():
-        plain = run_rows_full(model, run.tokens, [[], *probe], readout=run.readout)
+        plain = torch.cat(
+            [run_rows_full(model, p, [[], *probe], readout=[len(p) - 1]) for p in prompts]
+        )
         try:
-            fast = torch.cat([run.logits[None], run_rows_fast(model, run, probe)])
+            starts = [len(p) - 1 for p in prompts]
+            reads = [[len(p) - 1] for p in prompts]
+            runs, _ = clean_pass(model, prompts, starts, reads, [{} for _ in prompts], ())
+            fast = torch.cat(
+                [torch.cat([run.logits[None], run_rows_fast(model, run, probe)]) for run in runs]
+            )
         except Exception as exc:  # internals changed shape: a crash is a failed check too
-            return self_check.crashed(f"{type(exc).__name__}: {exc}", plain, n_tokens=run.n_pos)
-    return self_check.compare(fast, plain, n_tokens=run.n_pos, where=where)
+            return self_check.crashed(f"{type(exc).__name__}: {exc}", plain, n_tokens=len(prompt))
+    return self_check.compare(fast, plain, n_tokens=len(prompt), where=where)
 
 
 def clean_run(

@@ -182,7 +182,13 @@ def _chunk_deps(
         "model": model.name,
         "fingerprint": fingerprint(model),
         "shape": [model.n_layers, model.n_heads],
-        "pairs": digest([[p.harmful.tolist(), p.control.tolist()] for p in pairs]),
+        # The tokens and how they align (offsets, labels): both decide what a chunk holds.
+        "pairs": digest(
+            [
+                [p.harmful.tolist(), p.control.tolist(), p.harmful_labels, p.control_labels]
+                for p in pairs
+            ]
+        ),
         "metric": [metric.name, metric.key],
         "positions": positions,
         "heads": [list(h) for h in heads],

@@ -3,16 +3,20 @@
 The fast paths (:mod:`patching.engine`: skipped layers, cached prefixes, left
 padding, staggered batches) depend on library internals (:mod:`patching.compat`).
 Tests hold them to a plain forward pass on four tiny architectures, but a user's
-model and installed versions may differ. So the first clean run of a process on
-each model is checked: the clean logits and a few patched variants (a head
-zero-ablated in the first, a middle and the last layer, at the read-out
-position) computed by the fast paths must equal one plain forward pass of the
-same variants on the same prompt, within a tolerance set by the dtype. On a
-mismatch the engine warns once, naming the installed versions, and uses plain
-forward passes for the rest of the process (same numbers, slower). The result
-is kept on the model (``HookedModel.engine_check``) and every output records it.
+model and installed versions may differ. So before the first clean run of a
+process on each model, the engine checks every fast path on the user's first
+prompt, whatever that call itself uses: the prompt and a copy one token shorter
+run as one left-padded pass with a cached prefix up to each row's last position,
+and each row's clean logits and three patched variants (a head zero-ablated in
+the first, a middle and the last layer, rows joining at their own layer) must
+equal plain forward passes of the same variants on that row alone, within a
+tolerance set by the dtype. On a mismatch, or if the fast path raises, the
+engine warns once, naming the installed versions, and uses plain forward passes
+for the rest of the process (same numbers, slower). The result is kept on the
+model (``HookedModel.engine_check``) and every output records it.
 
-Cost: one extra forward pass of four rows of one prompt, per model per process.
+Cost, per model per process: one clean pass of two rows, six patched rows of one
+position, and two plain forward passes of four rows.
 
 Explained in ``docs/dependencies.md#three-defences-against-a-silent-change``.
 """

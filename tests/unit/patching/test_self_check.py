@@ -78,7 +78,7 @@ def test_self_check_passes_and_is_recorded(fresh, arch) -> None:
     _, patched = _patched(model, prompts, rows, start=[9, 6])
     check = model.engine_check
     assert check is not None and check.passed and check.fast_paths
-    assert check.max_error <= check.tolerance and check.variants == 4
+    assert check.max_error <= check.tolerance and check.variants == 8  # 2 rows x 4 runs
     assert check.versions["transformers"] == compat.versions()["transformers"]
     for fast, plain in zip(patched, _plain(model, prompts, rows), strict=True):
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
@@ -187,3 +187,16 @@ def test_check_command_fails_on_a_broken_engine(capsys, monkeypatch) -> None:
     # The command line shows the library's warning as one line naming the versions.
     (line,) = [w for w in captured.err.splitlines() if "fast paths failed" in w]
     assert line.startswith("refusal-circuits: warning: ") and "transformers" in line
+
+
+def test_the_check_covers_paths_the_first_call_does_not_use(fresh, monkeypatch) -> None:
+    """A first call with no cached prefix and no padding still checks both."""
+    model = fresh("llama")
+    prompts, rows = _request(model)
+    _break_prefix(monkeypatch)
+    with pytest.warns(EngineMismatchWarning, match="mismatch"):
+        clean_runs(model, prompts[:1], start=0)
+    assert model.engine_check is not None and not model.engine_check.fast_paths
+    _, patched = _patched(model, prompts, rows, start=[9, 6])
+    for fast, plain in zip(patched, _plain(model, prompts, rows), strict=True):
+        torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
