@@ -58,8 +58,9 @@ from patching.prompts import builtin_pairs  # noqa: E402
 
 
 def build(directory: Path) -> Path:
-    from tests.helpers.tiny_models import build_tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests.helpers.tiny_models import build_tokenizer
 
     tok = build_tokenizer(directory)
     torch.manual_seed(0)
