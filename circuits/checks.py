@@ -22,7 +22,7 @@ import torch
 
 from attribution.dla import direct_logit_attribution
 from patching.compat import unverified_versions, versions
-from patching.engine import clean_runs
+from patching.engine import check_engine
 from patching.model import HookedModel
 from patching.self_check import EngineCheck
 
@@ -92,16 +92,13 @@ def check_model(model: HookedModel, pairs: Sequence[Any], *, fresh: bool = True)
         total = getattr(dla, f"{side}_logit_diff")
         errors.append(np.abs(heads + others - total).max())
         scales.append(np.abs(total).max())
-    if fresh or model.engine_check is None:
-        model.engine_check = None
-        prompt = format_chat(model.tokenizer, pairs[0].harmful).tokens
-        # A start past the first token exercises the cached prefix as well as the layer loop.
-        clean_runs(model, [prompt], start=len(prompt) - 1)
-    assert model.engine_check is not None  # clean_runs ran the self-check
+    engine = model.engine_check
+    if fresh or engine is None:
+        engine = check_engine(model, format_chat(model.tokenizer, pairs[0].harmful).tokens)
     return ModelChecks(
         model=model.name,
         dla_identity_error=float(max(errors)),
         dla_tolerance=_identity_tolerance(model.dtype, float(max(scales))),
         n_prompts=2 * len(pairs),
-        engine=model.engine_check,
+        engine=engine,
     )

@@ -70,6 +70,7 @@ __all__ = [
     "CleanRun",
     "Hook",
     "RunStats",
+    "check_engine",
     "clean_run",
     "clean_runs",
     "rows_per_chunk",
@@ -126,9 +127,7 @@ def clean_runs(
         raise ValueError(f"starts {starts} must be between 0 and the first read-out position")
     row_labels = [dict(labels[r]) if labels is not None else {} for r in range(batch)]
     if model.engine_check is None:
-        _install_check(model)
-    if model.engine_check is None:
-        model.engine_check = _self_check(model, rows[0])
+        check_engine(model, rows[0])
     if fast_paths(model):
         return clean_pass(model, rows, starts, reads, row_labels, fwd_hooks)
     if fwd_hooks:  # the hooks see one batched pass: keep it, without the cache
@@ -140,11 +139,19 @@ def clean_runs(
     return [run for made, _ in alone for run in made], torch.cat([lg for _, lg in alone])
 
 
-def _install_check(model: HookedModel) -> None:
-    """Before the first run: turn the fast paths off if this install lacks their internals."""
+def check_engine(model: HookedModel, prompt: Tensor) -> self_check.EngineCheck:
+    """Run the self-check on ``model`` with ``prompt`` now, and keep its result on the model.
+
+    :func:`clean_runs` calls it before a model's first run; call it yourself to check
+    again (the ``check`` command does). Missing internals turn the fast paths off
+    without trying them.
+    """
     missing = compat.missing_internals(model.bridge)
     if missing:
         model.engine_check = self_check.disabled("missing " + ", ".join(missing))
+    else:
+        model.engine_check = _self_check(model, prompt.to(model.device))
+    return model.engine_check
 
 
 def _self_check(model: HookedModel, prompt: Tensor) -> self_check.EngineCheck:
