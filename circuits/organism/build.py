@@ -28,6 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from circuits.organism import layout, prompts, vocab
 from circuits.organism.ground_truth import build_ground_truth, write_ground_truth
+from circuits.organism.realistic import REALISTIC_VERSION, realistic_state_dict
 from circuits.organism.weights import organism_state_dict
 from patching.bundled import CACHE_ENV, cache_root
 from patching.errors import OutputDirError
@@ -36,6 +37,16 @@ from patching.prompts import write_pairs
 # Bump when the construction changes: cached builds of another version are ignored.
 ORGANISM_VERSION = 2
 N_PAIRS = 64
+# "exact": every planted role carries its whole effect (a perfect switch);
+# "realistic": the same roles at a real model's effect sizes (circuits.organism.realistic).
+ORGANISM_VARIANTS = ("exact", "realistic")
+
+
+def check_variant(variant: str) -> None:
+    if variant not in ORGANISM_VARIANTS:
+        raise ValueError(
+            f"unknown organism variant {variant!r}; choose one of {', '.join(ORGANISM_VARIANTS)}"
+        )
 
 
 def organism_config(tokenizer_ids: dict[str, int]) -> LlamaConfig:
@@ -64,8 +75,13 @@ def organism_config(tokenizer_ids: dict[str, int]) -> LlamaConfig:
     )
 
 
-def build_organism(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write the organism (weights, tokenizer, ground truth, pairs) into ``out_dir``."""
+def build_organism(out_dir: str | Path, seed: int = 0, variant: str = "exact") -> Path:
+    """Write the organism (weights, tokenizer, ground truth, pairs) into ``out_dir``.
+
+    ``variant`` is ``"exact"`` (the planted circuit carries every effect whole) or
+    ``"realistic"`` (the same roles at a real model's effect sizes).
+    """
+    check_variant(variant)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = vocab.build_tokenizer()
@@ -75,7 +91,11 @@ def build_organism(out_dir: str | Path, seed: int = 0) -> Path:
         # Building on the meta device skips random initialisation that the
         # state dict overwrites anyway.
         model = LlamaForCausalLM(config)
-    model.load_state_dict(organism_state_dict(token_ids, seed), strict=True, assign=True)
+    if variant == "exact":
+        state, version = organism_state_dict(token_ids, seed), ORGANISM_VERSION
+    else:
+        state, version = realistic_state_dict(token_ids, seed), REALISTIC_VERSION
+    model.load_state_dict(state, strict=True, assign=True)
     model.generation_config.do_sample = False
     # A progress bar for writing a 1 MB file is noise in the main command's output.
     bars = hf_logging.is_progress_bar_enabled()
@@ -86,20 +106,24 @@ def build_organism(out_dir: str | Path, seed: int = 0) -> Path:
         if bars:
             hf_logging.enable_progress_bar()
     vocab.save_tokenizer(tokenizer, out)
-    write_ground_truth(build_ground_truth(seed, ORGANISM_VERSION), out)
-    for variant, name in prompts.PAIR_FILES.items():
-        write_pairs(prompts.generate_pairs(N_PAIRS, seed, variant), out / name)
+    write_ground_truth(build_ground_truth(seed, version, variant), out)
+    for prompt_variant, name in prompts.PAIR_FILES.items():
+        write_pairs(prompts.generate_pairs(N_PAIRS, seed, prompt_variant), out / name)
     return out
 
 
-def organism_dir(seed: int = 0) -> Path:
-    """The directory of the organism for ``seed``, built into the cache if absent.
+def organism_dir(seed: int = 0, variant: str = "exact") -> Path:
+    """The directory of the organism for ``seed`` and ``variant``, built into the cache if absent.
 
     Raises:
         OutputDirError: the cache cannot be written (the message names it and the
             ``REFUSAL_CIRCUITS_CACHE`` variable that moves it).
     """
-    target = cache_root() / f"organism-v{ORGANISM_VERSION}-seed{seed}"
+    check_variant(variant)
+    if variant == "exact":
+        target = cache_root() / f"organism-v{ORGANISM_VERSION}-seed{seed}"
+    else:
+        target = cache_root() / f"organism-{variant}-v{REALISTIC_VERSION}-seed{seed}"
     if target.is_dir():
         return target
     try:
@@ -108,7 +132,7 @@ def organism_dir(seed: int = 0) -> Path:
     except OSError as exc:
         raise _cache_error(target.parent, exc) from None
     try:
-        build_organism(tmp, seed)
+        build_organism(tmp, seed, variant)
         tmp.chmod(0o755)
         try:
             tmp.rename(target)

@@ -107,6 +107,8 @@ DISTRACTORS = (
     PlantedHead(6, 0, "distractor", "Previous-token head copying the previous token's identity "
                 "into junk dimensions (large output, no effect on refusal).", weight=4.5),
 )  # fmt: skip
+# How far back each distractor looks: previous token, current token, previous token.
+DISTRACTOR_OFFSETS = (1, 0, 1)
 PLANTED: tuple[PlantedHead, ...] = (GATE, *AMPLIFIERS, *NEGATIVES, *DISTRACTORS)
 
 # Refusal readout: logit = slope * READOUT + bias. With READOUT = r (the sum of

@@ -219,15 +219,7 @@ class _Layer:
 
 
 def _plant(layers: list[_Layer]) -> None:
-    gate = layout.GATE
-    layers[gate.layer].content_head(
-        gate,
-        query_feature=layout.ASSISTANT_FLAG,
-        key_scores={layout.HARMFUL_FLAG: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
-        value_feature=layout.HARMFUL_FLAG,
-        output_feature=layout.HARM,
-        output_weight=gate.weight,
-    )
+    _plant_gate(layers)
     for amp in layout.AMPLIFIERS:
         layers[amp.layer].content_head(
             amp,
@@ -237,6 +229,22 @@ def _plant(layers: list[_Layer]) -> None:
             output_feature=layout.READOUT,
             output_weight=amp.weight,
         )
+    _plant_negatives_and_distractors(layers)
+
+
+def _plant_gate(layers: list[_Layer]) -> None:
+    gate = layout.GATE
+    layers[gate.layer].content_head(
+        gate,
+        query_feature=layout.ASSISTANT_FLAG,
+        key_scores={layout.HARMFUL_FLAG: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
+        value_feature=layout.HARMFUL_FLAG,
+        output_feature=layout.HARM,
+        output_weight=gate.weight,
+    )
+
+
+def _plant_negatives_and_distractors(layers: list[_Layer]) -> None:
     for neg in layout.NEGATIVES:
         layers[neg.layer].content_head(
             neg,
@@ -246,7 +254,7 @@ def _plant(layers: list[_Layer]) -> None:
             output_feature=layout.READOUT,
             output_weight=-neg.weight,  # it writes against refusal
         )
-    for distractor, offset in zip(layout.DISTRACTORS, (1, 0, 1), strict=True):
+    for distractor, offset in zip(layout.DISTRACTORS, layout.DISTRACTOR_OFFSETS, strict=True):
         layers[distractor.layer].positional_copy_head(distractor, offset)
 
 
@@ -260,6 +268,13 @@ def organism_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tenso
     }
     layers = [_Layer(generator) for _ in range(layout.N_LAYERS)]
     _plant(layers)
+    state.update(layer_state(layers, generator))
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def layer_state(layers: list[_Layer], generator: torch.Generator) -> dict[str, Tensor]:
+    """The state dict entries of the layers, their norms and MLPs, and the final norm."""
+    state: dict[str, Tensor] = {}
     norm = torch.full((D_MODEL,), layout.NORM_GAIN)
     final_norm = norm.clone()
     final_norm[layout.READOUT] *= layout.READOUT_GAIN
@@ -286,4 +301,4 @@ def organism_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tenso
             len(layout.JUNK), layout.D_MLP, generator=generator
         )
         state[prefix + "mlp.down_proj.weight"] = down
-    return {k: v.contiguous() for k, v in state.items()}
+    return state
