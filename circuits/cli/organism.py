@@ -1,4 +1,4 @@
-"""The ``organism`` command: ``refusal-circuits organism build --out DIR [--seed S]``.
+"""The ``organism`` command: ``refusal-circuits organism build --out DIR [--seed S] [--variant V]``.
 
 ``register`` adds the command to the toolkit's argparse subparsers; the parsed
 namespace carries ``handler``, which the main entry point calls with it.
@@ -11,16 +11,20 @@ from typing import Any
 
 from circuits.cli.common import HelpFormatter, add_out_arg, add_seed_arg, check_output_dir
 
+# circuits.organism.build.ORGANISM_VARIANTS, spelled out: importing the builder
+# here would load torch for every command (test_organism_realistic checks they agree).
+VARIANTS = ("exact", "realistic")
+
 
 def _build(args: argparse.Namespace) -> int:
     from circuits.organism.build import build_organism
     from circuits.organism.ground_truth import load_ground_truth
 
-    out = build_organism(check_output_dir(args.out), seed=args.seed)
+    out = build_organism(check_output_dir(args.out), seed=args.seed, variant=args.variant)
     truth = load_ground_truth(out)
     gate_layer, gate_head = truth.gate
     amps = ", ".join(f"L{layer}H{head}" for layer, head in truth.amplifiers)
-    print(f"organism (seed {args.seed}) written to {out}")
+    print(f"{args.variant} organism (seed {args.seed}) written to {out}")
     print(
         f"  gate L{gate_layer}H{gate_head}; amplifiers {amps}; answer key {out}/ground_truth.json"
     )
@@ -44,4 +48,12 @@ def register(subparsers: Any) -> None:
     )
     add_out_arg(build)
     add_seed_arg(build, "seed of the random filler weights")
+    build.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="exact",
+        help="exact: every planted role carries its whole effect (the gate is a perfect "
+        "switch); realistic: the same roles at a real model's effect sizes (the gate carries "
+        "a few percent of the gap, amplifiers fall 5-25%% under its knockout, noise everywhere)",
+    )
     build.set_defaults(handler=_build)

@@ -14,12 +14,25 @@ Typical use::
     model_dir = organism_dir()            # built once, then cached
     truth = load_ground_truth(model_dir)
     truth.gate, truth.amplifiers          # (3, 2), [(5, 0), (5, 1), (6, 2)]
+
+``organism_dir(variant="realistic")`` is the same circuit at a real model's effect
+sizes (``circuits.organism.realistic``): the gate carries a few percent of the
+refusal gap, five amplifiers each fall by 5-25% under its knockout, distractors
+are louder than the gate, and every weight is noisy. Its ground truth states
+the ranges a correct measurement falls in (``truth.effect_sizes``).
 """
 
 from __future__ import annotations
 
-from circuits.organism.build import ORGANISM_VERSION, build_organism, cache_root, organism_dir
+from circuits.organism.build import (
+    ORGANISM_VARIANTS,
+    ORGANISM_VERSION,
+    build_organism,
+    cache_root,
+    organism_dir,
+)
 from circuits.organism.ground_truth import (
+    EffectSize,
     ExpectedEffect,
     GroundTruth,
     GroundTruthError,
@@ -31,11 +44,15 @@ from circuits.organism.prompts import (
     VARIANTS,
     generate_pairs,
 )
+from circuits.organism.realistic import REALISTIC_VERSION
 
 __all__ = [
+    "ORGANISM_VARIANTS",
     "ORGANISM_VERSION",
     "PAIR_FILES",
+    "REALISTIC_VERSION",
     "VARIANTS",
+    "EffectSize",
     "ExpectedEffect",
     "GroundTruth",
     "GroundTruthError",

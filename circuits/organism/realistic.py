@@ -10,10 +10,12 @@ carries a few percent of the gap and a knockout cascade moves amplifiers by
   attends, at ``<assistant>``, both to the harmful topic word (reading a per-word
   ``HARM_STRENGTH`` feature, 0.75-1.25) and to itself (reading the gate's
   ``HARM``). Most of its harmful-minus-control contrast comes by the direct
-  route; a planted share ``gate_share`` (9-16%) comes through the gate. Each
+  route; a planted share (6-10% of its READOUT weight) comes through the gate. Each
   amplifier also reads ``CONST``, a baseline it writes to READOUT on every prompt.
 - **The gate** is the exact organism's (L3H2), so it carries only what the
   amplifiers read from it: a few percent of the refusal-score gap.
+- **A direct refusal head** (L7H2) reads the topic word alone: a large refusal
+  contrast outside the gate's circuit, which its knockout does not move.
 - **Distractors** (the exact organism's previous/current-token heads) also
   write a fixed amount to READOUT at the last position: a DLA larger than the
   gate's that does not depend on harmfulness.
@@ -109,7 +111,8 @@ GATE_NECESSITY_RANGE = (0.02, 0.08)
 AMPLIFIER_DROP_RANGE = (0.05, 0.25)
 
 
-def _strengths(token_ids: dict[str, int], generator: torch.Generator) -> dict[str, float]:
+def _strengths(generator: torch.Generator) -> dict[str, float]:
+    """Each harmful word's strength, the feature the amplifiers' direct route reads."""
     low, high = HARM_STRENGTH_RANGE
     draws = torch.rand(len(vocab.HARMFUL_WORDS), generator=generator)
     return {
@@ -151,7 +154,7 @@ def realistic_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tens
     """The LlamaForCausalLM state dict of the realistic organism for this seed."""
     generator = torch.Generator().manual_seed(seed)
     embeddings = _embeddings(token_ids, generator)
-    strengths = _strengths(token_ids, generator)
+    strengths = _strengths(generator)
     for word, strength in strengths.items():
         embeddings[token_ids[word], HARM_STRENGTH] = strength
     w_u = _unembedding(token_ids, embeddings, generator)

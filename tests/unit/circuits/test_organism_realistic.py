@@ -8,6 +8,7 @@ tool finds (docs/science.md#realistic-organism).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -23,10 +24,11 @@ from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids
 from circuits.audit.context import greedy_answers
 from circuits.behaviour import classify, greedy_continuations
 from circuits.cascade import knockout_dla
+from circuits.cli import organism as cli_organism
 from circuits.dose_response import scores_under
 from circuits.knockout import intervened_dla
 from circuits.organism import PAIR_FILES, build_organism, load_ground_truth, organism_dir
-from circuits.organism.build import ORGANISM_VERSION
+from circuits.organism.build import ORGANISM_VARIANTS, ORGANISM_VERSION
 from circuits.organism.realistic import REALISTIC_VERSION
 from patching.chat import ChatPrompt, format_chat
 from patching.interventions import Scale
@@ -126,8 +128,20 @@ def test_own_cache_folder_and_ground_truth(model_dir: Path, truth, tmp_path: Pat
 
 
 def test_unknown_variant_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown organism variant 'ideal'.*exact, realistic"):
+    with pytest.raises(ValueError, match=r"unknown organism variant 'ideal'.*exact, realistic"):
         build_organism(tmp_path / "x", variant="ideal")
+
+
+def test_cli_builds_the_realistic_variant(tmp_path: Path, capsys) -> None:
+    assert cli_organism.VARIANTS == ORGANISM_VARIANTS
+    parser = argparse.ArgumentParser(prog="refusal-circuits")
+    cli_organism.register(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "org"
+    args = parser.parse_args(["organism", "build", "--out", str(out), "--variant", "realistic"])
+    assert args.handler(args) == 0
+    printed = capsys.readouterr().out
+    assert "realistic organism (seed 0)" in printed and "L5H0, L5H1, L6H2, L6H3, L7H3" in printed
+    assert load_ground_truth(out).variant == "realistic"
 
 
 def test_build_is_deterministic_and_no_weight_is_exactly_zero(
@@ -222,8 +236,6 @@ def test_gate_dose_response_raises_refusal(model, harmful, refusal_ids, truth) -
     layer, head = truth.gate
     means = [
         float(np.mean(scores_under(model, harmful, refusal_ids, rows)))
-        for rows in (
-            [[Scale(layer, head, alpha=a)] for _ in harmful] for a in (0.0, 1.0, 3.0)
-        )
+        for rows in ([[Scale(layer, head, alpha=a)] for _ in harmful] for a in (0.0, 1.0, 3.0))
     ]
     assert means == sorted(means) and means[0] < means[-1]
