@@ -182,6 +182,14 @@ def _effect_sizes(variant: str) -> tuple[EffectSize, ...]:
             )
             for amp, share, _ in realistic.AMPLIFIERS
         ),
+        EffectSize(
+            "direct drop",
+            ((realistic.DIRECT.layer, realistic.DIRECT.head),),
+            "fall of the direct head's harmful-minus-control refusal DLA contrast under the "
+            "same knockout, over its clean contrast (no planted gate share: only leakage "
+            "through the weights' noise)",
+            *realistic.DIRECT_DROP_RANGE,
+        ),
     )
 
 

@@ -109,6 +109,7 @@ AMPLIFIER_BAND_LAYERS = (5, 7)
 # zero knockout on harmful and control prompts, as a fraction of the clean contrast.
 GATE_NECESSITY_RANGE = (0.02, 0.08)
 AMPLIFIER_DROP_RANGE = (0.05, 0.25)
+DIRECT_DROP_RANGE = (-0.03, 0.03)
 
 
 def _strengths(generator: torch.Generator) -> dict[str, float]:
@@ -161,9 +162,6 @@ def realistic_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tens
     w_u += UNEMBED_NOISE * torch.randn(w_u.shape, generator=generator)
     layers = [_Layer(generator) for _ in range(layout.N_LAYERS)]
     _plant_gate(layers)
-    for amp, share, baseline in AMPLIFIERS:
-        _plant_amplifier(layers[amp.layer], amp, share, baseline)
-    _plant_amplifier(layers[DIRECT.layer], DIRECT, 0.0, DIRECT_BASELINE)
     _plant_negatives_and_distractors(layers)
     # At the last position (<assistant>, after <end>) the previous-token
     # distractors copy <end> and the current-token one copies <assistant>.
@@ -178,6 +176,12 @@ def realistic_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tens
         layer.o[layout.READOUT] += READOUT_NOISE * torch.randn(
             layer.o.shape[1], generator=generator
         )
+    # Planted after the baselines so that what the amplifiers and the direct head
+    # read from the gate is exactly their planted share: random READOUT weight on
+    # their HARM column would be a gate share of its own (~1% of the direct head's).
+    for amp, share, baseline in AMPLIFIERS:
+        _plant_amplifier(layers[amp.layer], amp, share, baseline)
+    _plant_amplifier(layers[DIRECT.layer], DIRECT, 0.0, DIRECT_BASELINE)
     state: dict[str, Tensor] = {"model.embed_tokens.weight": embeddings, "lm_head.weight": w_u}
     state.update(layer_state(layers, generator))
     for name, tensor in state.items():
