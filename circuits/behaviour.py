@@ -24,7 +24,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from attribution.result import Result
 from circuits.knockout import RowInterventions
 from patching.chat import ChatPrompt
 from patching.decoding import greedy_decode
@@ -110,3 +112,41 @@ def class_shares(labels: Sequence[str]) -> dict[str, float]:
     """Share of each behaviour class (0 for classes that never occur)."""
     n = max(1, len(labels))
     return {b: sum(1 for x in labels if x == b) / n for b in BEHAVIOURS}
+
+
+@dataclass
+class PairBehaviour(Result):
+    """What the model does with each pair: the judged class of its greedy continuations.
+
+    One entry per pair, in the pairs' order: the class (:data:`BEHAVIOURS`) and the
+    decoded text of the harmful and of the control prompt's greedy continuation
+    (``gen_tokens`` tokens). A pair is *refused* when its harmful prompt's
+    continuation is a refusal and its control's is not: the pairs a refusal circuit
+    can be studied on (``docs/science.md#behaviour``).
+    """
+
+    harmful_class: list[str]
+    control_class: list[str]
+    harmful_text: list[str]
+    control_text: list[str]
+    gen_tokens: int
+
+    @property
+    def refused(self) -> list[bool]:
+        """Per pair: harmful refused and control not."""
+        return [
+            h == "refusal" and c != "refusal"
+            for h, c in zip(self.harmful_class, self.control_class, strict=True)
+        ]
+
+    def refusal_rate(self, side: str) -> float:
+        """Share of ``side``'s (``"harmful"`` or ``"control"``) continuations judged refusals."""
+        labels: list[str] = getattr(self, f"{side}_class")
+        return sum(1 for x in labels if x == "refusal") / max(1, len(labels))
+
+    def derived(self) -> dict[str, Any]:
+        return {
+            "refusal_rate_harmful": self.refusal_rate("harmful"),
+            "refusal_rate_control": self.refusal_rate("control"),
+            "n_refused_pairs": sum(self.refused),
+        }

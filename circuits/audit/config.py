@@ -10,13 +10,19 @@ from attribution.statistics import DEFAULT_N_BOOT
 from circuits.dose_response import DEFAULT_ALPHAS
 from patching.interventions import AblationKind
 
+PAIR_CHOICES: tuple[str, ...] = ("all", "refused")
+
 
 @dataclass(frozen=True)
 class AuditConfig:
     """Every setting of an audit (all recorded in ``audit.json``'s ``settings``).
 
-    ``negative_heads`` and ``ablation_compare`` choose the optional steps
-    (:func:`circuits.audit.pipeline.steps_for`); ``figures`` the PNG/SVG export.
+    ``negative_heads``, ``ablation_compare`` and ``metric_check`` choose the optional
+    steps (:func:`circuits.audit.pipeline.steps_for`); ``figures`` the PNG/SVG export.
+    ``pairs="refused"`` restricts every statistic to the pairs whose harmful prompt
+    the model refuses and whose control it does not (judged on greedy continuations
+    of ``gen_tokens`` tokens); ``metric_check`` measures the top ``n_check_heads``
+    heads again under the other interchange metric (:mod:`circuits.metric_check`).
     """
 
     n: int | None = None
@@ -44,6 +50,9 @@ class AuditConfig:
     figures: bool = True
     negative_heads: bool = True
     ablation_compare: bool = True
+    pairs: str = "all"
+    metric_check: bool = True
+    n_check_heads: int = 6
 
     def settings(self) -> dict[str, Any]:
         """The settings as JSON values (tuples as lists)."""

@@ -20,10 +20,11 @@ from attribution.refusal_tokens import refusal_token_ids
 from attribution.statistics import EffectStats, effect_stats
 from circuits.ablation_compare import AblationComparison
 from circuits.audit.config import AuditConfig
-from circuits.behaviour import Judge
+from circuits.behaviour import Judge, PairBehaviour
 from circuits.cascade import CascadeResult
 from circuits.dose_response import DoseResponse
 from circuits.knockout import Head, capture_z
+from circuits.metric_check import MetricCheck
 from circuits.negative_heads import NegativeHeadsResult
 from circuits.roles import depth_band
 from circuits.store import StepStore, digest
@@ -51,6 +52,8 @@ class AuditContext:
     judge: Judge | None = None
     progress: bool = True
     # Findings, in the order the steps set them.
+    behaviour: PairBehaviour | None = None  # behaviour: every given pair, before any restriction
+    kept: list[int] | None = None  # refused_pairs: indices of the pairs the statistics use
     scale: float | None = None  # interchange: the pooled gap every effect is divided by
     necessity: EffectStats | None = None  # interchange
     sufficiency: EffectStats | None = None  # interchange
@@ -64,6 +67,17 @@ class AuditContext:
     dose: DoseResponse | None = None
     negative: NegativeHeadsResult | None = None
     comparison: AblationComparison | None = None
+    metric_check: MetricCheck | None = None
+
+    # What is derived from the pairs, recomputed after :meth:`restrict`.
+    _PAIR_DERIVED = ("harmful", "control", "answers", "reference", "base")
+
+    def restrict(self, keep: Sequence[int]) -> None:
+        """Keep only the pairs at ``keep`` for every later step (their prompts and keys too)."""
+        self.kept = list(keep)
+        self.pairs = [self.pairs[i] for i in keep]
+        for name in self._PAIR_DERIVED:
+            self.__dict__.pop(name, None)
 
     @staticmethod
     def need(value: T | None, what: str) -> T:

@@ -20,16 +20,18 @@ from typing import Any, cast
 import numpy as np
 from tqdm.auto import tqdm
 
+from attribution.statistics import check_enough_pairs
 from circuits.audit import steps
-from circuits.audit.config import AuditConfig
+from circuits.audit.config import PAIR_CHOICES, AuditConfig
 from circuits.audit.context import AuditContext, judge_name
 from circuits.audit.result import AuditResult, DLASummary, HeadFinding
 from circuits.audit.views import write_audit_outputs
 from circuits.behaviour import Judge
 from circuits.knockout import Head
+from circuits.metric_check import OTHER_METRIC
 from circuits.provenance import versions
 from circuits.store import StepStore
-from patching.errors import RefusalCircuitsError
+from patching.errors import RefusalCircuitsError, TooFewPairsError
 from patching.fingerprint import fingerprint
 from patching.model import HookedModel
 from patching.prompts import PromptPair
@@ -53,7 +55,11 @@ class Step:
 
 def steps_for(config: AuditConfig) -> list[Step]:
     """The audit's steps for ``config``, in order (optional steps only when asked for)."""
-    listed = [
+    listed = [Step("behaviour", "greedy continuations of every pair, judged", steps.behaviour)]
+    if config.pairs == "refused":
+        title = "keep the pairs whose harmful prompt is refused and whose control is not"
+        listed.append(Step("refused_pairs", title, keep_refused))
+    listed += [
         Step(
             "interchange", "interchange necessity and sufficiency of every head", steps.interchange
         ),
@@ -73,7 +79,27 @@ def steps_for(config: AuditConfig) -> list[Step]:
     if config.ablation_compare:
         title = f"per-head {config.knockout} ablation vs interchange"
         listed.append(Step("ablation_vs_interchange", title, steps.ablation))
+    if config.metric_check:
+        title = (
+            f"the top {config.n_check_heads} heads under the {OTHER_METRIC[config.metric]} metric"
+        )
+        listed.append(Step("metric_check", title, steps.metric_check))
     return listed
+
+
+def keep_refused(ctx: AuditContext) -> None:
+    """Restrict the audit to the refused pairs; too few of them for the test is an error."""
+    refused = ctx.need(ctx.behaviour, "the behaviour of every pair (behaviour)").refused
+    keep = [i for i, r in enumerate(refused) if r]
+    try:
+        check_enough_pairs(len(keep), ctx.config.alpha)
+    except TooFewPairsError as exc:
+        raise TooFewPairsError(
+            f"pairs='refused' keeps {len(keep)} of {len(refused)} pairs (harmful refused, "
+            f"control not), too few for the sign-flip test at {ctx.config.alpha:g}; give more "
+            f"pairs the model refuses, or audit all pairs (drop --refused-only)"
+        ) from exc
+    ctx.restrict(keep)
 
 
 def run_steps(ctx: AuditContext, listed: Sequence[Step], say: Callable[[str], None]) -> None:
@@ -110,6 +136,14 @@ def audit(
             ``audit.json`` under ``"run"``.
     """
     config = config or AuditConfig()
+    if config.pairs not in PAIR_CHOICES:
+        raise RefusalCircuitsError(
+            f"unknown pairs={config.pairs!r}; use one of {', '.join(PAIR_CHOICES)}"
+        )
+    if config.metric not in OTHER_METRIC:
+        raise RefusalCircuitsError(
+            f"unknown metric {config.metric!r}; use one of {', '.join(OTHER_METRIC)}"
+        )
     began = time.perf_counter()
     pairs = list(pairs)[: config.n] if config.n else list(pairs)
     if not pairs:
@@ -184,6 +218,9 @@ def result_of(ctx: AuditContext, *, seconds: float, run: dict[str, Any] | None) 
         cascade=ctx.cascade,
         ablation_vs_interchange=ctx.comparison,
         dose_response=ctx.dose,
+        behaviour=ctx.behaviour,
+        kept_pairs=ctx.kept,
+        metric_check=ctx.metric_check,
         settings={
             **ctx.config.settings(),
             "n_jailbreak": len(ctx.jailbreak),

@@ -13,9 +13,11 @@ from typing import Any, TypedDict
 from attribution.result import Result
 from attribution.statistics import EffectStats, HeadStat
 from circuits.ablation_compare import AblationComparison
+from circuits.behaviour import PairBehaviour
 from circuits.cascade import CascadeResult
 from circuits.dose_response import DoseResponse
 from circuits.knockout import Head
+from circuits.metric_check import MetricCheck
 from circuits.negative_heads import NegativeHeadsResult
 from circuits.roles import depth_band
 
@@ -98,6 +100,9 @@ class AuditResult(Result):
     seconds: float
     steps: dict[str, list[str]] = field(default_factory=dict)  # computed, loaded, set_aside, notes
     run: dict[str, Any] | None = None  # circuits.provenance.run_record of the command
+    behaviour: PairBehaviour | None = None  # every given pair's judged continuations
+    kept_pairs: list[int] | None = None  # pairs="refused": the given pairs' indices kept
+    metric_check: MetricCheck | None = None  # the top heads under the other metric
 
     @property
     def band_layers(self) -> list[int]:
@@ -109,6 +114,7 @@ class AuditResult(Result):
         lines = [
             f"{self.model}: {self.n_layers} layers x {self.n_heads} heads, {self.n_pairs} pairs."
         ]
+        lines += self.behaviour_lines()
         if self.gate:
             g = self.gate[0]
             band = ", ".join(h.label for h in self.gate)
@@ -164,6 +170,8 @@ class AuditResult(Result):
                 f"interchange only: {_labels(comp.found_by_interchange - comp.found_by_ablation)}; "
                 f"ablation only: {_labels(comp.found_by_ablation - comp.found_by_interchange)}."
             )
+        if self.metric_check is not None:
+            lines.append(self.metric_check.line())
         if self.dose_response is not None:
             d = self.dose_response
             walk = ", ".join(f"{a:g}:{b}" for a, b in zip(d.alphas, d.dominant(), strict=True))
@@ -172,6 +180,22 @@ class AuditResult(Result):
         notes = self.steps.get("notes") or []
         lines.append(f"Took {self.seconds:.1f} s" + "".join(f"; {n}" for n in notes) + ".")
         return lines
+
+    def behaviour_lines(self) -> list[str]:
+        """What the model does with the given pairs, and which of them the statistics use."""
+        b = self.behaviour
+        if b is None:
+            return []
+        n = len(b.harmful_class)
+        refused = {side: b.refusal_rate(side) for side in ("harmful", "control")}
+        line = (
+            f"Greedy continuations ({b.gen_tokens} tokens): harmful prompts refused "
+            f"{refused['harmful']:.0%} ({round(refused['harmful'] * n)}/{n}), controls refused "
+            f"{refused['control']:.0%} ({round(refused['control'] * n)}/{n}); "
+        )
+        if self.kept_pairs is None:
+            return [line + f"statistics over all {n} pairs ({sum(b.refused)} refused)."]
+        return [line + f"statistics over the {len(self.kept_pairs)} refused pairs of {n}."]
 
     # -- serialisation ------------------------------------------------------
     def derived(self) -> dict[str, Any]:

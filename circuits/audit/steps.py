@@ -22,10 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from attribution.dla import DLAResult, direct_logit_attribution
-from attribution.interchange import interchange_test
-from attribution.statistics import pooled_scale
+from attribution.interchange import build_metric, effects_from_run, interchange_test
+from attribution.statistics import EffectStats, effect_stats, pooled_scale
 from circuits.ablation_compare import AblationComparison
-from circuits.audit.context import AuditContext, greedy_answers
+from circuits.audit.context import AuditContext, greedy_answers, judge_name
+from circuits.behaviour import PairBehaviour, classify, greedy_continuations
 from circuits.cascade import (
     CascadeResult,
     amplifier_change,
@@ -35,6 +36,7 @@ from circuits.cascade import (
 )
 from circuits.dose_response import DoseResponse, dose_response
 from circuits.knockout import Head, capture_z, intervened_dla, knockouts
+from circuits.metric_check import OTHER_METRIC, MetricCheck
 from circuits.negative_heads import (
     NegativeHeadsResult,
     attack_success,
@@ -50,6 +52,8 @@ from circuits.roles import (
     select_negatives,
 )
 from circuits.store import digest
+from patching.alignment import align_pair
+from patching.interchange import interchange as patch_interchange
 from patching.interventions import Ablation
 
 
@@ -297,4 +301,84 @@ def ablation(ctx: AuditContext) -> None:
         ablation=ctx.stats(drops["drops"]),
         interchange=ctx.need(ctx.necessity, "necessity (interchange)"),
         alpha=s.alpha,
+    )
+
+
+# -- behaviour of every pair (before the interchange) ---------------------------------
+def behaviour(ctx: AuditContext) -> None:
+    """Judge each pair's greedy harmful and control continuations (which pairs are refused)."""
+    s = ctx.config
+
+    def run() -> dict[str, Any]:
+        prompts = ctx.harmful + ctx.control  # one batched decoding for both sides
+        texts = greedy_continuations(ctx.model, prompts, s.gen_tokens)
+        labels = classify(texts, ctx.judge)
+        n = len(ctx.pairs)
+        return PairBehaviour(
+            harmful_class=labels[:n],
+            control_class=labels[n:],
+            harmful_text=texts[:n],
+            control_text=texts[n:],
+            gen_tokens=s.gen_tokens,
+        ).to_dict()
+
+    deps = {**ctx.base, "gen_tokens": s.gen_tokens, "judge": judge_name(ctx.judge)}
+    ctx.behaviour = PairBehaviour.from_dict(ctx.store.step("behaviour", deps, run))
+
+
+# -- the other metric on the top heads ---------------------------------------------------
+def checked_heads(ctx: AuditContext) -> list[Head]:
+    """The gate candidates, then the top heads by necessity, ``n_check_heads`` in all."""
+    necessity = ctx.need(ctx.necessity, "necessity (interchange)")
+    effect = np.nan_to_num(necessity.effect, nan=-np.inf)
+    order = np.argsort(-effect, axis=None, kind="stable")
+    top = [(int(i) // effect.shape[1], int(i) % effect.shape[1]) for i in order]
+    heads: list[Head] = []
+    for h in [*ctx.candidates, *top]:
+        if h not in heads and np.isfinite(necessity.effect[h]):
+            heads.append(h)
+    return heads[: ctx.config.n_check_heads]
+
+
+def metric_check(ctx: AuditContext) -> None:
+    """The interchange of the top heads again under the other metric, exactly."""
+    s, store, model = ctx.config, ctx.store, ctx.model
+    other = OTHER_METRIC[s.metric]
+    heads = checked_heads(ctx)
+    deps = {**ctx.base, "metric": other, "positions": s.positions, "heads": heads}
+
+    def run() -> dict[str, Any]:
+        patch_metric, _ = build_metric(
+            model, [c.tokens for c in ctx.control], other, refusal_words=s.refusal_words
+        )
+        aligned = [
+            align_pair(h, c, patch_metric.continuation(i))
+            for i, (h, c) in enumerate(zip(ctx.harmful, ctx.control, strict=True))
+        ]
+        ran = patch_interchange(
+            model,
+            aligned,
+            patch_metric,
+            positions=s.positions,  # type: ignore[arg-type]
+            heads=heads,
+            chunk_dir=store.folder("metric_check", deps),
+            progress=ctx.progress,
+        )
+        drop, rise, _ = effects_from_run(ran)
+        gap = (ran.clean_harmful - ran.clean_control).numpy()
+        return {"gap": gap.tolist(), "necessity": drop.tolist(), "sufficiency": rise.tolist()}
+
+    data = store.step("metric_check", deps, run)
+    unit = pooled_scale(np.asarray(data["gap"], dtype=np.float64))
+
+    def stats(key: str) -> EffectStats:
+        raw = np.asarray(data[key], dtype=np.float64) / unit
+        return effect_stats(raw, seed=s.seed, n_boot=s.n_boot)
+
+    main = (
+        ctx.need(ctx.necessity, "necessity (interchange)"),
+        ctx.need(ctx.sufficiency, "sufficiency (interchange)"),
+    )
+    ctx.metric_check = MetricCheck.of(
+        heads, s.metric, other, s.alpha, main, (stats("necessity"), stats("sufficiency"))
     )

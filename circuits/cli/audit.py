@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits.cli.common import ORGANISM, HelpFormatter, add_model_args, check_band, check_count
+from circuits.cli.common import (
+    METRICS,
+    ORGANISM,
+    HelpFormatter,
+    add_model_args,
+    check_band,
+    check_count,
+)
 
 if TYPE_CHECKING:
     from patching.prompts import PromptPair
@@ -52,6 +59,26 @@ def register(subparsers: Any) -> None:
         help="how the cascade knocks a head out",
     )
     parser.add_argument("--n-null", type=int, default=20, help="random heads in the cascade null")
+    parser.add_argument(
+        "--metric",
+        default="refusal_score",
+        choices=METRICS,
+        help="the interchange metric heads are ranked by (nll: teacher-forced NLL of the "
+        "control's greedy continuation, the gate paper's); the top heads are measured under "
+        "the other one too and disagreements reported",
+    )
+    parser.add_argument(
+        "--refused-only",
+        action="store_true",
+        help="restrict every statistic to the pairs whose harmful prompt the model refuses and "
+        "whose control it does not (judged on greedy continuations)",
+    )
+    parser.add_argument(
+        "--check-heads",
+        type=int,
+        default=6,
+        help="top heads measured again under the other metric (0: no cross-check)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip PNG/SVG export")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(handler=run)
@@ -78,15 +105,22 @@ def run(args: argparse.Namespace) -> int:
     from circuits.cli.inputs import prepare
     from circuits.provenance import pairs_record
     from patching.checks import check_distinct_texts, check_pairs_fit
+    from patching.errors import OptionError
 
     check_band(args.band)
     check_count(args.n_null, "--n-null", "the number of random heads in the cascade null")
+    if args.check_heads < 0:
+        raise OptionError(f"--check-heads {args.check_heads}: use 0 (no cross-check) or more")
     config = AuditConfig(
         seed=args.seed,
         band=(args.band[0], args.band[1]),
         knockout=args.knockout,
         n_null=args.n_null,
         figures=not args.no_figures,
+        metric=args.metric,
+        pairs="refused" if args.refused_only else "all",
+        metric_check=args.check_heads > 0,
+        n_check_heads=max(1, args.check_heads),
     )
     jailbreak, jailbreak_file = _jailbreak(args)
     check_distinct_texts(jailbreak)
