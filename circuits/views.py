@@ -3,13 +3,19 @@
 Every view takes a result object (never a bare array) so its labels, units and
 intervals travel with it. Scales are diverging and centred on zero: a head that
 pushes toward refusal is red, one that pushes against it is blue, and an idle
-head is white, whatever the range of the data.
+head is white, whatever the range of the data. A head that was not measured
+(NaN: a prescreen's unpatched heads) is grey, never white: no value is not 0.
+Every value axis and colour bar names its unit; reports are titled with the
+model's :func:`display_name`, never a cache path.
 """
 
 from __future__ import annotations
 
 import html
+import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,41 @@ from plotly.subplots import make_subplots
 from attribution.dla import DLAResult
 
 DIVERGING = "RdBu_r"
+NOT_MEASURED = "#c8c8c8"  # behind the map: a NaN cell draws nothing, so shows this grey
+NOT_MEASURED_TEXT = "not measured"
+DLA_UNIT = "DLA (logits)"
+MODEL_FILE_SUFFIXES = (".gguf", ".ggml", ".bin", ".safetensors", ".pt", ".pth")
+
+
+def display_name(name: str) -> str:
+    """The model as a title names it: a hub id as given, a file or folder by its stem.
+
+    ``"Qwen/Qwen2.5-0.5B-Instruct"`` stays; ``~/.cache/x/model-q4.gguf`` becomes
+    ``model-q4``; a hub cache snapshot (``.../models--org--name/snapshots/rev``)
+    becomes ``org/name``. A name is a path when it is absolute, starts with ``.``
+    or ``~``, has more than one separator, ends in a model file's suffix, or exists.
+    """
+    path = Path(name).expanduser()
+    for part in path.parts:
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+    is_path = (
+        path.is_absolute()
+        or name.startswith((".", "~"))
+        or name.replace(os.sep, "/").count("/") > 1
+        or path.suffix.lower() in MODEL_FILE_SUFFIXES
+        or path.exists()
+    )
+    if not is_path:
+        return name
+    return path.stem if path.suffix else path.name
+
+
+def number(value: float, spec: str, unit: str = "") -> str:
+    """``value`` formatted by ``spec`` (with ``unit``), or "not measured" for NaN."""
+    if not math.isfinite(value):
+        return NOT_MEASURED_TEXT
+    return f"{value:{spec}}{unit}"
 
 
 def symmetric_range(*grids: np.ndarray) -> float:
@@ -63,6 +104,22 @@ def head_map_figure(trace: go.Heatmap, title: str) -> go.Figure:
         yaxis={"autorange": "reversed"},
         template="plotly_white",
     )
+    return show_not_measured(fig, np.asarray(trace.z, dtype=np.float64))
+
+
+def show_not_measured(fig: go.Figure, *grids: np.ndarray) -> go.Figure:
+    """Grey behind the maps (NaN cells), and a caption saying so where any cell is NaN."""
+    fig.update_layout(plot_bgcolor=NOT_MEASURED)
+    if any(np.isnan(g).any() for g in grids):
+        fig.add_annotation(
+            text=f"grey: {NOT_MEASURED_TEXT}",
+            xref="paper",
+            yref="paper",
+            x=1.0,
+            y=-0.12,
+            showarrow=False,
+            font={"color": "#555555"},
+        )
     return fig
 
 
@@ -72,9 +129,10 @@ def _head_hover(result: DLAResult, values: np.ndarray, with_ci: bool) -> np.ndar
     for layer in range(result.n_layers):
         for head in range(result.n_heads):
             line = (
-                f"L{layer}H{head}<br>layer {layer}, head {head}<br>DLA {values[layer, head]:+.4f}"
+                f"L{layer}H{head}<br>layer {layer}, head {head}<br>"
+                f"DLA {number(values[layer, head], '+.4f', ' logits')}"
             )
-            if with_ci:
+            if with_ci and math.isfinite(values[layer, head]):
                 line += f"<br>95% CI [{low[layer, head]:+.4f}, {high[layer, head]:+.4f}]"
             text[layer, head] = line
     return text
@@ -84,7 +142,7 @@ def dla_heatmap(result: DLAResult, *, title: str | None = None) -> go.Figure:
     """Layer x head map of harmful-minus-control DLA, with CI on hover."""
     values = result.per_head
     return head_map_figure(
-        head_heatmap(values, _head_hover(result, values, with_ci=True), colorbar_title="logits"),
+        head_heatmap(values, _head_hover(result, values, with_ci=True), colorbar_title=DLA_UNIT),
         title
         or f"Direct logit attribution to refusal, harmful − control (n={result.n_pairs} pairs)",
     )
@@ -102,7 +160,7 @@ def dla_side_by_side(result: DLAResult) -> go.Figure:
             head_heatmap(
                 values,
                 _head_hover(result, values, with_ci=False),
-                colorbar_title="logits",
+                colorbar_title=DLA_UNIT,
                 zmax=zmax,
                 showscale=col == 2,
             ),
@@ -112,7 +170,7 @@ def dla_side_by_side(result: DLAResult) -> go.Figure:
     fig.update_yaxes(autorange="reversed", title_text="layer", row=1, col=1)
     fig.update_xaxes(title_text="head")
     fig.update_layout(title="Mean DLA to refusal per head", template="plotly_white")
-    return fig
+    return show_not_measured(fig, harmful, control)
 
 
 def dla_top_bar(result: DLAResult, k: int = 15) -> go.Figure:
@@ -138,7 +196,7 @@ def dla_top_bar(result: DLAResult, k: int = 15) -> go.Figure:
     fig.update_layout(
         title=f"Top {len(top)} heads by |DLA| (harmful − control, 95% CI)",
         xaxis_title="direct logit attribution (logits)",
-        yaxis={"autorange": "reversed"},
+        yaxis={"autorange": "reversed", "title": "head"},
         template="plotly_white",
     )
     return fig
@@ -153,23 +211,52 @@ def dla_figures(result: DLAResult) -> dict[str, go.Figure]:
     }
 
 
+@dataclass(frozen=True)
+class Table:
+    """A titled table of a report: column names, rows of text, a note under it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+            for row in self.rows
+        )
+        note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
+        return (
+            f"<h2>{html.escape(self.title)}</h2><table>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
+        )
+
+
 def write_report(
     path: str | Path,
     title: str,
     figures: Sequence[go.Figure],
     *,
     summary: Sequence[str] = (),
+    tables: Sequence[Table] = (),
 ) -> Path:
-    """One self-contained HTML page: plotly.js inlined once, so it loads nothing remote."""
+    """One self-contained HTML page: plotly.js inlined once, so it loads nothing remote.
+
+    The summary's lines, then the tables, then the figures.
+    """
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-        "color:#222}li{margin:.3em 0}.figure{margin:2em 0}</style></head><body>",
+        "color:#222}li{margin:.3em 0}.figure{margin:2em 0}table{border-collapse:collapse;"
+        "margin:.5em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.2em .5em;"
+        "text-align:left}.note{color:#555}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
     if summary:
         parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>")
+    parts += [t.html() for t in tables]
     for i, fig in enumerate(figures):
         snippet = fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
         parts.append(f"<div class='figure'>{snippet}</div>")

@@ -16,7 +16,8 @@ reads results and never runs an audit).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,24 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from attribution.statistics import EffectStats
 from circuits.ablation_compare import AblationComparison
-from circuits.audit.result import AuditResult
+from circuits.audit.result import AuditResult, HeadFinding
 from circuits.behaviour import BEHAVIOURS
+from circuits.cascade import CascadeResult
 from circuits.export import save_figures
-from circuits.views import head_heatmap, head_map_figure, write_report
+from circuits.knockout import Head
+from circuits.views import (
+    DLA_UNIT,
+    Table,
+    display_name,
+    head_heatmap,
+    head_map_figure,
+    number,
+    show_not_measured,
+    symmetric_range,
+    write_report,
+)
 
 CLASS_COLOURS = {
     "refusal": "#b2182b",
@@ -38,36 +52,117 @@ CLASS_COLOURS = {
 }
 
 
-def necessity_heatmap(result: AuditResult) -> go.Figure:
-    """Interchange necessity per head; the gate (G) and amplifiers (A) marked."""
-    nec = result.necessity
-    hover = np.empty(nec.effect.shape, dtype=object)
+METRIC_LABELS = {"refusal_score": "refusal-score", "logit_diff": "logit-diff", "nll": "NLL"}
+
+
+def gap_unit(result: AuditResult) -> str:
+    """The unit of interchange effects in the figures: percent of the metric's pooled gap."""
+    metric = str(result.settings.get("metric", "refusal_score"))
+    return f"% of the {METRIC_LABELS.get(metric, metric)} gap"
+
+
+def _effect_hover(result: AuditResult, stats: EffectStats, which: str) -> np.ndarray:
+    hover = np.empty(stats.effect.shape, dtype=object)
     for layer in range(result.n_layers):
         for head in range(result.n_heads):
-            hover[layer, head] = (
-                f"L{layer}H{head}<br>necessity {nec.effect[layer, head]:+.3f} "
-                f"[{nec.ci_low[layer, head]:+.3f}, {nec.ci_high[layer, head]:+.3f}]"
-                f"<br>p={nec.p[layer, head]:.2g}, q={nec.q[layer, head]:.2g}"
-            )
-    low, high = result.settings["band"]
-    fig = head_map_figure(
-        head_heatmap(nec.effect, hover, colorbar_title="necessity"),
-        f"Interchange necessity (fraction of the mean gap, n={result.n_pairs}); "
-        f"G gate, A amplifier, N negative; gate band {low:.0%}-{high:.0%} of depth",
-    )
+            h = (layer, head)
+            line = f"L{layer}H{head}<br>{which} {number(100 * stats.effect[h], '+.1f', '%')}"
+            if np.isfinite(stats.effect[h]):
+                line += (
+                    f" [{100 * stats.ci_low[h]:+.1f}, {100 * stats.ci_high[h]:+.1f}]"
+                    f"<br>p={stats.p[h]:.2g}, q={stats.q[h]:.2g}"
+                )
+            hover[h] = line
+    return hover
+
+
+def _marks(result: AuditResult) -> list[tuple[Head, str]]:
     marks = [((h.layer, h.head), "G") for h in result.gate]
     marks += [((h.layer, h.head), "A") for h in result.amplifiers]
     if result.negative_heads is not None:
         marks += [((a, b), "N") for a, b in result.negative_heads.heads]
+    return marks
+
+
+def _annotate(fig: go.Figure, marks: list[tuple[Head, str]], axis: str = "") -> None:
     for (layer, head), letter in marks:
         fig.add_annotation(
             x=f"H{head}",
             y=f"L{layer}",
+            xref=f"x{axis}",
+            yref=f"y{axis}",
             text=f"<b>{letter}</b>",
             showarrow=False,
             font={"size": 16, "color": "black"},
         )
+
+
+def necessity_heatmap(result: AuditResult) -> go.Figure:
+    """Interchange necessity per head; the gate (G) and amplifiers (A) marked."""
+    nec = result.necessity
+    low, high = result.settings["band"]
+    fig = head_map_figure(
+        head_heatmap(
+            100 * nec.effect,
+            _effect_hover(result, nec, "necessity"),
+            colorbar_title=f"necessity ({gap_unit(result)})",
+        ),
+        f"Interchange necessity (n={result.n_pairs} pairs); "
+        f"G gate, A amplifier, N negative; gate band {low:.0%}-{high:.0%} of depth",
+    )
+    _annotate(fig, _marks(result))
     return fig
+
+
+def head_maps(result: AuditResult) -> go.Figure:
+    """Necessity, sufficiency (one scale) and the harmful - control DLA, side by side."""
+    nec, suf = result.necessity, result.sufficiency
+    dla = np.asarray(result.dla["per_head"], dtype=np.float64)
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        shared_yaxes=True,
+        horizontal_spacing=0.1,
+        subplot_titles=(
+            "interchange necessity",
+            "interchange sufficiency",
+            "DLA, harmful − control",
+        ),
+    )
+    zmax = symmetric_range(100 * nec.effect, 100 * suf.effect)
+    unit = gap_unit(result)
+    panels = [
+        (100 * nec.effect, _effect_hover(result, nec, "necessity"), f"effect ({unit})", zmax),
+        (100 * suf.effect, _effect_hover(result, suf, "sufficiency"), None, zmax),
+        (dla, _dla_hover(result, dla), DLA_UNIT, None),
+    ]
+    for col, (values, hover, bar, top) in enumerate(panels, start=1):
+        trace = head_heatmap(
+            values, hover, colorbar_title=bar or "", zmax=top, showscale=bar is not None
+        )
+        # The shared effect bar stands between the sufficiency and DLA panels.
+        domain = fig.layout[f"xaxis{2 if col == 1 else 3}"].domain
+        trace.colorbar.update(x=domain[1] + 0.005, len=0.9, thickness=14, title_side="right")
+        fig.add_trace(trace, row=1, col=col)
+        _annotate(fig, _marks(result), "" if col == 1 else str(col))
+    fig.update_xaxes(title_text="head")
+    fig.update_yaxes(title_text="layer", autorange="reversed", row=1, col=1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"Per-head maps (n={result.n_pairs} pairs); G gate, A amplifier, N negative",
+        template="plotly_white",
+        height=max(420, 22 * result.n_layers + 180),
+    )
+    return show_not_measured(fig, nec.effect, suf.effect, dla)
+
+
+def _dla_hover(result: AuditResult, dla: np.ndarray) -> np.ndarray:
+    hover = np.empty(dla.shape, dtype=object)
+    for layer in range(result.n_layers):
+        for head in range(result.n_heads):
+            value = number(dla[layer, head], "+.4f", " logits")
+            hover[layer, head] = f"L{layer}H{head}<br>DLA harmful − control {value}"
+    return hover
 
 
 def cascade_chart(result: AuditResult) -> go.Figure:
@@ -109,7 +204,8 @@ def cascade_chart(result: AuditResult) -> go.Figure:
     fig.update_layout(
         title=f"Knockout cascade: {cascade.kind}-ablating {gate} changes amplifier DLA by "
         f"{cascade.effect:+.1f}% (null {cascade.null_mean:+.1f}%, p={cascade.p:.3g})",
-        yaxis_title="% change of refusal DLA",
+        xaxis_title="knocked-out amplifier heads, and the random band heads (null)",
+        yaxis_title="change of harmful-prompt refusal DLA (%)",
         template="plotly_white",
         barmode="group",
     )
@@ -152,10 +248,12 @@ def dose_response_chart(result: AuditResult) -> go.Figure:
         title=f"Dose-response: {heads} output x alpha (n={dose.n_prompts} harmful prompts)",
         barmode="stack",
         template="plotly_white",
-        xaxis_title="alpha",
+        xaxis_title="alpha (multiple of the gate's output)",
     )
     fig.update_yaxes(title_text="refusal score (log-odds)", secondary_y=False)
-    fig.update_yaxes(title_text="share of greedy responses", range=[0, 1], secondary_y=True)
+    fig.update_yaxes(
+        title_text="share of greedy responses (fraction)", range=[0, 1], secondary_y=True
+    )
     return fig
 
 
@@ -181,11 +279,14 @@ def ranking_comparison(result: AuditResult) -> go.Figure:
         fig.add_trace(_points(comp, idx, labels, name, colours[name]))
     rest = [i for i in range(len(labels)) if i not in taken]
     fig.add_trace(_points(comp, rest, labels, "neither", "#bbbbbb"))
+    for trace in fig.data:  # in percent, as every other figure of the gap
+        trace.x = [100 * v for v in trace.x]
+        trace.y = [100 * v for v in trace.y]
     fig.update_layout(
         title=f"Per-head {comp.kind} ablation vs interchange necessity "
         f"(Spearman {comp.rank_correlation:+.2f})",
-        xaxis_title="interchange necessity",
-        yaxis_title=f"{comp.kind}-ablation drop (same units)",
+        xaxis_title=f"interchange necessity ({gap_unit(result)})",
+        yaxis_title=f"{comp.kind}-ablation drop ({gap_unit(result)})",
         template="plotly_white",
     )
     return fig
@@ -211,12 +312,20 @@ def ranking_table(result: AuditResult, k: int = 12) -> go.Figure:
     if result.ablation_vs_interchange is None:
         return go.Figure(layout={"title": "Rankings: ablation not run"})
     rows = result.ablation_vs_interchange.table(k)
-    columns = ["head", "necessity", "rank", "ablation", "rank", "q (interchange)"]
+    unit = gap_unit(result)
+    columns = [
+        "head",
+        f"necessity ({unit})",
+        "rank",
+        f"ablation drop ({unit})",
+        "rank",
+        "q (interchange)",
+    ]
     cells = [
         [f"L{r['layer']}H{r['head']}" for r in rows],
-        [f"{r['interchange']:+.3f}" for r in rows],
+        [number(100 * r["interchange"], "+.1f") for r in rows],
         [r["interchange_rank"] for r in rows],
-        [f"{r['ablation']:+.3f}" for r in rows],
+        [number(100 * r["ablation"], "+.1f") for r in rows],
         [r["ablation_rank"] for r in rows],
         [f"{r['interchange_q']:.2g}" for r in rows],
     ]
@@ -225,10 +334,171 @@ def ranking_table(result: AuditResult, k: int = 12) -> go.Figure:
     return fig
 
 
+# -- the report's tables: one (column title, value of a finding) entry per column ----------
+FindingColumn = tuple[str, Callable[[HeadFinding], str]]
+CascadeRow = tuple[str, Callable[[CascadeResult], str]]
+
+
+def _pct(value: float) -> str:
+    return number(100 * value, "+.1f")
+
+
+def finding_columns(result: AuditResult) -> list[FindingColumn]:
+    """The columns of the gate candidates' table (a new statistic is one more entry)."""
+    unit = gap_unit(result)
+    return [
+        ("head", lambda h: h.label),
+        ("depth (% of layers)", lambda h: f"{100 * h.layer / result.n_layers:.0f}"),
+        (f"necessity ({unit})", lambda h: _pct(h.value)),
+        ("95% CI", lambda h: f"[{_pct(h.ci_low)}, {_pct(h.ci_high)}]"),
+        ("p (sign-flip)", lambda h: number(h.p, ".2g")),
+        ("q (BH, all heads)", lambda h: number(h.q, ".2g")),
+        (f"sufficiency ({unit})", lambda h: _pct(h.sufficiency)),
+        ("DLA share (% of the direct effect)", lambda h: number(100 * h.dla_share, ".2f")),
+    ]
+
+
+def amplifier_columns(result: AuditResult) -> list[FindingColumn]:
+    """The columns of the amplifiers' table."""
+    contrast = np.asarray(result.dla["per_head"], dtype=np.float64)
+    harmful = np.asarray(result.dla.get("per_head_harmful", contrast), dtype=np.float64)
+    return [
+        ("head", lambda h: h.label),
+        ("DLA harmful − control (logits)", lambda h: number(contrast[h.layer, h.head], "+.4f")),
+        ("DLA on harmful (logits)", lambda h: number(harmful[h.layer, h.head], "+.4f")),
+        (
+            "change under the gate's knockout (%)",
+            lambda h: _pct(h.knockout_change if h.knockout_change is not None else np.nan),
+        ),
+        (f"necessity ({gap_unit(result)})", lambda h: _pct(h.value)),
+        ("q (BH, all heads)", lambda h: number(h.q, ".2g")),
+    ]
+
+
+CASCADE_ROWS: list[CascadeRow] = [
+    ("knocked out", lambda c: f"{', '.join(f'L{a}H{b}' for a, b in c.gate)} ({c.kind})"),
+    ("amplifiers' DLA change (%)", lambda c: number(c.effect, "+.1f")),
+    ("null: random band heads knocked out", lambda c: str(len(c.null_effects))),
+    ("null mean ± sd (%)", lambda c: f"{number(c.null_mean, '+.1f')} ± {number(c.null_sd, '.1f')}"),
+    ("null largest drop (%)", lambda c: number(c.null_max, ".1f")),
+    ("empirical p (one-sided, vs the null)", lambda c: number(c.p, ".3g")),
+]
+
+
+def _finding_table(title: str, columns: list[FindingColumn], rows: list[HeadFinding]) -> Table:
+    return Table(title, [name for name, _ in columns], [[f(h) for _, f in columns] for h in rows])
+
+
+def audit_tables(result: AuditResult) -> list[Table]:
+    """The report's tables: the named heads with their statistics and null, behaviour, metrics."""
+    gate = {(g.layer, g.head) for g in result.gate}
+    candidates = _finding_table(
+        "Gate candidates (the audit's gate first)",
+        finding_columns(result),
+        sorted(result.gate_candidates, key=lambda h: (h.layer, h.head) not in gate),
+    )
+    if not result.gate_candidates:
+        candidates = replace(candidates, note="No head of the depth band was a gate candidate.")
+    tables = [candidates]
+    if result.amplifiers:
+        tables.append(_finding_table("Amplifiers", amplifier_columns(result), result.amplifiers))
+    if result.cascade is not None:
+        c = result.cascade
+        tables.append(
+            Table(
+                "Knockout cascade against the random-head null",
+                ["", "value"],
+                [[name, f(c)] for name, f in CASCADE_ROWS],
+            )
+        )
+    if result.metric_check is not None:
+        tables.append(metric_check_table(result))
+    if result.behaviour is not None:
+        tables.append(behaviour_table(result))
+    return tables
+
+
+def metric_check_table(result: AuditResult) -> Table:
+    """The top heads under both interchange metrics, and where they disagree."""
+    check = result.metric_check
+    assert check is not None
+    why = dict(check.disagreements())
+    rows = [
+        [
+            f"L{h[0]}H{h[1]}",
+            _pct(a.value),
+            number(a.p, ".2g"),
+            _pct(b.value),
+            number(b.p, ".2g"),
+            _pct(sa.value),
+            _pct(sb.value),
+            why.get(h, "agree"),
+        ]
+        for h, a, b, sa, sb in zip(
+            check.heads,
+            check.main_necessity,
+            check.other_necessity,
+            check.main_sufficiency,
+            check.other_sufficiency,
+            strict=True,
+        )
+    ]
+    m, o = (
+        METRIC_LABELS.get(check.metric, check.metric),
+        METRIC_LABELS.get(check.other, check.other),
+    )
+    return Table(
+        f"Interchange metrics side by side: {m} (the audit's) and {o}",
+        [
+            "head",
+            f"necessity, {m} (% of its gap)",
+            "p",
+            f"necessity, {o} (% of its gap)",
+            "p",
+            f"sufficiency, {m} (%)",
+            f"sufficiency, {o} (%)",
+            f"disagree on (p < {check.alpha:g})",
+        ],
+        rows,
+        note=check.line(),
+    )
+
+
+def behaviour_table(result: AuditResult) -> Table:
+    """Every given pair: the judged class and opening of its harmful and control continuation."""
+    b = result.behaviour
+    assert b is not None
+    kept = set(result.kept_pairs) if result.kept_pairs is not None else None
+    rows = [
+        [
+            str(i),
+            b.harmful_class[i],
+            b.harmful_text[i],
+            b.control_class[i],
+            b.control_text[i],
+            "yes" if kept is None or i in kept else "no",
+        ]
+        for i in range(len(b.harmful_class))
+    ]
+    return Table(
+        "What the model does with each pair (greedy continuations)",
+        [
+            "pair",
+            "harmful: class",
+            "harmful: continuation",
+            "control: class",
+            "control: continuation",
+            "in the statistics",
+        ],
+        rows,
+        note=" ".join(result.behaviour_lines()),
+    )
+
+
 def audit_figures(result: AuditResult) -> dict[str, go.Figure]:
     """Every audit view, keyed by the file stem it is exported under."""
     figures = {
-        "necessity_heatmap": necessity_heatmap(result),
+        "head_maps": head_maps(result),
         "cascade": cascade_chart(result),
         "dose_response": dose_response_chart(result),
         "ablation_vs_interchange": ranking_comparison(result),
@@ -245,9 +515,10 @@ def write_audit_outputs(result: AuditResult, out: Path, *, static: bool = True) 
         result.to_json(out / "audit.json"),
         write_report(
             out / "report.html",
-            f"Refusal circuit audit: {result.model}",
+            f"Refusal circuit audit: {display_name(result.model)}",
             list(figures.values()),
             summary=result.summary(),
+            tables=audit_tables(result),
         ),
     ]
     if static:

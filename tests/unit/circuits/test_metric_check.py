@@ -63,7 +63,7 @@ def test_nll_interchange_is_right_aligned_on_unequal_lengths(qwen2) -> None:
         for layer, head in heads:
             source = cache[z_hook(layer)][0]
 
-            def patch(z, hook, head=head, source=source):
+            def patch(z, hook, head=head, source=source, overlap=overlap):
                 z = z.clone()
                 z[0, -overlap:, head] = source[-overlap:, head]  # aligned from the end
                 return z
