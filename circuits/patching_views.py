@@ -4,7 +4,8 @@ Cells are mean effects (fractions of the clean gap, on the result's scale) on a
 diverging scale centred at 0, so heads that carry refusal and heads that push
 against it read apart at a glance; heads with ``q < alpha`` are ringed. Hover
 shows layer, head, effect, its interval, p and q.
-Heads not patched exactly (prescreen mode) stay blank.
+Heads not patched exactly (prescreen mode) are grey and read "not measured",
+never 0.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from attribution.interchange_result import PatchingResult, Which
-from circuits.views import head_heatmap, head_map_figure, symmetric_range
+from circuits.views import (
+    head_heatmap,
+    head_map_figure,
+    number,
+    show_not_measured,
+    symmetric_range,
+)
+
+GAP_UNIT = "fraction of the clean gap"
 
 
 def patching_heatmap(
@@ -31,13 +40,14 @@ def patching_heatmap(
     hover = np.empty(s.effect.shape, dtype=object)
     for layer in range(result.n_layers):
         for head in range(result.n_heads):
-            hover[layer, head] = (
-                f"L{layer}H{head}<br>effect {s.effect[layer, head]:.3f}"
-                f"<br>CI [{s.ci_low[layer, head]:.3f}, {s.ci_high[layer, head]:.3f}]"
-                f"<br>p {s.p[layer, head]:.3g}, q {s.q[layer, head]:.3g}"
-            )
+            hover[layer, head] = f"L{layer}H{head}<br>effect {number(s.effect[layer, head], '.3f')}"
+            if np.isfinite(s.effect[layer, head]):
+                hover[layer, head] += (
+                    f"<br>CI [{s.ci_low[layer, head]:.3f}, {s.ci_high[layer, head]:.3f}]"
+                    f"<br>p {s.p[layer, head]:.3g}, q {s.q[layer, head]:.3g}"
+                )
     fig = head_map_figure(
-        head_heatmap(s.effect, hover, colorbar_title=which, zmax=zmax),
+        head_heatmap(s.effect, hover, colorbar_title=f"{which} ({GAP_UNIT})", zmax=zmax),
         f"Interchange {which} ({result.metric}, positions={result.positions}, "
         f"n={result.n}, {result.mode})",
     )
@@ -71,7 +81,7 @@ def patching_figure(result: PatchingResult, *, alpha: float = 0.05) -> Any:
         single = patching_heatmap(result, which, alpha=alpha, zmax=zmax)  # type: ignore[arg-type]
         for trace in single.data:
             if hasattr(trace, "colorbar"):  # one colour bar serves both panels
-                trace.colorbar.title.text = "fraction of the clean gap"
+                trace.colorbar.title.text = f"effect ({GAP_UNIT})"
                 trace.showscale = col == 1
             elif col == 2:
                 trace.showlegend = False  # and one legend entry
@@ -83,4 +93,6 @@ def patching_figure(result: PatchingResult, *, alpha: float = 0.05) -> Any:
         legend={"orientation": "h", "y": -0.12},
     )
     fig.update_yaxes(autorange="reversed")  # layer 0 on top, as in every head map
-    return fig
+    fig.update_xaxes(title_text="head")
+    fig.update_yaxes(title_text="layer")
+    return show_not_measured(fig, result.necessity, result.sufficiency)

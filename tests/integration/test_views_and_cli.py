@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -140,3 +141,35 @@ def test_dla_command_bad_input_is_one_clear_line(
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_every_dla_figure_names_its_units(result) -> None:
+    from circuits.views import dla_figures
+    from tests.helpers.figures import assert_units
+
+    for stem, fig in dla_figures(result).items():
+        assert_units(stem, fig)
+
+
+def test_unpatched_heads_of_a_prescreen_read_not_measured(tiny_dirs) -> None:
+    from attribution.interchange import interchange_test
+    from circuits.patching_views import patching_figure
+    from circuits.views import NOT_MEASURED
+    from patching.loading import load_model
+    from tests.helpers.figures import assert_units
+
+    model = load_model(tiny_dirs["qwen2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pairs of unequal length: not the point
+        run = interchange_test(model, builtin_pairs(6), mode="prescreen", top_k=3,
+                               positions="last", n_boot=50, progress=False)  # fmt: skip
+    fig = patching_figure(run)
+    assert_units("patching", fig)
+    necessity = fig.data[0]
+    z = np.asarray(necessity.z, dtype=np.float64)
+    np.testing.assert_array_equal(z, run.necessity)  # NaN where not patched, never 0
+    unmeasured = np.argwhere(np.isnan(z))
+    assert len(unmeasured) == model.n_layers * model.n_heads - 3
+    layer, head = unmeasured[0]
+    assert "not measured" in necessity.text[layer][head]
+    assert fig.layout.plot_bgcolor == NOT_MEASURED

@@ -94,11 +94,13 @@ def test_steps_are_listed_by_config_and_numbered_from_the_list() -> None:
     from circuits.audit.context import AuditContext
     from circuits.audit.pipeline import run_steps, steps_for
 
-    every = ["interchange", "dla", "gate", "cascade", "dose_response", "negative_heads",
-             "ablation_vs_interchange"]  # fmt: skip
+    every = ["behaviour", "interchange", "dla", "gate", "cascade", "dose_response",
+             "negative_heads", "ablation_vs_interchange", "metric_check"]  # fmt: skip
     assert [s.name for s in steps_for(AuditConfig())] == every
-    short = steps_for(AuditConfig(negative_heads=False, ablation_compare=False))
-    assert [s.name for s in short] == every[:5]
+    short = steps_for(AuditConfig(negative_heads=False, ablation_compare=False, metric_check=False))
+    assert [s.name for s in short] == every[:6]
+    refused = steps_for(AuditConfig(pairs="refused", metric_check=False))
+    assert [s.name for s in refused][:3] == ["behaviour", "refused_pairs", "interchange"]
     ran: list[str] = []
 
     def stand_in(name: str) -> Callable[[AuditContext], None]:
@@ -109,9 +111,9 @@ def test_steps_are_listed_by_config_and_numbered_from_the_list() -> None:
     model = Mock(spec=HookedModel)  # the listed steps are stand-ins that never read it
     ctx = AuditContext(model=model, pairs=[], config=AuditConfig(), store=StepStore())
     run_steps(ctx, fake, shown.append)  # no gate: the gate's own steps are skipped
-    assert ran == ["interchange", "dla", "gate"]
-    assert shown[0] == "[1/5] interchange necessity and sufficiency of every head"
-    assert shown[3].startswith("[4/5] no gate:") and shown[4].startswith("[5/5] no gate:")
+    assert ran == ["behaviour", "interchange", "dla", "gate"]
+    assert shown[1] == "[2/6] interchange necessity and sufficiency of every head"
+    assert shown[4].startswith("[5/6] no gate:") and shown[5].startswith("[6/6] no gate:")
 
 
 def test_audit_result_round_trips_through_json(tmp_path) -> None:
