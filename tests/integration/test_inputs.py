@@ -105,6 +105,7 @@ def pair_file(tmp_path: Path) -> Path:
         (["screen", "--budget-mb", "0"], ["--budget-mb 0", "positive"]),
         (["audit", "--n-null", "0"], ["--n-null 0", "random heads", "at least 1"]),
         (["audit", "--n-null", "-2"], ["--n-null -2", "at least 1"]),
+        (["audit", "--check-heads", "-1"], ["--check-heads -1", "0 (no cross-check)"]),
         (["dla", "--n", "0"], ["--n 0", "number of pairs", "at least 1"]),
         (["audit", "--n", "-3"], ["--n -3", "at least 1"]),
         (["screen", "--n", "0"], ["--n 0", "at least 1"]),

@@ -55,7 +55,7 @@ def result() -> AuditResult:
     return AuditResult(
         model="/root/.cache/refusal-circuits/qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf",
         n_layers=L, n_heads=H, n_pairs=1, necessity=nec, sufficiency=suf,
-        dla={"per_head": dla.tolist(), "per_head_harmful": (dla - 1).tolist()},  # type: ignore[typeddict-item]
+        dla={"per_head": dla.tolist(), "per_head_harmful": (dla - 1).tolist()},
         gate=[gate], gate_candidates=[gate], amplifiers=[amp], negative_heads=None,
         cascade=cascade, ablation_vs_interchange=None, dose_response=None,
         settings=AuditConfig(pairs="refused").settings(), versions={}, seconds=1.0,
