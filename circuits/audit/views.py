@@ -3,8 +3,14 @@
 Each view takes the :class:`~circuits.audit.result.AuditResult` (this module
 reads results and never runs an audit).
 
-- :func:`necessity_heatmap`: layer x head interchange necessity, gate and
-  amplifiers marked, significance (BH q) on hover.
+- :func:`head_maps`: interchange necessity, sufficiency (one scale, % of the
+  metric's gap) and the harmful - control DLA (logits) side by side, gate,
+  amplifiers and negative heads marked, significance on hover; unmeasured
+  (NaN) heads grey. :func:`necessity_heatmap` is its first panel alone.
+- :func:`audit_tables`: the report's tables of numbers (gate candidates,
+  amplifiers, the cascade against its null, the metric cross-check, each pair's
+  behaviour); a new statistic is one more entry of :func:`finding_columns`,
+  :func:`amplifier_columns` or :data:`CASCADE_ROWS`.
 - :func:`cascade_chart`: percentage change of each amplifier's DLA under the
   gate's knockout, beside the random-head null (mean ± sd, largest drop).
 - :func:`dose_response_chart`: refusal score along alpha with stacked
@@ -12,6 +18,8 @@ reads results and never runs an audit).
 - :func:`ranking_comparison`: ablation effect against interchange necessity
   per head, with the rank correlation in the title.
 - :func:`compare_figures`: several audits side by side against model size.
+
+Units and the report's layout: ``docs/science.md#report``.
 """
 
 from __future__ import annotations
