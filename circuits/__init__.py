@@ -21,16 +21,24 @@ if TYPE_CHECKING:
         cascade_chart,
         compare_figures,
         dose_response_chart,
+        head_maps,
         necessity_heatmap,
         ranking_comparison,
     )
-    from circuits.behaviour import KeywordJudge, classify
+    from circuits.behaviour import KeywordJudge, PairBehaviour, classify
     from circuits.checks import ModelChecks, check_model
     from circuits.compare import compare_audits
     from circuits.export import save_figures, save_static
+    from circuits.metric_check import MetricCheck
     from circuits.organism import build_organism, generate_pairs, load_ground_truth, organism_dir
     from circuits.patching_views import patching_figure, patching_heatmap
-    from circuits.views import dla_heatmap, dla_side_by_side, dla_top_bar, write_report
+    from circuits.views import (
+        display_name,
+        dla_heatmap,
+        dla_side_by_side,
+        dla_top_bar,
+        write_report,
+    )
 
 # Each public name and the module it lives in (imported on first use).
 _EXPORTS: dict[str, str] = {
@@ -45,6 +53,10 @@ _EXPORTS: dict[str, str] = {
     "dla_side_by_side": "circuits.views",
     "dla_top_bar": "circuits.views",
     "write_report": "circuits.views",
+    "display_name": "circuits.views",
+    "head_maps": "circuits.audit.views",
+    "PairBehaviour": "circuits.behaviour",
+    "MetricCheck": "circuits.metric_check",
     "patching_figure": "circuits.patching_views",
     "patching_heatmap": "circuits.patching_views",
     "cascade_chart": "circuits.audit.views",
@@ -67,18 +79,22 @@ __all__ = [
     "AuditResult",
     "HeadFinding",
     "KeywordJudge",
+    "MetricCheck",
     "ModelChecks",
+    "PairBehaviour",
     "build_organism",
     "cascade_chart",
     "check_model",
     "classify",
     "compare_audits",
     "compare_figures",
+    "display_name",
     "dla_heatmap",
     "dla_side_by_side",
     "dla_top_bar",
     "dose_response_chart",
     "generate_pairs",
+    "head_maps",
     "load_ground_truth",
     "necessity_heatmap",
     "organism_dir",
