@@ -110,6 +110,8 @@ def head_map_figure(trace: go.Heatmap, title: str) -> go.Figure:
 def show_not_measured(fig: go.Figure, *grids: np.ndarray) -> go.Figure:
     """Grey behind the maps (NaN cells), and a caption saying so where any cell is NaN."""
     fig.update_layout(plot_bgcolor=NOT_MEASURED)
+    fig.update_xaxes(showgrid=False, zeroline=False)  # grid lines would stripe the grey cells
+    fig.update_yaxes(showgrid=False, zeroline=False)
     if any(np.isnan(g).any() for g in grids):
         fig.add_annotation(
             text=f"grey: {NOT_MEASURED_TEXT}",
