@@ -354,8 +354,10 @@ def _pct(value: float) -> str:
 def finding_columns(result: AuditResult) -> list[FindingColumn]:
     """The columns of the gate candidates' table (a new statistic is one more entry)."""
     unit = gap_unit(result)
+    gate = {(g.layer, g.head) for g in result.gate}
     return [
         ("head", lambda h: h.label),
+        ("named", lambda h: "gate" if (h.layer, h.head) in gate else "candidate"),
         ("depth (% of layers)", lambda h: f"{100 * h.layer / result.n_layers:.0f}"),
         (f"necessity ({unit})", lambda h: _pct(h.value)),
         ("95% CI", lambda h: f"[{_pct(h.ci_low)}, {_pct(h.ci_high)}]"),

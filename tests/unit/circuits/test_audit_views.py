@@ -98,7 +98,8 @@ def test_tables_show_the_numbers_with_their_null(result) -> None:
     assert cascade["amplifiers' DLA change (%)"] == "-12.0"
     gate = tables["Gate candidates (the audit's gate first)"]
     row = dict(zip(gate.columns, gate.rows[0], strict=True))
-    assert row["head"] == "L1H2" and row["necessity (% of the refusal-score gap)"] == "+6.0"
+    assert row["head"] == "L1H2" and row["named"] == "gate"
+    assert row["necessity (% of the refusal-score gap)"] == "+6.0"
     assert row["q (BH, all heads)"] == "0.03" and row["depth (% of layers)"] == "25"
     amps = tables["Amplifiers"]
     amp = dict(zip(amps.columns, amps.rows[0], strict=True))
