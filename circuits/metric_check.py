@@ -6,7 +6,7 @@ control's greedy continuation). :class:`MetricCheck` holds the same test under
 the *other* metric, run exactly on a few heads (the gate candidates and the top
 heads by necessity), each metric on its own pooled gap; :meth:`MetricCheck.disagreements`
 names the heads where the two tell different stories: opposite signs of the
-necessity, or significant under one and not the other (``p < alpha``, the
+necessity or the sufficiency, or significant under one and not the other (``p < alpha``, the
 per-head sign-flip test: the second metric's heads are too few for a
 Benjamini-Hochberg family comparable to the first's). ``docs/science.md#metric-cross-check``.
 """
@@ -69,40 +69,51 @@ class MetricCheck(Result):
             other_sufficiency=pick(measured[1]),
         )
 
+    def _pairs(self, which: str) -> list[tuple[Head, HeadStat, HeadStat]]:
+        main, other = getattr(self, f"main_{which}"), getattr(self, f"other_{which}")
+        return list(zip(self.heads, main, other, strict=True))
+
     def disagreements(self) -> list[tuple[Head, str]]:
-        """Each head whose necessity differs in sign or significance, with why."""
+        """Each head and effect that differ in sign or significance, with why.
+
+        ``"necessity: sign"``, ``"sufficiency: significance"``, ...; heads not measured
+        under either metric (NaN) are left out.
+        """
         out: list[tuple[Head, str]] = []
-        for h, a, b in zip(self.heads, self.main_necessity, self.other_necessity, strict=True):
-            if not (np.isfinite(a.value) and np.isfinite(b.value)):
-                continue
-            why = []
-            if np.sign(a.value) != np.sign(b.value):
-                why.append("sign")
-            if (a.p < self.alpha) != (b.p < self.alpha):
-                why.append("significance")
-            if why:
-                out.append((h, " and ".join(why)))
+        for which in ("necessity", "sufficiency"):
+            for h, a, b in self._pairs(which):
+                if not (np.isfinite(a.value) and np.isfinite(b.value)):
+                    continue
+                why = []
+                if np.sign(a.value) != np.sign(b.value):
+                    why.append("sign")
+                if (a.p < self.alpha) != (b.p < self.alpha):
+                    why.append("significance")
+                if why:
+                    out.append((h, f"{which}: {' and '.join(why)}"))
         return out
 
     def line(self) -> str:
         """One sentence: where the two metrics disagree, with both numbers."""
+        head = f"{self.other} beside {self.metric} on {len(self.heads)} top heads:"
         diff = self.disagreements()
         if not diff:
             return (
-                f"{self.other} beside {self.metric} on {len(self.heads)} top heads: necessity "
-                f"agrees in sign and significance (p < {self.alpha:g}) on every one."
+                f"{head} necessity and sufficiency agree in sign and significance "
+                f"(p < {self.alpha:g}) on every one."
             )
-        by_head = {h: (a, b) for h, a, b in zip(self.heads, self.main_necessity,
-                                                  self.other_necessity, strict=True)}  # fmt: skip
-        parts = [
-            f"L{h[0]}H{h[1]} ({why}: {by_head[h][0].value:+.1%} p={by_head[h][0].p:.2g} vs "
-            f"{by_head[h][1].value:+.1%} p={by_head[h][1].p:.2g})"
-            for h, why in diff
-        ]
-        return (
-            f"{self.other} beside {self.metric} on {len(self.heads)} top heads: necessity "
-            f"disagrees on " + "; ".join(parts) + "."
-        )
+        stats = {
+            (h, which): (a, b)
+            for which in ("necessity", "sufficiency")
+            for h, a, b in self._pairs(which)
+        }
+        parts = []
+        for h, why in diff:
+            a, b = stats[h, why.split(":")[0]]
+            parts.append(
+                f"L{h[0]}H{h[1]} {why} ({a.value:+.1%} p={a.p:.2g} vs {b.value:+.1%} p={b.p:.2g})"
+            )
+        return f"{head} they disagree on " + "; ".join(parts) + "."
 
     def derived(self) -> dict[str, Any]:
         return {"disagreements": [[list(h), why] for h, why in self.disagreements()]}

@@ -432,7 +432,9 @@ def metric_check_table(result: AuditResult) -> Table:
     """The top heads under both interchange metrics, and where they disagree."""
     check = result.metric_check
     assert check is not None
-    why = dict(check.disagreements())
+    why: dict[Head, list[str]] = {}
+    for h, reason in check.disagreements():
+        why.setdefault(h, []).append(reason)
     rows = [
         [
             f"L{h[0]}H{h[1]}",
@@ -442,7 +444,7 @@ def metric_check_table(result: AuditResult) -> Table:
             number(b.p, ".2g"),
             _pct(sa.value),
             _pct(sb.value),
-            why.get(h, "agree"),
+            "; ".join(why.get(h, ["agree"])),
         ]
         for h, a, b, sa, sb in zip(
             check.heads,

@@ -87,12 +87,20 @@ def test_disagreements_name_sign_and_significance() -> None:
     main = _stats({(0, 0): (0.1, 0.001), (0, 1): (0.05, 0.001), (1, 0): (0.02, 0.3),
                    (1, 1): (0.2, 0.01)})  # fmt: skip
     other = _stats({(0, 0): (0.3, 0.002), (0, 1): (-0.01, 0.6), (1, 0): (0.04, 0.01)})
-    check = MetricCheck.of(heads, "refusal_score", "nll", 0.05, (main, main), (other, other))
-    assert check.disagreements() == [((0, 1), "sign and significance"), ((1, 0), "significance")]
+    flat = _stats({h: (0.001, 0.5) for h in heads})  # sufficiency: none significant
+    check = MetricCheck.of(heads, "refusal_score", "nll", 0.05, (main, main), (other, flat))
+    assert check.disagreements() == [
+        ((0, 1), "necessity: sign and significance"),
+        ((1, 0), "necessity: significance"),
+        ((0, 0), "sufficiency: significance"),
+        ((0, 1), "sufficiency: significance"),
+        ((1, 1), "sufficiency: significance"),
+    ]
     line = check.line()
-    assert "L0H1 (sign and significance: +5.0% p=0.001 vs -1.0% p=0.6)" in line
-    assert "L0H0" not in line and "L1H1" not in line  # agreeing, and not measured
-    same = MetricCheck.of(heads[:1], "refusal_score", "nll", 0.05, (main, main), (other, other))
-    assert same.disagreements() == [] and "agrees" in same.line()
+    assert "L0H1 necessity: sign and significance (+5.0% p=0.001 vs -1.0% p=0.6)" in line
+    assert "L1H1 sufficiency: significance (+20.0% p=0.01 vs +0.1% p=0.5)" in line
+    assert "L1H1 necessity" not in line  # not measured under nll
+    same = MetricCheck.of(heads[:1], "refusal_score", "nll", 0.05, (main, main), (other, main))
+    assert same.disagreements() == [] and "agree" in same.line()
     back = MetricCheck.from_dict(check.to_dict())
     assert back.to_dict() == check.to_dict() and back.heads == heads
