@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from unittest.mock import Mock
@@ -170,3 +171,18 @@ def test_views_and_result_do_not_import_the_pipeline() -> None:
         names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not {m for m in names if m and m.startswith("circuits.audit") and
                     m.split(".")[-1] in ("pipeline", "steps", "context")}, leaf  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [({"pairs": "some"}, "unknown pairs='some'; use one of all, refused"),
+     ({"metric": "kl"}, "unknown metric 'kl'; use one of refusal_score, nll, logit_diff")],
+)  # fmt: skip
+def test_unknown_pairs_or_metric_is_refused_before_any_work(setting, words) -> None:
+    from circuits.audit import audit
+    from patching.errors import RefusalCircuitsError
+
+    model = Mock(spec=HookedModel)  # never touched: the settings are checked first
+    with pytest.raises(RefusalCircuitsError, match=re.escape(words)):
+        audit(model, [PromptPair(harmful="a", control="b")], AuditConfig(**setting))
+    assert model.mock_calls == []
