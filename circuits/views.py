@@ -90,7 +90,7 @@ def head_heatmap(
         text=hover,
         hoverinfo="text",
         showscale=showscale,
-        colorbar={"title": colorbar_title},
+        colorbar={"title": {"text": colorbar_title, "side": "right"}},
     )
 
 
