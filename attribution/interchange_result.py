@@ -35,6 +35,7 @@ from attribution.statistics import (
     Scale,
     effect_stats,
     pooled_scale,
+    resolution_floor,
     scaled_effects,
 )
 from patching.interventions import Positions
@@ -113,7 +114,11 @@ class PatchingResult(Result):
         """Mean effect, CI, p and q per head (computed once, seeded)."""
         if which not in self._stats:
             self._stats[which] = effect_stats(
-                self.pairs_of(which), seed=self.seed, n_boot=self.n_boot, level=self.ci_level
+                self.pairs_of(which),
+                seed=self.seed,
+                n_boot=self.n_boot,
+                level=self.ci_level,
+                floor=resolution_floor(self.gap, self.unit),
             )
         return self._stats[which]
 

@@ -2,16 +2,22 @@
 
 If a gate routes the refusal decision, knocking it out (zero, mean or resample
 ablation of its output at every position) should make the heads that *write*
-refusal fall silent. The cascade measures exactly that: every head's refusal
-DLA on the harmful prompts is recomputed in the knocked-out run (the final
-norm's scale frozen from that same run, so each decomposition stays exact) and
-compared with the clean DLA, as a percentage change per head.
+refusal fall silent. The cascade measures exactly that, as the published
+cascade does: the gate is knocked out on the harmful *and* the control prompt
+of every pair, every head's refusal DLA is recomputed in the knocked-out runs
+(the final norm's scale frozen from that same run, so each decomposition stays
+exact), and each head's harmful-minus-control DLA (its *contrast*) is compared
+with the clean contrast. On a real model a head that writes refusal can have a
+negative DLA on harmful prompts alone (the model answers many of them) and a
+large positive contrast; the contrast is what the circuit adds for harmful input.
 
 A fall alone proves little: knocking out *any* head might perturb the stream.
 So the same measurement is repeated for random heads from the gate's depth band
-(not the gate, not the amplifiers), and the amplifiers' total DLA change under
-the gate's knockout is set against that null: effect, null mean, sd, largest
-null drop, and the empirical one-sided p ``(1 + #{null <= effect}) / (1 + n)``.
+(not the gate, not the amplifiers), and the amplifiers' summed contrast change
+under the gate's knockout is set against that null: effect (in % of their clean
+summed contrast, and in units of the pooled DLA gap), null mean, sd, largest null
+drop, z, and the empirical one-sided p ``(1 + #{null <= effect}) / (1 + n)``,
+whose smallest value ``1 / (1 + n)`` the result states.
 
 Explained in ``docs/science.md#knockout-cascade``.
 """
@@ -45,7 +51,11 @@ def percent_change(
 
 @dataclass
 class CascadeResult(Result):
-    """Mean harmful-prompt DLA per head, clean and with the gate knocked out, vs a null."""
+    """Mean harmful-minus-control DLA per head, clean and with the gate knocked out, vs a null.
+
+    ``effect`` and ``null_effects`` are % changes of the amplifiers' summed contrast;
+    ``gap`` is the pooled DLA gap (logits) that :attr:`effect_gap` is in units of.
+    """
 
     gate: list[Head]
     kind: str
@@ -55,6 +65,7 @@ class CascadeResult(Result):
     effect: float
     null_heads: list[Head] = field(metadata={"group": "null", "key": "heads"})
     null_effects: list[float] = field(metadata={"group": "null", "key": "effects"})
+    gap: float = float("nan")
 
     @property
     def change(self) -> Float[np.ndarray, "layer head"]:
@@ -75,10 +86,30 @@ class CascadeResult(Result):
         return float(-min(self.null_effects)) if self.null_effects else float("nan")
 
     @property
+    def z(self) -> float:
+        """The effect's distance from the null mean in null sds (negative: a larger fall)."""
+        sd = self.null_sd
+        return (self.effect - self.null_mean) / sd if sd > 0 else float("nan")
+
+    @property
     def p(self) -> float:
         """Empirical one-sided p of the gate's effect against the random-head null."""
         below = sum(1 for e in self.null_effects if e <= self.effect)
         return (1 + below) / (1 + len(self.null_effects))
+
+    @property
+    def min_p(self) -> float:
+        """The smallest p this many null heads can give."""
+        return 1.0 / (1 + len(self.null_effects))
+
+    @property
+    def clean_sum(self) -> float:
+        """The amplifiers' summed clean contrast (logits)."""
+        return float(sum(float(self.clean[h]) for h in self.amplifiers))
+
+    def in_gap(self, percent: float) -> float:
+        """A % change of the amplifiers' summed contrast in units of the pooled DLA gap."""
+        return percent / 100.0 * self.clean_sum / self.gap
 
     def per_amplifier(self) -> dict[str, float]:
         return {f"L{lay}H{h}": float(self.change[lay, h]) for lay, h in self.amplifiers}
@@ -101,7 +132,15 @@ class CascadeResult(Result):
             "change_percent": self.change,
             "per_amplifier_percent": self.per_amplifier(),
             "null": {"mean": self.null_mean, "sd": self.null_sd, "max_drop": self.null_max},
+            "effect_gap": self.in_gap(self.effect),
+            "null_gap": {
+                "mean": self.in_gap(self.null_mean),
+                "sd": abs(self.in_gap(self.null_sd)),
+                "max_drop": abs(self.in_gap(self.null_max)),
+            },
+            "z": self.z,
             "p": self.p,
+            "min_p": self.min_p,
         }
 
 
@@ -124,16 +163,17 @@ def knockout_dla(
 def null_heads(
     band_layers: Sequence[int], n_heads: int, exclude: Sequence[Head], n_null: int, seed: int
 ) -> list[Head]:
-    """Up to ``n_null`` distinct random heads of the band, none of ``exclude`` (seeded)."""
-    pool = [
-        (layer, head)
-        for layer in band_layers
-        for head in range(n_heads)
-        if (layer, head) not in set(exclude)
-    ]
+    """Up to ``n_null`` distinct random heads of the band, none of ``exclude`` (seeded).
+
+    The band is shuffled once per seed and the excluded heads skipped, so null sets
+    drawn with different exclusions (each gate candidate's, the cascade's) share
+    their heads and their stored knockouts.
+    """
+    pool = [(layer, head) for layer in band_layers for head in range(n_heads)]
     rng = np.random.default_rng(seed)
-    picks = rng.permutation(len(pool))[: min(n_null, len(pool))]
-    return sorted(pool[int(i)] for i in picks)
+    skip = set(exclude)
+    picks = [pool[int(i)] for i in rng.permutation(len(pool)) if pool[int(i)] not in skip]
+    return sorted(picks[:n_null])
 
 
 def amplifier_change(
@@ -141,7 +181,7 @@ def amplifier_change(
     knocked: Float[np.ndarray, "layer head"],
     amplifiers: Sequence[Head],
 ) -> float:
-    """Percentage change of the amplifiers' summed DLA."""
+    """Percentage change of the amplifiers' summed DLA (their contrast, in the audit)."""
     if not amplifiers:
         return float("nan")
     before = sum(float(clean[h]) for h in amplifiers)

@@ -23,6 +23,13 @@ class AuditConfig:
     the model refuses and whose control it does not (judged on greedy continuations
     of ``gen_tokens`` tokens); ``metric_check`` measures the top ``n_check_heads``
     heads again under the other interchange metric (:mod:`circuits.metric_check`).
+    The role rules' sizes are minimum effects in percent of the refusal gap:
+    ``min_gate_effect_pct`` of the interchange gap for the gate's necessity,
+    ``min_amplifier_pct`` of the DLA gap for an amplifier's harmful-minus-control
+    DLA, and ``min_amplifier_fall_pct`` of that contrast for its fall under the
+    gate's knockout; everything else is judged against nulls
+    (``docs/science.md#roles``).
+    ``n_null`` random band heads make the cascade's null (99: p can reach 0.01).
     """
 
     n: int | None = None
@@ -32,13 +39,13 @@ class AuditConfig:
     positions: str = "all"
     alpha: float = 0.05
     max_dla_share: float = 0.01
-    min_necessity: float = 0.1
+    min_gate_effect_pct: float = 1.0
     band_ratio: float = 0.5
     max_gate_tries: int = 3
     knockout: AblationKind = "zero"
-    amplifier_min_share: float = 0.05
-    amplifier_min_drop: float = 0.2
-    n_null: int = 20
+    min_amplifier_pct: float = 1.0
+    min_amplifier_fall_pct: float = 5.0
+    n_null: int = 99
     dose_alphas: tuple[float, ...] = DEFAULT_ALPHAS
     n_generate: int = 16
     gen_tokens: int = 8

@@ -26,7 +26,7 @@ from circuits.dose_response import DoseResponse
 from circuits.knockout import Head, capture_z
 from circuits.metric_check import MetricCheck
 from circuits.negative_heads import NegativeHeadsResult
-from circuits.roles import depth_band
+from circuits.roles import DropTest, GateCheck, depth_band
 from circuits.store import StepStore, digest
 from patching.chat import ChatPrompt, format_chat
 from patching.decoding import greedy_decode
@@ -55,6 +55,7 @@ class AuditContext:
     behaviour: PairBehaviour | None = None  # behaviour: every given pair, before any restriction
     kept: list[int] | None = None  # refused_pairs: indices of the pairs the statistics use
     scale: float | None = None  # interchange: the pooled gap every effect is divided by
+    floor: float = 0.0  # interchange: float32 rounding on the pooled scale (resolution_floor)
     necessity: EffectStats | None = None  # interchange
     sufficiency: EffectStats | None = None  # interchange
     dla: DLAResult | None = None  # dla
@@ -63,6 +64,9 @@ class AuditContext:
     gate: list[Head] = field(default_factory=list)  # gate
     amplifiers: list[Head] = field(default_factory=list)  # gate
     change: np.ndarray | None = None  # gate: DLA change under the gate's knockout
+    amplifier_tests: list[DropTest] = field(default_factory=list)  # gate: the gate's drop tests
+    gate_checks: list[GateCheck] = field(default_factory=list)  # gate: top band heads, why not
+    published_gate: Head | None = None  # gate: largest necessity + sufficiency
     cascade: CascadeResult | None = None
     dose: DoseResponse | None = None
     negative: NegativeHeadsResult | None = None
@@ -149,7 +153,10 @@ class AuditContext:
         scale = self.need(self.scale, "the pooled scale (interchange)")
         s = self.config
         return effect_stats(
-            np.asarray(per_pair, dtype=np.float64) / scale, seed=s.seed, n_boot=s.n_boot
+            np.asarray(per_pair, dtype=np.float64) / scale,
+            seed=s.seed,
+            n_boot=s.n_boot,
+            floor=self.floor,
         )
 
 

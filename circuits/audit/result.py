@@ -19,7 +19,7 @@ from circuits.dose_response import DoseResponse
 from circuits.knockout import Head
 from circuits.metric_check import MetricCheck
 from circuits.negative_heads import NegativeHeadsResult
-from circuits.roles import depth_band
+from circuits.roles import DropTest, GateCheck, depth_band
 
 
 class DLASummary(TypedDict):
@@ -103,6 +103,11 @@ class AuditResult(Result):
     behaviour: PairBehaviour | None = None  # every given pair's judged continuations
     kept_pairs: list[int] | None = None  # pairs="refused": the given pairs' indices kept
     metric_check: MetricCheck | None = None  # the top heads under the other metric
+    # The published rule's gate (largest necessity + sufficiency among DLA-dark band heads),
+    # why the top band heads are or are not the gate, and the gate's amplifier drop tests.
+    published_gate: HeadFinding | None = None
+    gate_checks: list[GateCheck] = field(default_factory=list)
+    amplifier_tests: list[DropTest] = field(default_factory=list)
 
     @property
     def band_layers(self) -> list[int]:
@@ -127,22 +132,28 @@ class AuditResult(Result):
         else:
             lines.append(
                 "No gate: no head of the depth band is significantly necessary, DLA-dark and "
-                "upstream of heads that fall when it is knocked out."
+                "upstream of heads that fall when it is knocked out. Top band heads:"
             )
+            lines += [self._check_line(c) for c in self.gate_checks] or [
+                "  none: no band head has a positive interchange necessity."
+            ]
+        lines += self._published_lines()
+        tests = {(t.layer, t.head): t for t in self.amplifier_tests}
         if self.amplifiers:
             lines.append(
-                "Amplifiers: "
-                + ", ".join(
-                    f"{a.label} ({a.knockout_change:+.0%} under knockout)" for a in self.amplifiers
-                )
+                "Amplifiers (harmful-minus-control DLA, its fall under the gate's knockout, in % "
+                "of the DLA gap, vs knocking out random upstream band heads): "
+                + "; ".join(_drop_text(a, tests.get((a.layer, a.head))) for a in self.amplifiers)
                 + "."
             )
         if self.cascade is not None:
             c = self.cascade
             lines.append(
-                f"Knockout cascade ({c.kind}): amplifiers' DLA {c.effect:+.1f}% vs random band "
-                f"heads {c.null_mean:+.1f}% ± {c.null_sd:.1f} (largest null drop "
-                f"{c.null_max:.1f}%, empirical p={c.p:.3g}, {len(c.null_effects)} null heads)."
+                f"Knockout cascade ({c.kind}, both prompts of each pair): amplifiers' "
+                f"harmful-minus-control DLA {c.effect:+.1f}% ({c.in_gap(c.effect):+.1%} of the "
+                f"DLA gap) vs random band heads {c.null_mean:+.1f}% ± {c.null_sd:.1f} (largest "
+                f"null drop {c.null_max:.1f}%), z={c.z:+.2f}, empirical p={c.p:.3g} "
+                f"({len(c.null_effects)} null heads: smallest p {c.min_p:.2g})."
             )
         neg = self.negative_heads
         if neg is None:
@@ -197,9 +208,60 @@ class AuditResult(Result):
             return [line + f"statistics over all {n} pairs ({sum(b.refused)} refused)."]
         return [line + f"statistics over the {len(self.kept_pairs)} refused pairs of {n}."]
 
+    def _check_line(self, c: GateCheck) -> str:
+        """One band head's numbers and the criteria it failed (a "no gate" explanation)."""
+        s = self.settings
+        reasons = {
+            "significance": f"not significant (q={c.q:.2g} >= {s['alpha']:g})",
+            "min effect": f"necessity under the minimum {s['min_gate_effect_pct']:g}% of the gap",
+            "DLA-dark": f"DLA share {c.dla_share:.2%} >= {s['max_dla_share']:.0%}",
+            "amplifiers": "its knockout made no head after it fall beyond the random-head null",
+            "not tried": f"beyond the first {s['max_gate_tries']} candidates tried",
+        }
+        return (
+            f"  {c.label}: necessity {c.necessity:.1%} of the gap (q={c.q:.2g}), sufficiency "
+            f"{c.sufficiency:.1%}, DLA share {c.dla_share:.2%}: "
+            + ("; ".join(reasons[f] for f in c.failed) or "passes")
+            + "."
+        )
+
+    def _published_lines(self) -> list[str]:
+        """The published rule's gate beside the audit's, and whether they agree."""
+        pub = self.published_gate
+        if pub is None:
+            return []
+        line = (
+            f"Published rule (largest necessity + sufficiency among DLA-dark band heads): "
+            f"{pub.label}, necessity {pub.necessity:.1%} + sufficiency {pub.sufficiency:.1%} of "
+            f"the gap (q={pub.q:.2g})"
+        )
+        named = [(g.layer, g.head) for g in self.gate]
+        if not named:
+            return [line + "; the audit names no gate."]
+        agree = (pub.layer, pub.head) in named
+        return [
+            line
+            + (
+                "; agrees with the audit's gate."
+                if agree
+                else "; DISAGREES with the "
+                "audit's gate " + ", ".join(g.label for g in self.gate) + "."
+            )
+        ]
+
     # -- serialisation ------------------------------------------------------
     def derived(self) -> dict[str, Any]:
         return {"summary": self.summary()}
+
+
+def _drop_text(a: HeadFinding, t: DropTest | None) -> str:
+    if t is None:  # an audit.json written before the drop tests
+        return f"{a.label} ({(a.knockout_change or float('nan')):+.0%} under knockout)"
+    return (
+        f"{t.label} {t.contrast:.1%}, falls {t.drop:+.1%} ({t.fall:.0%} of itself; null "
+        f"{t.null_mean:+.1%} ± "
+        f"{t.null_sd:.1%}, max {t.null_max:+.1%}, z={t.z:+.1f}, p={t.p:.2g})"
+    )
 
 
 def _labels(heads: set[Head]) -> str:

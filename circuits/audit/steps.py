@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from attribution.dla import DLAResult, direct_logit_attribution
 from attribution.interchange import build_metric, effects_from_run, interchange_test
-from attribution.statistics import EffectStats, effect_stats, pooled_scale
+from attribution.statistics import EffectStats, effect_stats, pooled_scale, resolution_floor
 from circuits.ablation_compare import AblationComparison
 from circuits.audit.context import AuditContext, greedy_answers, judge_name
 from circuits.behaviour import PairBehaviour, classify, greedy_continuations
@@ -45,9 +45,13 @@ from circuits.negative_heads import (
     top_percent,
 )
 from circuits.roles import (
+    DropTest,
+    amplifier_tests,
     dla_shares,
     gate_band,
     gate_candidates,
+    gate_checks,
+    published_gate,
     select_amplifiers,
     select_negatives,
 )
@@ -81,7 +85,9 @@ def interchange(ctx: AuditContext) -> None:
         }
 
     ic = store.step("interchange", deps, run)
-    ctx.scale = pooled_scale(np.asarray(ic["gap"], dtype=np.float64))
+    gaps = np.asarray(ic["gap"], dtype=np.float64)
+    ctx.scale = pooled_scale(gaps)
+    ctx.floor = float(resolution_floor(gaps, ctx.scale))
     ctx.necessity = ctx.stats(ic["necessity"])
     ctx.sufficiency = ctx.stats(ic["sufficiency"])
 
@@ -107,15 +113,19 @@ def dla(ctx: AuditContext) -> None:
 
 
 def knocked(ctx: AuditContext, heads: Sequence[Head]) -> np.ndarray:
-    """Every head's refusal DLA on the harmful prompts with ``heads`` knocked out (stored)."""
+    """Every head's harmful-minus-control refusal DLA with ``heads`` knocked out (stored).
+
+    The heads are knocked out on the harmful and on the control prompt of every pair
+    (the published cascade's contrast); one stored step per set of heads, so the
+    gate candidates' and the cascade's nulls share their knockouts.
+    """
     s = ctx.config
-    data = ctx.store.step(
-        "knockout",
-        {**ctx.base, "knockout": s.knockout, "seed": s.seed, "heads": [list(h) for h in heads]},
-        lambda: {
-            "knocked": knockout_dla(
+
+    def run() -> dict[str, Any]:
+        def mean_dla(prompts: Sequence[Any]) -> list[Any]:
+            return knockout_dla(
                 ctx.model,
-                ctx.harmful,
+                prompts,
                 ctx.refusal_ids,
                 ctx.answers,
                 heads,
@@ -123,51 +133,98 @@ def knocked(ctx: AuditContext, heads: Sequence[Head]) -> np.ndarray:
                 ctx.reference,
                 s.seed,
             ).tolist()
-        },
+
+        return {"harmful": mean_dla(ctx.harmful), "control": mean_dla(ctx.control)}
+
+    deps = {**ctx.base, "knockout": s.knockout, "seed": s.seed, "heads": [list(h) for h in heads]}
+    data = ctx.store.step("knockout", {**deps, "prompts": "harmful and control"}, run)
+    return np.asarray(data["harmful"], dtype=np.float64) - np.asarray(
+        data["control"], dtype=np.float64
     )
-    return np.asarray(data["knocked"], dtype=np.float64)
 
 
-def _clean_harmful(ctx: AuditContext) -> np.ndarray:
-    return ctx.need(ctx.dla, "the DLA").harmful_mean
+def _contrast(ctx: AuditContext) -> np.ndarray:
+    """The clean harmful-minus-control DLA per head (logits)."""
+    return ctx.need(ctx.dla, "the DLA").per_head
 
 
-def _amplifiers_of(ctx: AuditContext, heads: Sequence[Head]) -> tuple[list[Head], np.ndarray]:
-    clean = _clean_harmful(ctx)
-    change = percent_change(clean, knocked(ctx, heads)) / 100.0
+def _dla_gap(ctx: AuditContext) -> tuple[float, float]:
+    """The pooled DLA gap (logits) and the float32 rounding floor on its scale."""
+    dla = ctx.need(ctx.dla, "the DLA")
+    gaps = dla.harmful_logit_diff - dla.control_logit_diff
+    gap = pooled_scale(gaps)
+    return gap, float(resolution_floor(gaps, gap))
+
+
+def _amplifiers_of(
+    ctx: AuditContext, heads: Sequence[Head]
+) -> tuple[list[Head], list[DropTest], np.ndarray]:
+    """Amplifiers of a gate (band) ``heads``: drop tests against knockouts of random band heads.
+
+    Only the null heads upstream of some head worth testing are knocked out (a
+    later head cannot change what an earlier one writes).
+    """
+    s = ctx.config
+    clean, (gap, floor) = _contrast(ctx), _dla_gap(ctx)
+    gate_knocked = knocked(ctx, heads)
+    after = max(h[0] for h in heads)
+    tested = [
+        layer
+        for layer in range(after + 1, clean.shape[0])
+        if (clean[layer] / gap >= s.min_amplifier_pct / 100).any()
+    ]
+    nulls = [
+        h
+        for h in null_heads(ctx.band_layers, ctx.model.n_heads, heads, s.n_null, s.seed)
+        if tested and h[0] < max(tested)
+    ]
+    null_knocked = {
+        h: knocked(ctx, [h])
+        for h in tqdm(nulls, desc="amplifier null", unit="head", disable=not ctx.progress)
+    }
+    tests = amplifier_tests(
+        clean, gate_knocked, null_knocked, after, gap, min_contrast=s.min_amplifier_pct / 100
+    )
     amps = select_amplifiers(
-        clean,
-        np.nan_to_num(change, nan=0.0),
-        max(h[0] for h in heads),
-        min_share=ctx.config.amplifier_min_share,
-        min_drop=ctx.config.amplifier_min_drop,
+        tests, alpha=s.alpha, floor=floor, min_fall=s.min_amplifier_fall_pct / 100
     )
-    return amps, change
+    return amps, tests, percent_change(clean, gate_knocked) / 100.0
 
 
 # -- 3. gate and amplifiers -------------------------------------------------------
 def gate(ctx: AuditContext) -> None:
-    """The first significant, DLA-dark band head whose knockout lowers later heads' DLA."""
+    """The first significant, DLA-dark band head whose knockout makes amplifiers fall.
+
+    Also the published rule's gate, and for the top band heads which criterion each
+    failed (:func:`circuits.roles.gate_checks`).
+    """
     s = ctx.config
     necessity = ctx.need(ctx.necessity, "necessity (interchange)")
-    ctx.candidates = gate_candidates(
-        necessity,
-        ctx.need(ctx.shares, "DLA shares (dla)"),
-        ctx.band_layers,
-        alpha=s.alpha,
-        max_dla_share=s.max_dla_share,
-        min_necessity=s.min_necessity,
-    )
-    ctx.change = np.full_like(_clean_harmful(ctx), np.nan)
+    sufficiency = ctx.need(ctx.sufficiency, "sufficiency (interchange)")
+    shares = ctx.need(ctx.shares, "DLA shares (dla)")
+    rules: dict[str, float] = {
+        "alpha": s.alpha,
+        "max_dla_share": s.max_dla_share,
+        "min_effect": s.min_gate_effect_pct / 100,
+    }
+    ctx.candidates = gate_candidates(necessity, shares, ctx.band_layers, **rules)
+    ctx.change = np.full_like(_contrast(ctx), np.nan)
+    tried: dict[Head, int] = {}
     for candidate in ctx.candidates[: s.max_gate_tries]:
-        amps, change = _amplifiers_of(ctx, [candidate])
+        amps, tests, change = _amplifiers_of(ctx, [candidate])
+        tried[candidate] = len(amps)
         if amps:
             ctx.gate = gate_band(candidate, ctx.candidates, necessity, s.band_ratio)
-            if len(ctx.gate) == 1:
-                ctx.amplifiers, ctx.change = amps, change
-            else:
-                ctx.amplifiers, ctx.change = _amplifiers_of(ctx, ctx.gate)
+            if len(ctx.gate) > 1:
+                amps, tests, change = _amplifiers_of(ctx, ctx.gate)
+            ctx.amplifiers, ctx.amplifier_tests, ctx.change = amps, tests, change
             break
+    ctx.gate_checks = gate_checks(
+        necessity, sufficiency, shares, ctx.band_layers, tried, ctx.gate, k=5, **rules
+    )
+    ctx.published_gate = published_gate(
+        necessity, sufficiency, shares, ctx.band_layers, max_dla_share=s.max_dla_share
+    )
 
 
 def no_gate(ctx: AuditContext) -> str | None:
@@ -177,8 +234,12 @@ def no_gate(ctx: AuditContext) -> str | None:
 
 # -- 4. cascade -------------------------------------------------------------------
 def cascade(ctx: AuditContext) -> None:
-    """The gate's knockout against the knockouts of random heads of the band."""
-    s, clean = ctx.config, _clean_harmful(ctx)
+    """The gate's knockout against the knockouts of random heads of the band.
+
+    ``n_null`` heads of the band, not the gate nor an amplifier (all of them when
+    the band has fewer; the result states the smallest p they allow).
+    """
+    s, clean = ctx.config, _contrast(ctx)
     nulls = null_heads(
         ctx.band_layers, ctx.model.n_heads, [*ctx.gate, *ctx.amplifiers], s.n_null, s.seed
     )
@@ -186,15 +247,17 @@ def cascade(ctx: AuditContext) -> None:
         amplifier_change(clean, knocked(ctx, [h]), ctx.amplifiers)
         for h in tqdm(nulls, desc="cascade null", unit="head", disable=not ctx.progress)
     ]
+    gate_knocked = knocked(ctx, ctx.gate)
     ctx.cascade = CascadeResult(
         gate=ctx.gate,
         kind=s.knockout,
         clean=clean,
-        knocked=knocked(ctx, ctx.gate),
+        knocked=gate_knocked,
         amplifiers=ctx.amplifiers,
-        effect=amplifier_change(clean, knocked(ctx, ctx.gate), ctx.amplifiers),
+        effect=amplifier_change(clean, gate_knocked, ctx.amplifiers),
         null_heads=nulls,
         null_effects=null_effects,
+        gap=_dla_gap(ctx)[0],
     )
 
 
@@ -369,11 +432,12 @@ def metric_check(ctx: AuditContext) -> None:
         return {"gap": gap.tolist(), "necessity": drop.tolist(), "sufficiency": rise.tolist()}
 
     data = store.step("metric_check", deps, run)
-    unit = pooled_scale(np.asarray(data["gap"], dtype=np.float64))
+    gaps = np.asarray(data["gap"], dtype=np.float64)
+    unit = pooled_scale(gaps)
 
     def stats(key: str) -> EffectStats:
         raw = np.asarray(data[key], dtype=np.float64) / unit
-        return effect_stats(raw, seed=s.seed, n_boot=s.n_boot)
+        return effect_stats(raw, seed=s.seed, n_boot=s.n_boot, floor=resolution_floor(gaps, unit))
 
     main = (
         ctx.need(ctx.necessity, "necessity (interchange)"),

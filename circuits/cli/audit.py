@@ -58,7 +58,13 @@ def register(subparsers: Any) -> None:
         choices=["zero", "mean", "resample"],
         help="how the cascade knocks a head out",
     )
-    parser.add_argument("--n-null", type=int, default=20, help="random heads in the cascade null")
+    parser.add_argument(
+        "--n-null",
+        type=int,
+        default=99,
+        help="random band heads in the cascade's null (99 lets p reach 0.01; a band with "
+        "fewer heads uses all of them)",
+    )
     parser.add_argument(
         "--metric",
         default="refusal_score",

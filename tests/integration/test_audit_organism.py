@@ -41,6 +41,15 @@ def test_names_the_planted_gate(audited, organism) -> None:
     assert gate.q < 0.05 and gate.necessity > 0.9 and gate.dla_share < 0.01
     named = {(h.layer, h.head) for h in [*result.gate, *result.amplifiers]}
     assert not named & set(truth.distractors)
+    # The published rule (largest necessity + sufficiency) names the same head.
+    assert result.published_gate is not None
+    assert (result.published_gate.layer, result.published_gate.head) == truth.gate
+    assert any("agrees with the audit's gate" in line for line in result.summary())
+    # Heads that do nothing (effects of float32 rounding) are never significant.
+    import numpy as np
+
+    idle = np.abs(result.necessity.effect) < 1e-4
+    assert idle.sum() > 20 and (result.necessity.p[idle] == 1.0).all()
 
 
 def test_finds_the_amplifiers_and_negative_head(audited, organism) -> None:
@@ -114,6 +123,10 @@ def test_null_audit_names_no_gate(organism) -> None:
     for seed in seeds:
         result = audit(model, shuffle_labels(pairs[:12], seed), config, progress=False)
         named += bool(result.gate)
+        if not result.gate:  # "no gate" says what each top band head failed, with its numbers
+            assert all(c.failed for c in result.gate_checks)
+            first = result.gate_checks[0].label if result.gate_checks else "none"
+            assert any(line.startswith(f"  {first}: ") for line in result.summary())
     assert named / len(seeds) <= 0.05 + 1e-9
 
 

@@ -156,3 +156,27 @@ def test_pooled_and_per_pair_scales() -> None:
     np.testing.assert_allclose(scaled_effects(raw, gaps, "pooled").ravel(), [1 / 3, -2 / 3])
     # Per pair, a label swap (gap and change both flip sign) leaves the effect positive.
     np.testing.assert_allclose(scaled_effects(raw, gaps, "per_pair").ravel(), [0.5, 0.5])
+
+
+def test_effects_under_the_numerical_resolution_are_never_significant() -> None:
+    from attribution.statistics import RESOLUTION_ULPS, effect_stats, resolution_floor
+
+    gaps = np.array([3.0, -4.0, 5.0, 2.0] * 4)
+    unit = float(np.abs(gaps).mean())
+    floor = resolution_floor(gaps, unit)
+    assert floor == pytest.approx(RESOLUTION_ULPS * np.finfo(np.float32).eps * 5.0 / unit)
+    rng = np.random.default_rng(0)
+    effects = np.zeros((16, 1, 3))
+    effects[:, 0, 0] = 1e-7 * (1 + rng.random(16))  # rounding, all of one sign
+    effects[:, 0, 1] = 0.03 + 0.01 * rng.standard_normal(16)  # 3% of the gap: real
+    # exactly zero in column 2
+    bare = effect_stats(effects, n_boot=50)
+    assert bare.p[0, 0] < 0.001  # without the floor the sign-flip test calls rounding
+    floored = effect_stats(effects, n_boot=50, floor=floor)
+    assert floored.p[0, 0] == 1.0 and floored.effect[0, 0] == 0.0 and floored.q[0, 0] == 1.0
+    assert floored.p[0, 2] == 1.0 and floored.p[0, 1] == bare.p[0, 1] < 0.001
+    # The idle heads are outside the BH family: the real head's q is its p (one test).
+    assert floored.q[0, 1] == floored.p[0, 1] and floored.q[0, 2] == 1.0
+    # One floor per pair (per-pair scale): pair i's effect is rounding under its own floor.
+    per_pair = resolution_floor(gaps, np.abs(gaps))
+    assert effect_stats(effects, n_boot=50, floor=per_pair).p[0, 0] == 1.0

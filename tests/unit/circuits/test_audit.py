@@ -19,7 +19,6 @@ from circuits.roles import (
     depth_band,
     gate_band,
     precision_recall,
-    select_amplifiers,
 )
 from circuits.store import StepStore
 from patching.model import HookedModel
@@ -63,12 +62,7 @@ def test_depth_band_and_gate_band() -> None:
     assert gate_band((3, 2), [(3, 2), (4, 1), (6, 0)], stats) == [(3, 2), (4, 1)]
 
 
-def test_amplifier_selection_and_precision() -> None:
-    dla = np.zeros((8, 4))
-    dla[5, 0], dla[6, 2], dla[7, 3] = 6.0, 5.0, 4.0
-    change = np.zeros((8, 4))
-    change[5, 0], change[6, 2] = -1.0, -0.9
-    assert select_amplifiers(dla, change, after_layer=3) == [(5, 0), (6, 2)]
+def test_precision_recall() -> None:
     assert precision_recall([(5, 0), (6, 2)], [(5, 0), (6, 2), (5, 1)]) == (1.0, 2 / 3)
 
 
