@@ -486,7 +486,7 @@ def test_every_help_shows_every_default() -> None:
             assert "(default: 2000)" in text and "(default: 16)" in text
             assert "(default: float32)" in text and "(default: 0)" in text
         if name == "audit":
-            assert "(default: 0.25 0.65)" in text and "(default: 20)" in text
+            assert "(default: 0.25 0.65)" in text and "(default: 99)" in text
             assert "(default: audit)" in text and "(default: off)" in text
     assert {"dla", "screen", "audit", "compare", "organism", "build", "check"} <= seen
 
