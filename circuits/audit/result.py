@@ -137,7 +137,7 @@ class AuditResult(Result):
             lines += [self._check_line(c) for c in self.gate_checks] or [
                 "  none: no band head has a positive interchange necessity."
             ]
-        lines += self._published_lines()
+        lines += self.published_lines()
         tests = {(t.layer, t.head): t for t in self.amplifier_tests}
         if self.amplifiers:
             lines.append(
@@ -225,7 +225,7 @@ class AuditResult(Result):
             + "."
         )
 
-    def _published_lines(self) -> list[str]:
+    def published_lines(self) -> list[str]:
         """The published rule's gate beside the audit's, and whether they agree."""
         pub = self.published_gate
         if pub is None:

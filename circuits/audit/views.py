@@ -40,6 +40,7 @@ from circuits.behaviour import BEHAVIOURS
 from circuits.cascade import CascadeResult
 from circuits.export import save_figures
 from circuits.knockout import Head
+from circuits.roles import DropTest, GateCheck
 from circuits.views import (
     DLA_UNIT,
     Table,
@@ -210,10 +211,11 @@ def cascade_chart(result: AuditResult) -> go.Figure:
     )
     gate = ", ".join(f"L{a}H{b}" for a, b in cascade.gate)
     fig.update_layout(
-        title=f"Knockout cascade: {cascade.kind}-ablating {gate} changes amplifier DLA by "
-        f"{cascade.effect:+.1f}% (null {cascade.null_mean:+.1f}%, p={cascade.p:.3g})",
+        title=f"Knockout cascade: {cascade.kind}-ablating {gate} changes amplifier contrast by "
+        f"{cascade.effect:+.1f}% (null {cascade.null_mean:+.1f}%, z={cascade.z:+.1f}, "
+        f"p={cascade.p:.3g})",
         xaxis_title="knocked-out amplifier heads, and the random band heads (null)",
-        yaxis_title="change of harmful-prompt refusal DLA (%)",
+        yaxis_title="change of harmful − control refusal DLA (% of clean)",
         template="plotly_white",
         barmode="group",
     )
@@ -386,13 +388,51 @@ def amplifier_columns(result: AuditResult) -> list[FindingColumn]:
 
 
 CASCADE_ROWS: list[CascadeRow] = [
-    ("knocked out", lambda c: f"{', '.join(f'L{a}H{b}' for a, b in c.gate)} ({c.kind})"),
-    ("amplifiers' DLA change (%)", lambda c: number(c.effect, "+.1f")),
+    (
+        "knocked out (harmful and control prompts)",
+        lambda c: f"{', '.join(f'L{a}H{b}' for a, b in c.gate)} ({c.kind})",
+    ),
+    ("amplifiers' harmful − control DLA change (%)", lambda c: number(c.effect, "+.1f")),
+    ("the same in % of the pooled DLA gap", lambda c: number(100 * c.in_gap(c.effect), "+.1f")),
     ("null: random band heads knocked out", lambda c: str(len(c.null_effects))),
     ("null mean ± sd (%)", lambda c: f"{number(c.null_mean, '+.1f')} ± {number(c.null_sd, '.1f')}"),
     ("null largest drop (%)", lambda c: number(c.null_max, ".1f")),
+    ("z (effect − null mean, in null sds)", lambda c: number(c.z, "+.1f")),
     ("empirical p (one-sided, vs the null)", lambda c: number(c.p, ".3g")),
+    ("smallest p this null can give", lambda c: number(c.min_p, ".3g")),
 ]
+
+DROP_COLUMNS: list[tuple[str, Callable[[DropTest], str]]] = [
+    ("head", lambda t: t.label),
+    ("contrast (% of DLA gap)", lambda t: number(100 * t.contrast, "+.2f")),
+    ("drop under the gate's knockout (% of DLA gap)", lambda t: number(100 * t.drop, "+.2f")),
+    ("fall (% of its own contrast)", lambda t: number(100 * t.fall, "+.1f")),
+    (
+        "null mean ± sd (% of DLA gap)",
+        lambda t: f"{number(100 * t.null_mean, '+.2f')} ± {number(100 * t.null_sd, '.2f')}",
+    ),
+    ("null heads", lambda t: str(t.n_null)),
+    ("z", lambda t: number(t.z, "+.1f")),
+    ("empirical p", lambda t: number(t.p, ".3g")),
+]
+
+GATE_CHECK_COLUMNS: list[tuple[str, Callable[[GateCheck], str]]] = [
+    ("head", lambda c: c.label),
+    ("necessity (% of gap)", lambda c: number(100 * c.necessity, "+.1f")),
+    ("q", lambda c: number(c.q, ".2g")),
+    ("sufficiency (% of gap)", lambda c: number(100 * c.sufficiency, "+.1f")),
+    ("DLA share (%)", lambda c: number(100 * c.dla_share, ".2f")),
+    (
+        "heads falling under its knockout",
+        lambda c: "not knocked out" if c.amplifiers is None else str(c.amplifiers),
+    ),
+    ("failed", lambda c: ", ".join(c.failed) or "none: the gate"),
+]
+
+
+def published_note(result: AuditResult) -> str:
+    """The published rule's gate beside the audit's (the summary's line)."""
+    return " ".join(result.published_lines())
 
 
 def _finding_table(title: str, columns: list[FindingColumn], rows: list[HeadFinding]) -> Table:
@@ -412,6 +452,24 @@ def audit_tables(result: AuditResult) -> list[Table]:
     tables = [candidates]
     if result.amplifiers:
         tables.append(_finding_table("Amplifiers", amplifier_columns(result), result.amplifiers))
+    if result.gate_checks:
+        tables.append(
+            Table(
+                "Top band heads by necessity: which gate criterion each failed",
+                [name for name, _ in GATE_CHECK_COLUMNS],
+                [[f(c) for _, f in GATE_CHECK_COLUMNS] for c in result.gate_checks],
+                note=published_note(result),
+            )
+        )
+    if result.amplifier_tests:
+        tables.append(
+            Table(
+                "Drop tests under the gate's knockout (heads after the gate, largest contrast "
+                "first), against random band heads knocked out instead",
+                [name for name, _ in DROP_COLUMNS],
+                [[f(t) for _, f in DROP_COLUMNS] for t in result.amplifier_tests],
+            )
+        )
     if result.cascade is not None:
         c = result.cascade
         tables.append(

@@ -15,6 +15,7 @@ from circuits.audit.views import audit_figures, audit_tables, head_maps, write_a
 from circuits.behaviour import PairBehaviour
 from circuits.cascade import CascadeResult
 from circuits.metric_check import MetricCheck
+from circuits.roles import DropTest, GateCheck
 from circuits.views import NOT_MEASURED, display_name
 from tests.helpers.figures import assert_units
 
@@ -43,7 +44,12 @@ def result() -> AuditResult:
     knocked[3, 0] = 0.88
     cascade = CascadeResult(gate=[(1, 2)], kind="zero", clean=clean, knocked=knocked,
                             amplifiers=[(3, 0)], effect=-12.0, null_heads=[(1, 0), (2, 2), (1, 1)],
-                            null_effects=[-1.0, 2.0, -4.0])  # fmt: skip
+                            null_effects=[-1.0, 2.0, -4.0], gap=2.0)  # fmt: skip
+    checks = [
+        GateCheck(1, 2, 0.06, 0.03, 0.05, 0.001, amplifiers=1),
+        GateCheck(2, 1, 0.2, 0.3, 0.1, 0.04, failed=["significance", "DLA-dark"]),
+    ]
+    drops = [DropTest(3, 0, contrast=0.5, drop=0.06, null_drops=[0.01, -0.01, 0.0])]  # fmt: skip
     behaviour = PairBehaviour(
         harmful_class=["refusal", "answer", "refusal"],
         control_class=["answer", "answer", "refusal"],
@@ -60,6 +66,7 @@ def result() -> AuditResult:
         cascade=cascade, ablation_vs_interchange=None, dose_response=None,
         settings=AuditConfig(pairs="refused").settings(), versions={}, seconds=1.0,
         behaviour=behaviour, kept_pairs=[0], metric_check=check,
+        published_gate=gate, gate_checks=checks, amplifier_tests=drops,
     )  # fmt: skip
 
 
@@ -95,7 +102,25 @@ def test_tables_show_the_numbers_with_their_null(result) -> None:
     assert cascade["null mean ± sd (%)"] == f"{nulls.mean():+.1f} ± {nulls.std(ddof=1):.1f}"
     assert cascade["null largest drop (%)"] == "4.0"
     assert cascade["empirical p (one-sided, vs the null)"] == f"{1 / 4:.3g}"  # none below -12
-    assert cascade["amplifiers' DLA change (%)"] == "-12.0"
+    assert cascade["amplifiers' harmful − control DLA change (%)"] == "-12.0"
+    # -12% of the amplifier's clean contrast (1 logit) over a pooled DLA gap of 2 logits
+    assert cascade["the same in % of the pooled DLA gap"] == "-6.0"
+    assert (
+        cascade["z (effect − null mean, in null sds)"]
+        == f"{(-12 - nulls.mean()) / nulls.std(ddof=1):+.1f}"
+    )
+    assert cascade["smallest p this null can give"] == "0.25"
+    checks = tables["Top band heads by necessity: which gate criterion each failed"]
+    assert [r[0] for r in checks.rows] == ["L1H2", "L2H1"]
+    assert [r[-1] for r in checks.rows] == ["none: the gate", "significance, DLA-dark"]
+    assert checks.rows[1][-2] == "not knocked out" and checks.rows[0][-2] == "1"
+    assert "L1H2" in checks.note and "agrees with the audit's gate" in checks.note
+    (drop_table,) = [t for title, t in tables.items() if title.startswith("Drop tests")]
+    drop = dict(zip(drop_table.columns, drop_table.rows[0], strict=True))
+    null = np.array([0.01, -0.01, 0.0])
+    assert drop["fall (% of its own contrast)"] == f"{100 * 0.06 / 0.5:+.1f}"
+    assert drop["z"] == f"{(0.06 - null.mean()) / null.std(ddof=1):+.1f}"
+    assert drop["empirical p"] == f"{1 / 4:.3g}"  # no null drop reaches 0.06
     gate = tables["Gate candidates (the audit's gate first)"]
     row = dict(zip(gate.columns, gate.rows[0], strict=True))
     assert row["head"] == "L1H2" and row["named"] == "gate"
