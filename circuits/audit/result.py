@@ -20,6 +20,7 @@ from circuits.knockout import Head
 from circuits.metric_check import MetricCheck
 from circuits.negative_heads import NegativeHeadsResult
 from circuits.roles import DropTest, GateCheck, depth_band
+from circuits.views import display_name
 
 
 class DLASummary(TypedDict):
@@ -117,7 +118,8 @@ class AuditResult(Result):
     def summary(self) -> list[str]:
         """A short written summary (the report's opening)."""
         lines = [
-            f"{self.model}: {self.n_layers} layers x {self.n_heads} heads, {self.n_pairs} pairs."
+            f"{display_name(self.model)}: {self.n_layers} layers x {self.n_heads} heads, "
+            f"{self.n_pairs} pairs."
         ]
         lines += self.behaviour_lines()
         if self.gate:
