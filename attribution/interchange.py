@@ -123,6 +123,7 @@ def interchange_test(
     positions: Positions = "all",
     mode: Mode = "exact",
     top_k: int | None = None,
+    heads: Sequence[tuple[int, int]] | None = None,
     nll_tokens: int = 5,
     refusal_words: Sequence[str] = REFUSAL_WORDS,
     budget_mb: float = DEFAULT_BUDGET_MB,
@@ -142,6 +143,8 @@ def interchange_test(
         positions: ``"all"``, a label (``t_inst``, ``t_post_inst``, ``last``) or indices.
         mode: ``"exact"``, ``"attribution"`` or ``"prescreen"`` (module docstring).
         top_k: heads run exactly in prescreen mode (default: 10% of all heads).
+        heads: in exact mode, the ``(layer, head)`` pairs measured (the others NaN);
+            every head when omitted.
         chunk_dir: finished chunks are saved there and reused by a rerun.
         scale: ``"pooled"`` (effects over the mean absolute clean gap, as the audit)
             or ``"per_pair"`` (each pair over its own gap); module docstring.
@@ -173,6 +176,7 @@ def interchange_test(
             aligned,
             patch_metric,
             positions=positions,
+            heads=heads,
             budget_mb=budget_mb,
             chunk_dir=chunk_dir,
             progress=progress,

@@ -30,7 +30,8 @@ from attribution.dla import attribute
 from patching.batching import length_batches
 from patching.chat import ChatPrompt
 from patching.components import decompose_residual
-from patching.executor import run_and_cache
+from patching.executor import BlockInputs, Prompt, prompt_labels, run_and_cache
+from patching.fingerprint import digest
 from patching.interventions import Ablation, AblationKind, HeadIntervention, z_hook
 from patching.model import HookedModel
 
@@ -49,7 +50,7 @@ def capture_z(
 
 def knockouts(
     heads: Sequence[Head],
-    prompts: Sequence[ChatPrompt],
+    prompts: Sequence[Prompt],
     kind: AblationKind,
     reference: Sequence[dict[int, Tensor]] | None = None,
     seed: int = 0,
@@ -91,20 +92,45 @@ def knockouts(
     return rows
 
 
+# Clean passes kept per model for knockouts (a cascade knocks out ~100 heads on the same
+# prompts); each holds every block's input, tens of MB for a batch of a 0.5B model.
+KEPT_CLEAN_PASSES = 4
+
+
+def _clean_blocks(model: HookedModel, prompts: Sequence[Prompt]) -> BlockInputs:
+    """The clean decomposition pass of ``prompts``, run once and kept on the model."""
+    key = digest([prompt_labels(p)[0].tolist() for p in prompts])
+    kept = model.clean_blocks
+    if key not in kept:
+        blocks = decompose_residual(model, prompts, keep_blocks=True).blocks
+        assert blocks is not None
+        while len(kept) >= KEPT_CLEAN_PASSES:
+            kept.pop(next(iter(kept)))  # the oldest
+        kept[key] = blocks
+    return kept[key]
+
+
 def intervened_dla(
     model: HookedModel,
-    prompts: Sequence[ChatPrompt],
+    prompts: Sequence[Prompt],
     refusal_ids: list[int],
     answer_ids: Int[Tensor, " prompt"],
     rows: RowInterventions | None = None,
     batch_size: int = 16,
 ) -> tuple[Float[np.ndarray, "prompt layer head"], Float[np.ndarray, " prompt"]]:
-    """Per-head DLA and refusal logit difference of every prompt, under ``rows[i]``."""
+    """Per-head DLA and refusal logit difference of every prompt, under ``rows[i]``.
+
+    Under ``rows``, each batch starts at its first intervened layer from the batch's
+    clean pass (run once per model and prompts, and kept): the layers below it are
+    the clean run's, so a knockout of a head at depth L recomputes only L and later.
+    """
     heads = np.zeros((len(prompts), model.n_layers, model.n_heads))
     diff = np.zeros(len(prompts))
     for idx in length_batches([len(p) for p in prompts], batch_size):
+        batch = [prompts[i] for i in idx]
         batch_rows = [rows[i] for i in idx] if rows is not None else None
-        dec = decompose_residual(model, [prompts[i] for i in idx], rows=batch_rows)
+        resume = _clean_blocks(model, batch) if batch_rows is not None and any(batch_rows) else None
+        dec = decompose_residual(model, batch, rows=batch_rows, resume=resume)
         dla = attribute(model, dec, refusal_ids, answer_ids[idx])
         heads[idx] = dla.heads.cpu().numpy()
         diff[idx] = dla.logit_diff.cpu().numpy()

@@ -68,21 +68,27 @@ def per_head_scores(
     row_of: Any,
     progress: bool = True,
     desc: str = "per-head",
+    heads: Sequence[Head] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clean score per prompt and score with each head intervened: ``[prompt, layer, head]``.
 
-    ``row_of(layer, head, prompt_index)`` gives that head's intervention.
+    ``row_of(layer, head, prompt_index)`` gives that head's intervention; only
+    ``heads`` are run when given (the others NaN).
     """
-    heads = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
+    every = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
+    heads = every if heads is None else list(heads)
     clean = np.zeros(len(prompts))
-    out = np.zeros((len(prompts), model.n_layers, model.n_heads))
+    out = np.full((len(prompts), model.n_layers, model.n_heads), np.nan)
+    index = tuple(np.array(heads).T) if heads else None
     with torch.no_grad():
         for i, prompt in enumerate(tqdm(prompts, desc=desc, unit="prompt", disable=not progress)):
             run = clean_run(model, prompt.tokens)
             clean[i] = float(refusal_score(run.logits, refusal_ids)[0])
             rows = [[row_of(lay, h, i)] for lay, h in heads]
+            if index is None:
+                continue
             logits = run_rows(model, run, rows)[:, -1]
-            out[i] = refusal_score(logits, refusal_ids).cpu().numpy().reshape(out.shape[1:])
+            out[i][index] = refusal_score(logits, refusal_ids).cpu().numpy()
     return clean, out
 
 
@@ -92,8 +98,9 @@ def downscale_raises(
     refusal_ids: list[int],
     scale: float = 0.1,
     progress: bool = True,
+    heads: Sequence[Head] | None = None,
 ) -> np.ndarray:
-    """Per-prompt rise of the refusal score when each head is scaled by ``scale``."""
+    """Per-prompt rise of the refusal score when each head (of ``heads``) is scaled by ``scale``."""
     clean, scaled = per_head_scores(
         model,
         prompts,
@@ -101,6 +108,7 @@ def downscale_raises(
         lambda lay, h, i: Scale(lay, h, alpha=scale),
         progress,
         "down-scaling",
+        heads,
     )
     return scaled - clean[:, None, None]
 

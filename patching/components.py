@@ -22,13 +22,13 @@ block's ``attn_out`` exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from patching.executor import Prompt, forward_batch, prompt_labels
+from patching.executor import BlockInputs, Prompt, forward_batch, prompt_labels
 from patching.hooks import Hook, Rows
 from patching.interventions import z_hook
 from patching.model import HookedModel
@@ -47,6 +47,9 @@ class ResidualDecomposition:
     logits: Float[Tensor, "batch d_vocab"]
     """Logits at the position; *before* the tanh soft-cap on models that have one
     (Gemma-2), because that is the quantity the terms add up to exactly."""
+    blocks: BlockInputs | None = field(default=None, repr=False)
+    """The pass's block inputs when asked for (``keep_blocks``): a later decomposition
+    of the same prompts under interventions starts from them (``resume``)."""
 
     def total(self) -> Float[Tensor, "batch d_model"]:
         """The sum of all terms (equals ``resid_final`` up to float error)."""
@@ -65,6 +68,8 @@ def decompose_residual(
     *,
     rows: Rows | None = None,
     interventions: Sequence[Hook] | None = None,
+    keep_blocks: bool = False,
+    resume: BlockInputs | None = None,
 ) -> ResidualDecomposition:
     """Run ``tokens`` once and split the final residual at ``positions`` into its terms.
 
@@ -79,6 +84,10 @@ def decompose_residual(
             run (what a knockout cascade needs).
         interventions: raw TransformerLens hooks ``(name, fn)`` applied the same way
             (for experiments the intervention objects do not express).
+        keep_blocks: keep the pass's block inputs in ``.blocks`` (a clean pass).
+        resume: the ``.blocks`` of a clean decomposition of the same prompts and
+            positions: a pass under ``rows`` then starts at their first intervened
+            layer (:func:`patching.executor.forward_batch`); not with ``interventions``.
     """
     model.check_supported()
     prompts: list[Tensor] = (
@@ -107,8 +116,18 @@ def decompose_residual(
             names[f"post_scale{layer}"] = f"blocks.{layer}.ln1_post.hook_scale"
     if model.logit_soft_cap is not None:
         names["normalized"] = "ln_final.hook_out"
+    if resume is not None and interventions:
+        raise ValueError("resume needs every intervention as rows (raw hooks may act earlier)")
     out = forward_batch(
-        model, prompts, rows, readout=at, capture=names, at=at, extra_hooks=interventions or ()
+        model,
+        prompts,
+        rows,
+        readout=at,
+        capture=names,
+        at=at,
+        extra_hooks=interventions or (),
+        keep_blocks=keep_blocks,
+        resume=resume,
     )
     assert out.cache is not None
     store = {key: torch.cat([row[key] for row in out.cache]) for key in names}
@@ -135,4 +154,5 @@ def decompose_residual(
         resid_final=store["resid_final"],
         final_scale=store["final_scale"],
         logits=position_logits,
+        blocks=out.blocks,
     )

@@ -13,7 +13,13 @@ it by alpha, add a steering vector, decode under it). This module runs that:
   residual streams...), at every position or at chosen ones.
 - :func:`forward_batch`: one batched pass of the above (what
   :func:`patching.components.decompose_residual` and
-  :func:`patching.decoding.greedy_decode` build on).
+  :func:`patching.decoding.greedy_decode` build on). With ``keep_blocks`` it
+  also returns the pass's :class:`BlockInputs` (every block's input and call
+  arguments, and what it captured); given back as ``resume`` to a later pass of
+  the same prompts whose interventions all sit in layer ``L`` or later, that
+  pass starts at block ``L`` from the clean input instead of recomputing layers
+  below it (the layers a knockout of a mid-depth head cannot change), and takes
+  the captures of those layers from the clean pass.
 
 Prompts are :class:`~patching.chat.ChatPrompt` objects (their ``t_inst`` and
 ``t_post_inst`` labels then resolve) or 1-D token tensors. They are batched by
@@ -30,11 +36,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from patching import compat
 from patching.batching import left_padded, length_batches
 from patching.chat import ChatPrompt
 from patching.hooks import (
@@ -45,9 +53,9 @@ from patching.hooks import (
     padding_hooks,
     readout_hooks,
 )
-from patching.interventions import Positions, resolve_positions
+from patching.interventions import Positions, first_layer, resolve_positions
 from patching.model import HookedModel
-from patching.rows import check_rows
+from patching.rows import check_rows, fast_paths, final_logits
 
 Prompt = ChatPrompt | Tensor
 DEFAULT_BATCH_SIZE = 16
@@ -55,6 +63,7 @@ DEFAULT_BATCH_SIZE = 16
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "BatchOutput",
+    "BlockInputs",
     "Prompt",
     "forward_batch",
     "prompt_labels",
@@ -73,6 +82,26 @@ def prompt_labels(prompt: Prompt) -> tuple[Tensor, dict[str, int]]:
 
 
 @dataclass
+class BlockInputs:
+    """A clean batched pass kept for passes that start late (see the module docstring).
+
+    ``inputs[l]`` and ``calls[l]`` are block ``l``'s padded input and call arguments;
+    ``store`` what the pass captured (before splitting per row); ``tokens`` identify
+    the prompts, which a resumed pass must share.
+    """
+
+    tokens: list[Tensor]
+    inputs: list[Tensor]
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    store: dict[str, Tensor]
+
+    def matches(self, tokens: Sequence[Tensor]) -> bool:
+        return len(tokens) == len(self.tokens) and all(
+            torch.equal(a.cpu(), b.cpu()) for a, b in zip(tokens, self.tokens, strict=True)
+        )
+
+
+@dataclass
 class BatchOutput:
     """What one batched pass returns, row by row in the order given.
 
@@ -84,6 +113,7 @@ class BatchOutput:
 
     logits: Float[Tensor, "batch readout d_vocab"]
     cache: list[dict[str, Tensor]] | None
+    blocks: BlockInputs | None = None
 
 
 def forward_batch(
@@ -97,6 +127,8 @@ def forward_batch(
     at: Sequence[Sequence[int]] | None = None,
     intervene_lengths: Sequence[int] | None = None,
     extra_hooks: Sequence[Hook] = (),
+    keep_blocks: bool = False,
+    resume: BlockInputs | None = None,
 ) -> BatchOutput:
     """One left-padded forward pass of ``tokens`` with ``rows[r]`` applied to row ``r``.
 
@@ -109,6 +141,10 @@ def forward_batch(
             against (``"all"``, negative indices): the row's own length by default; a
             shorter one confines them to a prefix (a prompt, during decoding).
         extra_hooks: hooks run after the interventions and before the captures.
+        keep_blocks: return the pass's :class:`BlockInputs` in ``.blocks``.
+        resume: the ``keep_blocks`` output of a clean pass of the same tokens with the
+            same ``capture`` and ``at``: this pass starts at its rows' first intervened
+            layer (same numbers; a full pass when the fast paths are off).
     """
     rows = rows if rows is not None else [[] for _ in tokens]
     check_rows(model, rows)
@@ -141,8 +177,13 @@ def forward_batch(
     shared = all(c == columns[0] for c in columns)
     if shared:  # one set of columns: unembed those only
         hooks += readout_hooks(model.n_layers, columns[0], mlp=False)
+    start = _resume_layer(model, rows, tokens, resume)
     with torch.no_grad():
-        logits = model.bridge.run_with_hooks(padded, fwd_hooks=hooks, **extra)
+        if resume is not None and start > 0:
+            store.update(resume.store)  # layers below ``start``: the clean pass's captures
+            logits = _blocks_from(model, resume, start, hooks)
+        else:
+            logits, blocks = _full_pass(model, padded, hooks, extra, keep_blocks)
     if not shared:
         index = torch.tensor(columns, device=logits.device)
         logits = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
@@ -153,7 +194,65 @@ def forward_batch(
         sizes = [len(cols) for cols in where]
         split = {key: value.split(sizes) for key, value in store.items()}
         cache = [{key: parts[r] for key, parts in split.items()} for r in range(batch)]
-    return BatchOutput(logits=logits, cache=cache)
+    kept = None
+    if keep_blocks and blocks is not None:
+        kept = BlockInputs([t.cpu() for t in tokens], blocks[0], blocks[1], dict(store))
+    return BatchOutput(logits=logits, cache=cache, blocks=kept)
+
+
+def _resume_layer(
+    model: HookedModel, rows: Rows, tokens: Sequence[Tensor], resume: BlockInputs | None
+) -> int:
+    """The block a pass can start at from ``resume`` (0: from the embeddings)."""
+    if resume is None or not fast_paths(model) or not any(rows):
+        return 0
+    if not resume.matches(tokens):
+        raise ValueError("resume holds a clean pass of other prompts")
+    return first_layer(rows)
+
+
+def _full_pass(
+    model: HookedModel, padded: Tensor, hooks: list[Hook], extra: dict[str, Any], keep: bool
+) -> tuple[Tensor, tuple[list[Tensor], list[tuple[tuple[Any, ...], dict[str, Any]]]] | None]:
+    """One pass of the whole model; with ``keep``, every block's input and call arguments."""
+    bridge, n = model.bridge, model.n_layers
+    if not keep:
+        return bridge.run_with_hooks(padded, fwd_hooks=hooks, **extra), None
+    inputs: list[Tensor] = [torch.empty(0)] * n
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((), {})] * n
+
+    def pre_hook(layer: int) -> Any:
+        def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            inputs[layer] = args[0].detach()
+            calls[layer] = (
+                compat.substitute_cache(tuple(args[1:]), None),
+                compat.substitute_cache(dict(kwargs), None),
+            )
+
+        return hook
+
+    handles = [
+        bridge.blocks[layer].register_forward_pre_hook(pre_hook(layer), with_kwargs=True)
+        for layer in range(n)
+    ]
+    try:
+        logits = bridge.run_with_hooks(padded, fwd_hooks=hooks, **extra)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, (inputs, calls)
+
+
+def _blocks_from(model: HookedModel, resume: BlockInputs, start: int, hooks: list[Hook]) -> Tensor:
+    """Blocks ``start..n-1`` on the clean input of block ``start``, then the unembedding."""
+    bridge = model.bridge
+    hidden = resume.inputs[start]
+    with bridge.hooks(fwd_hooks=hooks):
+        for layer in range(start, model.n_layers):
+            args, kwargs = resume.calls[layer]
+            out = bridge.blocks[layer](hidden, *args, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return final_logits(model, hidden)
 
 
 def _positions(positions: Positions | Sequence[int]) -> Positions:

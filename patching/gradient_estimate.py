@@ -31,12 +31,22 @@ The passes are the clean runs the exact interchange needs; with ``keep_runs``
 they are returned (within the memory budget) so a prescreen's exact step does
 not run them again.
 
+The same gradient screens *scalings* of a head's output: multiplying head h's
+output by ``alpha`` at every position changes ``z`` by ``(alpha - 1) z``, so
+
+    m(alpha z_h) - m  ~=  (alpha - 1) sum_p z[p, h] . dm/dz[p, h]
+
+:func:`output_attribution` returns that sum for every head of every prompt
+(one forward and one backward pass per batch of prompts): the screen of the
+negative-head step's down-scaling (``alpha = 0.1``) and of zero ablation
+(``alpha = 0``).
+
 Explained in ``docs/science.md#interchange``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -45,7 +55,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from patching.alignment import AlignedPair, patched_positions
-from patching.engine import DEFAULT_BUDGET_MB, Hook, RunStats
+from patching.batching import length_batches
+from patching.engine import DEFAULT_BUDGET_MB, Hook, RunStats, clean_runs
 from patching.interchange import (
     DIRECTIONS,
     Direction,
@@ -212,3 +223,54 @@ def attribution_estimate(
             bar.update(len(indices))
     result.runs = [kept[i] for i in range(n)] if kept is not None else None
     return result
+
+
+def _grad_hooks(n_layers: int, captured: list[Tensor]) -> list[Hook]:
+    """Hooks keeping every layer's ``z`` with its gradient (layer 0's detached: a leaf)."""
+
+    def keep(layer: int) -> Any:
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            if layer == 0:
+                z = z.detach().requires_grad_(True)
+            else:
+                z.retain_grad()
+            captured.append(z)
+            return z
+
+        return hook
+
+    return [(z_hook(layer), keep(layer)) for layer in range(n_layers)]
+
+
+def output_attribution(
+    model: HookedModel,
+    prompts: Sequence[Tensor],
+    score: Callable[[Float[Tensor, "batch d_vocab"]], Float[Tensor, " batch"]],
+    *,
+    batch_size: int = GROUP_PAIRS,
+) -> Float[Tensor, "prompt layer head"]:
+    """``sum_p z[p, h] . d score / dz[p, h]`` for every head, per prompt (last-token score).
+
+    Scaling a head's output by ``alpha`` at every position changes the score by about
+    ``(alpha - 1)`` times this (module docstring). Prompts are batched by length,
+    left-padded; padding positions add nothing (their gradient is zero, and they are
+    masked out of the sum besides).
+    """
+    out = torch.zeros(len(prompts), model.n_layers, model.n_heads, dtype=torch.float64)
+    for idx in length_batches([len(p) for p in prompts], batch_size):
+        captured: list[Tensor] = []
+        hooks = _grad_hooks(model.n_layers, captured)
+        batch = [prompts[i] for i in idx]
+        with torch.enable_grad():
+            _, logits = clean_runs(model, batch, readout=[-1], fwd_hooks=hooks)
+            score(logits[:, -1]).sum().backward()
+        width = captured[0].shape[1]
+        real = torch.zeros(len(batch), width, dtype=torch.bool)
+        for r, prompt in enumerate(batch):
+            real[r, width - len(prompt) :] = True  # left-padded: the real tokens come last
+        for layer, z in enumerate(captured):
+            if z.grad is None:  # a layer the score does not depend on
+                continue
+            prod = (z.detach().double() * z.grad.double()).sum(dim=-1)  # [batch, pos, head]
+            out[idx, layer] = (prod * real[..., None].to(prod.device)).sum(dim=1).cpu()
+    return out

@@ -80,6 +80,10 @@ class HookedModel:
     architecture: str = field(init=False)
     engine_check: EngineCheck | None = field(default=None, init=False, repr=False)
     """The engine's self-check on this model (:mod:`patching.self_check`), once it ran."""
+    clean_blocks: dict[str, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Clean passes kept for knockouts of the same prompts (:mod:`circuits.knockout`)."""
 
     def __post_init__(self) -> None:
         cfg = self.bridge.cfg

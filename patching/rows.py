@@ -78,7 +78,7 @@ def rows_per_chunk(model: HookedModel, n_pos: int, budget_mb: float = DEFAULT_BU
     return max(1, int(budget_mb * 2**20 // max(1, per_row_bytes)))
 
 
-def _final_logits(model: HookedModel, resid: Tensor) -> Tensor:
+def final_logits(model: HookedModel, resid: Tensor) -> Tensor:
     bridge = model.bridge
     logits = bridge.unembed(bridge.ln_final(resid))
     cap = model.logit_soft_cap
@@ -125,7 +125,7 @@ def _run_chunk(
             )
             hidden = out[0] if isinstance(out, tuple) else out
     assert hidden is not None
-    return _final_logits(model, hidden[:, read])
+    return final_logits(model, hidden[:, read])
 
 
 def run_rows(

@@ -8,9 +8,12 @@ from typing import Any
 from attribution.refusal_tokens import REFUSAL_WORDS
 from attribution.statistics import DEFAULT_N_BOOT
 from circuits.dose_response import DEFAULT_ALPHAS
+from patching.errors import RefusalCircuitsError
 from patching.interventions import AblationKind
 
 PAIR_CHOICES: tuple[str, ...] = ("all", "refused")
+# How the per-head steps measure (circuits.screening): screen first, or every head exactly.
+EXACT: tuple[str, ...] = ("screened", "all")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class AuditConfig:
     gate's knockout; everything else is judged against nulls
     (``docs/science.md#roles``).
     ``n_null`` random band heads make the cascade's null (99: p can reach 0.01).
+
+    Speed (:mod:`circuits.screening`): with ``exact="screened"`` the per-head steps
+    (interchange, down-scaling, ablation) rank every head by a gradient estimate and
+    measure exactly only the top ``screen_k`` heads of each ranking, plus the top
+    ``screen_band_k`` of the depth band for the interchange; ``exact="all"``
+    measures every head, and so does a model with at most ``screen_min_heads``
+    heads (the organism's 32).
     """
 
     n: int | None = None
@@ -55,11 +65,26 @@ class AuditConfig:
     n_boot: int = DEFAULT_N_BOOT
     refusal_words: tuple[str, ...] = REFUSAL_WORDS
     figures: bool = True
+    exact: str = "screened"
+    screen_k: int = 16
+    screen_band_k: int = 16
+    screen_min_heads: int = 64
     negative_heads: bool = True
     ablation_compare: bool = True
     pairs: str = "all"
     metric_check: bool = True
     n_check_heads: int = 6
+
+    def __post_init__(self) -> None:
+        if self.exact not in EXACT:
+            raise RefusalCircuitsError(
+                f"unknown exact={self.exact!r}; use one of {', '.join(EXACT)}"
+            )
+        if min(self.screen_k, self.screen_band_k) < 1:
+            raise RefusalCircuitsError(
+                f"screen_k ({self.screen_k}) and screen_band_k ({self.screen_band_k}) must be "
+                f"at least 1; pass exact='all' to measure every head"
+            )
 
     def settings(self) -> dict[str, Any]:
         """The settings as JSON values (tuples as lists)."""

@@ -27,6 +27,7 @@ from circuits.knockout import Head, capture_z
 from circuits.metric_check import MetricCheck
 from circuits.negative_heads import NegativeHeadsResult
 from circuits.roles import DropTest, GateCheck, depth_band
+from circuits.screening import ScreenCheck
 from circuits.store import StepStore, digest
 from patching.chat import ChatPrompt, format_chat
 from patching.decoding import greedy_decode
@@ -82,6 +83,9 @@ class AuditContext:
         self.pairs = [self.pairs[i] for i in keep]
         for name in self._PAIR_DERIVED:
             self.__dict__.pop(name, None)
+
+    # Each screened step: which heads it measured exactly and the screen's recall check.
+    screening: dict[str, ScreenCheck] = field(default_factory=dict)
 
     @staticmethod
     def need(value: T | None, what: str) -> T:

@@ -238,6 +238,7 @@ def result_of(ctx: AuditContext, *, seconds: float, run: dict[str, Any] | None) 
         published_gate=finding(ctx.published_gate) if ctx.published_gate else None,
         gate_checks=ctx.gate_checks,
         amplifier_tests=ctx.amplifier_tests,
+        screening=dict(ctx.screening),
     )
 
 

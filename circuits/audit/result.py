@@ -20,6 +20,7 @@ from circuits.knockout import Head
 from circuits.metric_check import MetricCheck
 from circuits.negative_heads import NegativeHeadsResult
 from circuits.roles import DropTest, GateCheck, depth_band
+from circuits.screening import ScreenCheck
 from circuits.views import display_name
 
 
@@ -109,6 +110,8 @@ class AuditResult(Result):
     published_gate: HeadFinding | None = None
     gate_checks: list[GateCheck] = field(default_factory=list)
     amplifier_tests: list[DropTest] = field(default_factory=list)
+    # Per screened step: the heads measured exactly and the screen's recall check.
+    screening: dict[str, ScreenCheck] = field(default_factory=dict)
 
     @property
     def band_layers(self) -> list[int]:
@@ -189,6 +192,8 @@ class AuditResult(Result):
             d = self.dose_response
             walk = ", ".join(f"{a:g}:{b}" for a, b in zip(d.alphas, d.dominant(), strict=True))
             lines.append(f"Dose-response of the gate's output (alpha: behaviour): {walk}.")
+        # Which heads were measured exactly, and how well the screen ranked them.
+        lines += [check.line() for check in self.screening.values()]
         # How much of it was resumed (a run that reused its steps takes seconds).
         notes = self.steps.get("notes") or []
         lines.append(f"Took {self.seconds:.1f} s" + "".join(f"; {n}" for n in notes) + ".")

@@ -14,6 +14,8 @@ The order and the choice of steps is :func:`circuits.audit.pipeline.steps_for`.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from attribution.dla import DLAResult, direct_logit_attribution
 from attribution.interchange import build_metric, effects_from_run, interchange_test
+from attribution.metrics import refusal_score
 from attribution.statistics import EffectStats, effect_stats, pooled_scale, resolution_floor
 from circuits.ablation_compare import AblationComparison
 from circuits.audit.context import AuditContext, greedy_answers, judge_name
@@ -55,24 +58,49 @@ from circuits.roles import (
     select_amplifiers,
     select_negatives,
 )
+from circuits.screening import check, every_head, not_screened, screen_all, to_json, top_of
 from circuits.store import digest
 from patching.alignment import align_pair
+from patching.chat import ChatPrompt
+from patching.gradient_estimate import output_attribution
 from patching.interchange import interchange as patch_interchange
 from patching.interventions import Ablation
 
 
 # -- 1. interchange -----------------------------------------------------------
 def interchange(ctx: AuditContext) -> None:
-    """Necessity and sufficiency of every head over the pairs, on the pooled scale."""
-    s, store = ctx.config, ctx.store
+    """Necessity and sufficiency of every head over the pairs, on the pooled scale.
+
+    Screened first on a model with many heads (:mod:`circuits.screening`): the
+    gradient estimate ranks every head, and only the top ones by estimated
+    ``|necessity|`` and by estimated necessity + sufficiency, plus the band's top
+    heads, are measured exactly (the others NaN).
+    """
+    s, store, model = ctx.config, ctx.store, ctx.model
     deps = {**ctx.base, "metric": s.metric, "positions": s.positions}
+    shape = (model.n_layers, model.n_heads)
+    why_all = screen_all(shape[0] * shape[1], s.exact, s.screen_min_heads)
+    heads: list[Head] | None = None
+    if why_all is None:
+        estimate = store.step("interchange_screen", deps, lambda: _interchange_estimate(ctx))
+        est_nec = np.asarray(estimate["necessity"], dtype=np.float64)
+        est_suf = np.asarray(estimate["sufficiency"], dtype=np.float64)
+        heads = sorted(
+            {
+                *top_of(np.abs(est_nec), s.screen_k),
+                *top_of(est_nec + est_suf, s.screen_k),
+                *top_of(np.abs(est_nec) + np.abs(est_suf), s.screen_band_k, ctx.band_layers),
+            }
+        )
+        deps = {**deps, "heads": to_json(heads)}
 
     def run() -> dict[str, Any]:
         result = interchange_test(
-            ctx.model,
+            model,
             ctx.pairs,
             metric=s.metric,
             positions=s.positions,  # type: ignore[arg-type]
+            heads=heads,
             refusal_words=s.refusal_words,
             chunk_dir=store.folder("interchange", deps),
             seed=s.seed,
@@ -90,6 +118,41 @@ def interchange(ctx: AuditContext) -> None:
     ctx.floor = float(resolution_floor(gaps, ctx.scale))
     ctx.necessity = ctx.stats(ic["necessity"])
     ctx.sufficiency = ctx.stats(ic["sufficiency"])
+    if heads is None:
+        ctx.screening["interchange"] = not_screened("interchange", shape, why_all or "")
+        return
+    ctx.screening["interchange"] = check(
+        "interchange necessity", est_nec, ctx.necessity.effect, heads, s.screen_k, "|necessity|"
+    )
+    ctx.screening["interchange_sufficiency"] = check(
+        "interchange sufficiency",
+        est_suf,
+        ctx.sufficiency.effect,
+        heads,
+        s.screen_k,
+        "|sufficiency|",
+    )
+
+
+def _interchange_estimate(ctx: AuditContext) -> dict[str, Any]:
+    """Every head's estimated necessity and sufficiency (mean over pairs, metric units)."""
+    s = ctx.config
+    estimate = interchange_test(
+        ctx.model,
+        ctx.pairs,
+        metric=s.metric,
+        positions=s.positions,  # type: ignore[arg-type]
+        mode="attribution",
+        refusal_words=s.refusal_words,
+        seed=s.seed,
+        progress=ctx.progress,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # excluded pairs are NaN
+        return {
+            "necessity": np.nanmean(estimate.necessity_drop, axis=0).tolist(),
+            "sufficiency": np.nanmean(estimate.sufficiency_rise, axis=0).tolist(),
+        }
 
 
 # -- 2. DLA ---------------------------------------------------------------------
@@ -283,28 +346,83 @@ def dose(ctx: AuditContext) -> None:
 
 
 # -- 6. negative heads ------------------------------------------------------------
+def output_attribution_of(
+    ctx: AuditContext, prompts: Sequence[ChatPrompt], name: str
+) -> np.ndarray:
+    """Mean over ``prompts`` of every head's ``z . d refusal score / dz`` (stored).
+
+    The first-order screen of scaling a head's output (:func:`output_attribution`):
+    scaling by ``alpha`` changes the score by about ``(alpha - 1)`` times it.
+    """
+    model, refusal_ids = ctx.model, ctx.refusal_ids
+    data = ctx.store.step(
+        "output_attribution",
+        {**ctx.base, "prompts": name, "tokens": digest([p.tokens.tolist() for p in prompts])},
+        lambda: {
+            "mean": output_attribution(
+                model,
+                [p.tokens for p in prompts],
+                lambda logits: refusal_score(logits, refusal_ids),
+            )
+            .mean(dim=0)
+            .tolist()
+        },
+    )
+    return np.asarray(data["mean"], dtype=np.float64)
+
+
+def _screened(ctx: AuditContext) -> str | None:
+    model = ctx.model
+    return screen_all(model.n_layers * model.n_heads, ctx.config.exact, ctx.config.screen_min_heads)
+
+
 def negative_heads(ctx: AuditContext) -> None:
-    """Heads whose down-scaling raises refusal, and attack success with the top ones ablated."""
-    s, store = ctx.config, ctx.store
+    """Heads whose down-scaling raises refusal, and attack success with the top ones ablated.
+
+    Screened first on a model with many heads: the down-scaling's gradient estimate
+    ranks every head, and the top ones by estimated raise are scaled exactly.
+    """
+    s, store, model = ctx.config, ctx.store, ctx.model
     prompts = ctx.harmful + ctx.jb_harmful
+    shape = (model.n_layers, model.n_heads)
     deps = {
         **ctx.base,
         "jailbreak": digest([[p.harmful, p.control] for p in ctx.jailbreak]),
         "scale": s.negative_scale,
     }
+    why_all = _screened(ctx)
+    heads: list[Head] | None = None
+    down_deps = deps
+    if why_all is None:
+        n = len(ctx.harmful)
+        attribution = output_attribution_of(ctx, ctx.harmful, "harmful") * n
+        if ctx.jb_harmful:
+            attribution = attribution + output_attribution_of(
+                ctx, ctx.jb_harmful, "jailbreak"
+            ) * len(ctx.jb_harmful)
+        estimate = (s.negative_scale - 1.0) * attribution / len(prompts)
+        k = max(s.screen_k, 2 * math.ceil(s.negative_top_pct / 100.0 * estimate.size))
+        heads = sorted(top_of(estimate, k))
+        down_deps = {**deps, "heads": to_json(heads)}
 
     def run_downscale() -> dict[str, Any]:
         answers = ctx.answers
         if ctx.jb_control:
             answers = torch.cat([answers, greedy_answers(ctx.model, ctx.jb_control)])
         raises = downscale_raises(
-            ctx.model, prompts, ctx.refusal_ids, s.negative_scale, ctx.progress
+            ctx.model, prompts, ctx.refusal_ids, s.negative_scale, ctx.progress, heads
         )
         heads_dla, _ = intervened_dla(ctx.model, prompts, ctx.refusal_ids, answers)
         return {"raises": raises.tolist(), "dla": heads_dla.mean(axis=0).tolist()}
 
-    down = store.step("downscale", deps, run_downscale)
+    down = store.step("downscale", down_deps, run_downscale)
     raises = ctx.stats(down["raises"])
+    if heads is None:
+        ctx.screening["negative_heads"] = not_screened("down-scaling", shape, why_all or "")
+    else:
+        ctx.screening["negative_heads"] = check(
+            "down-scaling raise", estimate, raises.effect, heads, k, "raise", by_abs=False
+        )
     neg_dla = np.asarray(down["dla"], dtype=np.float64)
     negatives = select_negatives(
         raises,
@@ -340,12 +458,30 @@ def negative_heads(ctx: AuditContext) -> None:
 
 # -- 7. ablation vs interchange -------------------------------------------------------
 def ablation(ctx: AuditContext) -> None:
-    """Every head's ablation effect, ranked beside its interchange necessity."""
+    """Every head's ablation effect, ranked beside its interchange necessity.
+
+    Screened first on a model with many heads (zero ablation only: its gradient
+    estimate is the down-scaling's at ``alpha = 0``): the top heads by estimated
+    ``|drop|`` and by exact interchange ``|necessity|`` are ablated exactly.
+    """
     s, model = ctx.config, ctx.model
+    shape = (model.n_layers, model.n_heads)
+    necessity = ctx.need(ctx.necessity, "necessity (interchange)")
+    deps = {**ctx.base, "knockout": s.knockout, "seed": s.seed}
+    why_all = _screened(ctx)
+    if why_all is None and s.knockout != "zero":
+        why_all = f"{s.knockout} ablation has no gradient screen"
+    heads: list[Head] | None = None
+    if why_all is None:
+        estimate = output_attribution_of(ctx, ctx.harmful, "harmful")  # drop ~ z . grad
+        heads = sorted(
+            {*top_of(np.abs(estimate), s.screen_k), *top_of(np.abs(necessity.effect), s.screen_k)}
+        )
+        deps = {**deps, "heads": to_json(heads)}
 
     def run() -> dict[str, Any]:
         ref = capture_z(model, ctx.control, range(model.n_layers)) if s.knockout != "zero" else None
-        every = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
+        every = heads if heads is not None else every_head(shape)
         rows = {h: knockouts([h], ctx.harmful, s.knockout, ref, s.seed) for h in every}
 
         def row_of(lay: int, h: int, i: int) -> Ablation:
@@ -354,15 +490,22 @@ def ablation(ctx: AuditContext) -> None:
             return iv
 
         clean, ablated = per_head_scores(
-            model, ctx.harmful, ctx.refusal_ids, row_of, ctx.progress, "ablation"
+            model, ctx.harmful, ctx.refusal_ids, row_of, ctx.progress, "ablation", heads
         )
         return {"drops": (clean[:, None, None] - ablated).tolist()}
 
-    drops = ctx.store.step("ablation", {**ctx.base, "knockout": s.knockout, "seed": s.seed}, run)
+    drops = ctx.store.step("ablation", deps, run)
+    ablation_stats = ctx.stats(drops["drops"])
+    if heads is None:
+        ctx.screening["ablation"] = not_screened("ablation", shape, why_all or "")
+    else:
+        ctx.screening["ablation"] = check(
+            "ablation drop", estimate, ablation_stats.effect, heads, s.screen_k, "|drop|"
+        )
     ctx.comparison = AblationComparison(
         kind=s.knockout,
-        ablation=ctx.stats(drops["drops"]),
-        interchange=ctx.need(ctx.necessity, "necessity (interchange)"),
+        ablation=ablation_stats,
+        interchange=necessity,
         alpha=s.alpha,
     )
 

@@ -1,0 +1,118 @@
+"""Benchmark: the audit of the real aligned model, step by step, screened vs every head exact.
+
+The model is Qwen2.5-Coder-0.5B-Instruct (24 layers x 14 heads), assembled by
+``scripts/fetch_real_model.py``; without it the script says so and exits 0.
+Each run audits the first ``--n`` built-in pairs into a fresh directory and
+prints every step's wall time with the machine's load average beside it (the
+2 cores are shared: compare times taken in the same run).
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_audit_realmodel.py --n 24
+    .venv/bin/python benchmarks/bench_audit_realmodel.py --n 6 --compare
+
+``--exact all`` runs the audit with every head measured exactly (the audit before
+screening); ``--compare`` runs both in one process and says whether the findings
+(gate, amplifiers, negative heads, the exact top heads) agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from patching.bundled import qwen_coder_gguf
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def timed_audit(model: Any, pairs: list[Any], config: Any, out: Path) -> tuple[Any, list[tuple]]:
+    """The audit of :func:`circuits.audit.pipeline.audit`, each step timed."""
+    from circuits.audit.context import AuditContext
+    from circuits.audit.pipeline import result_of, steps_for
+    from circuits.store import StepStore
+    from patching.fingerprint import fingerprint
+
+    began = time.perf_counter()
+    store = StepStore(out, context=fingerprint(model))
+    ctx = AuditContext(model=model, pairs=pairs, config=config, store=store, progress=False)
+    times = []
+    for step in steps_for(config):
+        reason = step.skip(ctx) if step.skip is not None else None
+        t0, l0 = time.perf_counter(), load()
+        if reason is None:
+            step.run(ctx)
+        times.append((step.name, time.perf_counter() - t0, l0, load(), reason))
+    return result_of(ctx, seconds=time.perf_counter() - began, run=None), times
+
+
+def findings(result: Any) -> dict[str, Any]:
+    neg = result.negative_heads
+    return {
+        "gate": [h.label for h in result.gate],
+        "amplifiers": [h.label for h in result.amplifiers],
+        "top5 necessity": [h.label for h in result.necessity.top(5)],
+        "top5 sufficiency": [h.label for h in result.sufficiency.top(5)],
+        "negative heads": sorted(neg.heads) if neg is not None else None,
+        "ablated": sorted(neg.ablated) if neg is not None else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=24)
+    parser.add_argument("--exact", choices=("screened", "all"), default="screened")
+    parser.add_argument("--compare", action="store_true", help="run screened and all-exact")
+    args = parser.parse_args()
+    path = qwen_coder_gguf(required=False)
+    if path is None:
+        print("skipped: the real model is absent (run scripts/fetch_real_model.py)")
+        return
+    from circuits.audit.config import AuditConfig
+    from patching.loading import load_model
+    from patching.prompts import builtin_pairs
+
+    t0 = time.perf_counter()
+    model = load_model(str(path))
+    print(f"model loaded in {time.perf_counter() - t0:.1f} s (load {load():.2f})")
+    pairs = builtin_pairs(args.n)
+    modes = ("screened", "all") if args.compare else (args.exact,)
+    found = {}
+    for mode in modes:
+        config = AuditConfig(n=args.n, figures=False, **_exact_setting(mode))
+        with tempfile.TemporaryDirectory() as tmp:
+            result, times = timed_audit(model, pairs, config, Path(tmp))
+        print(f"\n## exact={mode}, n={args.n}: {result.seconds:.1f} s in all")
+        print("| step | s | load before | load after | note |\n|---|---|---|---|---|")
+        for name, secs, l0, l1, reason in times:
+            print(f"| {name} | {secs:.1f} | {l0:.2f} | {l1:.2f} | {reason or ''} |")
+        found[mode] = (result.seconds, findings(result))
+        for key, value in found[mode][1].items():
+            print(f"- {key}: {value}")
+    if args.compare:
+        (s_time, s_found), (a_time, a_found) = found["screened"], found["all"]
+        agree = {k: s_found[k] == a_found[k] for k in s_found}
+        print(f"\nall-exact / screened time: {a_time / s_time:.2f}x; findings agree: {agree}")
+
+
+def _exact_setting(mode: str) -> dict[str, Any]:
+    from dataclasses import fields
+
+    from circuits.audit.config import AuditConfig
+
+    names = {f.name for f in fields(AuditConfig)}
+    return {"exact": mode} if "exact" in names else {}
+
+
+if __name__ == "__main__":
+    main()
