@@ -53,6 +53,7 @@ def timed_audit(model: Any, pairs: list[Any], config: Any, out: Path) -> tuple[A
         if reason is None:
             step.run(ctx)
         times.append((step.name, time.perf_counter() - t0, l0, load(), reason))
+        print(f"  {step.name}: {times[-1][1]:.1f} s (load {l0:.2f} -> {load():.2f})", flush=True)
     return result_of(ctx, seconds=time.perf_counter() - began, run=None), times
 
 

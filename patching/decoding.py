@@ -1,12 +1,19 @@
 """Greedy decoding, optionally under interventions: the one decoding loop of the toolkit.
 
 :func:`greedy_decode` appends each prompt's argmax token ``n_tokens`` times. Each
-step is one batched pass of the executor (:func:`patching.executor.forward_batch`)
-over the prompts plus what they generated so far: left-padded, every row with its
-own interventions. There is no key/value cache: for the handful of tokens the
-toolkit decodes (a first answer token, a metric's continuation, a short response
-to classify) recomputing the prefix is cheap and keeps the numbers those of a
-plain forward pass.
+step is one batched pass over the prompts plus what they generated so far:
+left-padded, every row with its own interventions.
+
+With a key/value cache (the default where it gives the same numbers) the prompts
+run once and every later step runs only the newest token against the cache: on a
+0.5B model an 8-token response then costs about one prompt pass instead of eight.
+That is exact when no intervention's positions move as the sequence grows: every
+``"prompt"``-mode decoding, and ``"every_step"`` decoding whose interventions all
+act at ``"all"`` positions (a knocked-out or scaled head, a steering vector) with
+no per-position reference; each position is then intervened on exactly when it is
+computed, as in a full pass. Otherwise (``-1``, ``last``, a resample reference...)
+each step is a full pass of the executor (:func:`patching.executor.forward_batch`);
+tests hold both paths equal (1e-5).
 
 Where interventions act is explicit (``intervene``):
 
@@ -22,16 +29,20 @@ newest token in ``"every_step"`` mode and the prompt's last in ``"prompt"`` mode
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
-from patching.batching import length_batches
+from patching import compat
+from patching.batching import left_padded, length_batches
 from patching.executor import DEFAULT_BATCH_SIZE, Prompt, forward_batch, prompt_labels
-from patching.hooks import Rows
+from patching.hooks import Rows, intervention_hooks, padding_hooks
+from patching.interventions import Ablation, AddVector, Scale
 from patching.model import HookedModel
+from patching.rows import check_rows
 
 Intervene = Literal["every_step", "prompt"]
 INTERVENE: tuple[Intervene, ...] = ("every_step", "prompt")
@@ -48,6 +59,7 @@ def greedy_decode(
     intervene: Intervene = "every_step",
     stop_at_eos: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    use_cache: bool = True,
 ) -> list[list[int]]:
     """Each prompt's greedy continuation of up to ``n_tokens`` token ids.
 
@@ -56,6 +68,8 @@ def greedy_decode(
         intervene: ``"every_step"`` or ``"prompt"`` (see the module docstring).
         stop_at_eos: end a prompt's continuation at the tokenizer's end-of-sequence
             token (included); otherwise take exactly ``n_tokens`` argmax tokens.
+        use_cache: decode with a key/value cache where that is exact (module docstring);
+            ``False`` recomputes every step in full (the reference the tests use).
 
     ``greedy_decode(model, prompts, 1)`` gives each prompt's greedy first token.
     """
@@ -66,7 +80,16 @@ def greedy_decode(
     eos = model.tokenizer.eos_token_id if stop_at_eos else None
     pairs = [prompt_labels(p) for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
+    cached = use_cache and _cache_exact(model, rows, intervene)
     for idx in length_batches([len(t) for t, _ in pairs], batch_size):
+        if cached:
+            batch_rows = [rows[i] for i in idx] if rows is not None else None
+            made = _decode_cached(
+                model, [pairs[i] for i in idx], n_tokens, batch_rows, intervene, eos
+            )
+            for i, ids in zip(idx, made, strict=True):
+                out[i] = ids
+            continue
         seqs: list[Tensor] = [pairs[i][0].cpu() for i in idx]
         labels = [pairs[i][1] for i in idx]
         prompt_lengths = [len(s) for s in seqs]
@@ -98,3 +121,94 @@ def greedy_decode(
                 ids = ids[: ids.index(eos) + 1]
             out[i] = [int(t) for t in ids]
     return out
+
+
+def _cache_exact(model: HookedModel, rows: Rows | None, intervene: Intervene) -> bool:
+    """Whether a cached decoding gives a full pass's numbers (module docstring)."""
+    if compat.missing_internals(model.bridge):
+        return False
+    if rows is None or intervene == "prompt":
+        return True
+    for row in rows:
+        for iv in row:
+            if not isinstance(iv, (Scale, Ablation, AddVector)) or iv.positions != "all":
+                return False
+            reference = getattr(iv, "reference", None)
+            if reference is not None and reference.ndim > 1:  # one value per position
+                return False
+    return True
+
+
+def _decode_cached(
+    model: HookedModel,
+    prompts: Sequence[tuple[Tensor, dict[str, int]]],
+    n_tokens: int,
+    rows: Rows | None,
+    intervene: Intervene,
+    eos: int | None,
+) -> list[list[int]]:
+    """Greedy decoding of one batch: the prompts once, then one new token a step."""
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    made: list[list[int]] = [[] for _ in prompts]
+
+    def greedy(logits: Tensor) -> Tensor | None:
+        nxt = logits.argmax(dim=-1).cpu()
+        if eos is not None:
+            nxt = torch.where(done, torch.full_like(nxt, int(eos)), nxt)
+            done.logical_or_(nxt == eos)
+        for r, token in enumerate(nxt.tolist()):
+            made[r].append(int(token))
+        return None if bool(done.all()) else nxt
+
+    cached_steps(model, prompts, n_tokens, rows, intervene, greedy)
+    if eos is not None:
+        made = [ids[: ids.index(eos) + 1] if eos in ids else ids for ids in made]
+    return made
+
+
+def cached_steps(
+    model: HookedModel,
+    prompts: Sequence[tuple[Tensor, dict[str, int]]],
+    n_steps: int,
+    rows: Rows | None,
+    intervene: Intervene,
+    choose: Callable[[Float[Tensor, "batch d_vocab"]], Tensor | None],
+) -> None:
+    """Run the prompts once, then ``choose(last logits)``'s tokens one at a time, cached.
+
+    ``choose`` gets each step's last-position logits and returns the next token of
+    every row (``None`` stops). Only exact under :func:`_cache_exact`.
+    """
+    bridge, n = model.bridge, len(prompts)
+    tokens = [t.to(model.device) for t, _ in prompts]
+    padded, pads, _ = left_padded(tokens)
+    model.check_tokens(padded)
+    mask = torch.ones_like(padded)
+    for r, pad in enumerate(pads):
+        mask[r, :pad] = 0
+    check_rows(model, rows or [])
+    hooks = padding_hooks(model.n_layers) if any(pads) else []
+    if rows is not None:
+        lengths = [len(t) for t in tokens]
+        hooks += intervention_hooks(rows, lengths, [lab for _, lab in prompts], pads=pads)
+    cache = compat.new_cache()
+    step_tokens = padded
+    with torch.no_grad():
+        for _ in range(n_steps):
+            logits = bridge.run_with_hooks(
+                step_tokens,
+                fwd_hooks=hooks,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, -step_tokens.shape[1] :],
+                **compat.cache_kwargs(bridge, cache),
+            )
+            nxt = choose(logits[:, -1])
+            if nxt is None:
+                break
+            step_tokens = nxt[:, None].to(model.device)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            # Each new position is intervened on as a full pass would ("all" includes it);
+            # "prompt" mode leaves generated tokens unchanged.
+            hooks = []
+            if rows is not None and intervene == "every_step":
+                hooks = intervention_hooks(rows, [1] * n, [{"last": 0}] * n)

@@ -165,3 +165,58 @@ def test_screen_and_audit_report_the_same_necessity(audited, tmp_path) -> None:
     gate = result.gate[0]
     assert screen["necessity"][gate.layer][gate.head] == gate.necessity
     assert screen["necessity_q"][gate.layer][gate.head] == gate.q
+
+
+def _ranks(x):
+    import numpy as np
+
+    return np.argsort(np.argsort(x)).astype(float)
+
+
+def test_screened_audit_measures_the_top_heads_exactly(audited, organism, tmp_path) -> None:
+    """Screening forced on the organism: the screened heads' numbers equal the exact audit's.
+
+    The unmeasured heads are NaN; the measured ones carry the all-exact audit's
+    per-head effects (to float32 rounding: fewer rows share each batched pass); the
+    recall check's Spearman and top-5 recall equal an independent computation from
+    the attribution estimate; the planted gate is still found.
+    """
+    import numpy as np
+
+    from attribution.interchange import interchange_test
+
+    result, _ = audited
+    model, directory, truth = organism
+    pairs = read_pairs(directory / "pairs.jsonl")[:N_PAIRS]
+    jailbreak = read_pairs(directory / "pairs_jailbreak.jsonl")
+    config = AuditConfig(n=N_PAIRS, figures=False, screen_min_heads=0, screen_k=4, screen_band_k=3)
+    screened = audit(model, pairs, config, tmp_path, progress=False, jailbreak=jailbreak)
+    check = screened.screening["interchange"]
+    assert check.screened and 4 <= len(check.measured) < model.n_layers * model.n_heads
+    measured = np.zeros((model.n_layers, model.n_heads), dtype=bool)
+    for h in check.measured:
+        measured[h] = True
+    for which in ("necessity", "sufficiency"):
+        got, full = getattr(screened, which).effect, getattr(result, which).effect
+        assert np.isnan(got[~measured]).all()
+        # Fewer rows per batched pass: the same numbers up to float32 rounding.
+        np.testing.assert_allclose(got[measured], full[measured], rtol=1e-6, atol=1e-7)
+        assert np.isfinite(getattr(screened, which).q[measured]).all()
+    estimate = interchange_test(model, pairs, mode="attribution", progress=False)
+    est = np.nanmean(estimate.necessity_drop, axis=0)
+    exact = screened.necessity.effect
+    rho = np.corrcoef(_ranks(est[measured]), _ranks(exact[measured]))[0, 1]
+    assert check.spearman == pytest.approx(rho, abs=1e-9)
+    top_est = set(map(tuple, np.argwhere(np.abs(est) >= np.sort(np.abs(est).ravel())[-4])))
+    order = np.argsort(-np.abs(np.where(measured, exact, 0.0)), axis=None)[:5]
+    top_exact = [(int(i) // model.n_heads, int(i) % model.n_heads) for i in order]
+    assert check.recall == sum(h in top_est for h in top_exact) / 5
+    assert [(g.layer, g.head) for g in screened.gate] == [truth.gate]
+    negatives = set(screened.negative_heads.heads) if screened.negative_heads else set()
+    assert set(truth.negatives) <= negatives
+    for step in ("negative_heads", "ablation"):
+        assert screened.screening[step].screened
+    assert all(not c.screened for c in result.screening.values())  # 32 heads: all exact
+    # Resuming keys the exact step on the screened heads: a rerun computes nothing.
+    again = audit(model, pairs, config, tmp_path, progress=False, jailbreak=jailbreak)
+    assert again.steps["computed"] == []
