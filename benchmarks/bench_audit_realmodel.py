@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24)
     parser.add_argument("--exact", choices=("screened", "all"), default="screened")
     parser.add_argument("--compare", action="store_true", help="run screened and all-exact")
+    parser.add_argument("--out", type=Path, help="keep each audit's directory under OUT")
     args = parser.parse_args()
     path = qwen_coder_gguf(required=False)
     if path is None:
@@ -85,14 +86,17 @@ def main() -> None:
 
     t0 = time.perf_counter()
     model = load_model(str(path))
-    print(f"model loaded in {time.perf_counter() - t0:.1f} s (load {load():.2f})")
+    print(f"model loaded in {time.perf_counter() - t0:.1f} s (load {load():.2f})", flush=True)
     pairs = builtin_pairs(args.n)
     modes = ("screened", "all") if args.compare else (args.exact,)
     found = {}
     for mode in modes:
         config = AuditConfig(n=args.n, figures=False, **_exact_setting(mode))
         with tempfile.TemporaryDirectory() as tmp:
-            result, times = timed_audit(model, pairs, config, Path(tmp))
+            out = args.out / f"{mode}-n{args.n}" if args.out else Path(tmp)
+            result, times = timed_audit(model, pairs, config, out)
+            if args.out:
+                result.to_json(out / "audit.json")
         print(f"\n## exact={mode}, n={args.n}: {result.seconds:.1f} s in all")
         print("| step | s | load before | load after | note |\n|---|---|---|---|---|")
         for name, secs, l0, l1, reason in times:
@@ -100,6 +104,8 @@ def main() -> None:
         found[mode] = (result.seconds, findings(result))
         for key, value in found[mode][1].items():
             print(f"- {key}: {value}")
+        for check in result.screening.values():
+            print(f"- {check.line()}")
     if args.compare:
         (s_time, s_found), (a_time, a_found) = found["screened"], found["all"]
         agree = {k: s_found[k] == a_found[k] for k in s_found}

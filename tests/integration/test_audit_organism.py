@@ -189,10 +189,10 @@ def test_screened_audit_measures_the_top_heads_exactly(audited, organism, tmp_pa
     model, directory, truth = organism
     pairs = read_pairs(directory / "pairs.jsonl")[:N_PAIRS]
     jailbreak = read_pairs(directory / "pairs_jailbreak.jsonl")
-    config = AuditConfig(n=N_PAIRS, figures=False, screen_min_heads=0, screen_k=4, screen_band_k=3)
+    config = AuditConfig(n=N_PAIRS, figures=False, screen_min_heads=0, screen_k=6, screen_band_k=4)
     screened = audit(model, pairs, config, tmp_path, progress=False, jailbreak=jailbreak)
     check = screened.screening["interchange"]
-    assert check.screened and 4 <= len(check.measured) < model.n_layers * model.n_heads
+    assert check.screened and 6 <= len(check.measured) < model.n_layers * model.n_heads
     measured = np.zeros((model.n_layers, model.n_heads), dtype=bool)
     for h in check.measured:
         measured[h] = True
@@ -207,10 +207,12 @@ def test_screened_audit_measures_the_top_heads_exactly(audited, organism, tmp_pa
     exact = screened.necessity.effect
     rho = np.corrcoef(_ranks(est[measured]), _ranks(exact[measured]))[0, 1]
     assert check.spearman == pytest.approx(rho, abs=1e-9)
-    top_est = set(map(tuple, np.argwhere(np.abs(est) >= np.sort(np.abs(est).ravel())[-4])))
-    order = np.argsort(-np.abs(np.where(measured, exact, 0.0)), axis=None)[:5]
+    top_est = set(map(tuple, np.argwhere(np.abs(est) >= np.sort(np.abs(est).ravel())[-6])))
+    n_top = min(5, int(measured.sum()))
+    order = np.argsort(-np.where(measured, np.abs(exact), -1.0), axis=None)[:n_top]
     top_exact = [(int(i) // model.n_heads, int(i) % model.n_heads) for i in order]
-    assert check.recall == sum(h in top_est for h in top_exact) / 5
+    assert check.exact_top == top_exact
+    assert check.recall == sum(h in top_est for h in top_exact) / n_top
     assert [(g.layer, g.head) for g in screened.gate] == [truth.gate]
     negatives = set(screened.negative_heads.heads) if screened.negative_heads else set()
     assert set(truth.negatives) <= negatives
