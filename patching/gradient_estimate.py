@@ -272,5 +272,6 @@ def output_attribution(
             if z.grad is None:  # a layer the score does not depend on
                 continue
             prod = (z.detach().double() * z.grad.double()).sum(dim=-1)  # [batch, pos, head]
-            out[idx, layer] = (prod * real[..., None].to(prod.device)).sum(dim=1).cpu()
+            keep = real[..., None].to(prod.device)
+            out[idx, layer] = torch.where(keep, prod, 0.0).sum(dim=1).cpu()
     return out

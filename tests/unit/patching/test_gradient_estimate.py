@@ -144,3 +144,45 @@ def test_prescreen_runs_exact_top_k_only(tiny_dirs) -> None:
         model, builtin_pairs(3), mode="attribution", n_boot=50, progress=False
     )
     assert not torch.isnan(torch.tensor(attribution.necessity)).any()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+@pytest.mark.engine
+def test_output_attribution_is_the_derivative_of_scaling(tiny_dirs, arch) -> None:
+    """``z . dm/dz`` per head == d m(alpha z_h) / d alpha at 1, by central differences.
+
+    In float64 on equal-length prompts (the derivative); in float32 (the
+    audit's dtype) a left-padded batch equals each prompt alone: padding adds nothing.
+    """
+    from attribution.metrics import refusal_score
+    from patching.executor import run
+    from patching.gradient_estimate import output_attribution
+    from patching.interventions import Scale
+    from patching.loading import load_model
+
+    ids = [3, 4, 5]
+
+    def score_of(logits: torch.Tensor) -> torch.Tensor:
+        return refusal_score(logits, ids)
+
+    g = torch.Generator().manual_seed(2)
+    model = load_model(tiny_dirs[arch], dtype="float64")
+    prompts = [torch.randint(10, 400, (9,), generator=g) for _ in range(3)]
+    got = output_attribution(model, prompts, score_of)
+    # The tiny models' float64 runs still round at ~1e-7 in the score, so the central
+    # difference needs a step where that noise stays under 1e-3; the effects are O(1).
+    eps = 1e-3
+    for layer, head in [(0, 1), (model.n_layers // 2, 0), (model.n_layers - 1, 2)]:
+
+        def score(alpha: float, layer: int = layer, head: int = head) -> torch.Tensor:
+            rows = [[Scale(layer, head, alpha=alpha)] for _ in prompts]
+            return score_of(run(model, prompts, rows)[:, -1])
+
+        slope = (score(1 + eps) - score(1 - eps)) / (2 * eps)
+        torch.testing.assert_close(got[:, layer, head], slope.double(), atol=2e-3, rtol=0.0)
+    assert got.abs().max() > 1e-3  # the heads do move the score
+    model = load_model(tiny_dirs[arch])
+    padded = [torch.randint(10, 400, (k,), generator=g) for k in (7, 12, 9)]
+    batched = output_attribution(model, padded, score_of)
+    alone = torch.cat([output_attribution(model, [p], score_of) for p in padded])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
