@@ -57,6 +57,43 @@ def timed_audit(model: Any, pairs: list[Any], config: Any, out: Path) -> tuple[A
     return result_of(ctx, seconds=time.perf_counter() - began, run=None), times
 
 
+def knockout_timing(model: Any, pairs: list[Any]) -> None:
+    """One band head's knockout DLA on the harmful prompts: resumed from the kept clean
+    pass (as the cascade runs it) against the batched full passes run before, with the
+    largest difference."""
+    import numpy as np
+
+    from attribution.dla import attribute
+    from circuits.audit.context import greedy_answers
+    from circuits.knockout import intervened_dla, knockouts
+    from circuits.roles import depth_band
+    from patching.batching import length_batches
+    from patching.chat import format_chat
+    from patching.components import decompose_residual
+
+    prompts = [format_chat(model.tokenizer, p.harmful) for p in pairs]
+    answers = greedy_answers(model, [format_chat(model.tokenizer, p.control) for p in pairs])
+    ids = [0, 1]
+    band = depth_band(model.n_layers, (0.25, 0.65))
+    intervened_dla(model, prompts, ids, answers, knockouts([(band[0], 0)], prompts, "zero"))
+    print("\n## knockout DLA of one head, 24 harmful prompts (clean pass kept)")
+    print("| head | resumed s | full s | ratio | max diff | load |\n|---|---|---|---|---|---|")
+    for layer in (band[0], band[len(band) // 2], band[-1]):
+        rows = knockouts([(layer, 3)], prompts, "zero")
+        t0 = time.perf_counter()
+        fast, _ = intervened_dla(model, prompts, ids, answers, rows)
+        t1 = time.perf_counter()
+        full = np.zeros_like(fast)
+        for idx in length_batches([len(p) for p in prompts], 16):  # as before: full passes
+            dec = decompose_residual(model, [prompts[i] for i in idx], rows=[rows[i] for i in idx])
+            full[idx] = attribute(model, dec, ids, answers[idx]).heads.cpu().numpy()
+        t2 = time.perf_counter()
+        print(
+            f"| L{layer}H3 | {t1 - t0:.1f} | {t2 - t1:.1f} | {(t2 - t1) / (t1 - t0):.2f}x "
+            f"| {np.abs(fast - full).max():.1e} | {load():.2f} |"
+        )
+
+
 def findings(result: Any) -> dict[str, Any]:
     neg = result.negative_heads
     return {
@@ -75,6 +112,7 @@ def main() -> None:
     parser.add_argument("--exact", choices=("screened", "all"), default="screened")
     parser.add_argument("--compare", action="store_true", help="run screened and all-exact")
     parser.add_argument("--out", type=Path, help="keep each audit's directory under OUT")
+    parser.add_argument("--knockout", action="store_true", help="time one knockout only")
     args = parser.parse_args()
     path = qwen_coder_gguf(required=False)
     if path is None:
@@ -88,6 +126,9 @@ def main() -> None:
     model = load_model(str(path))
     print(f"model loaded in {time.perf_counter() - t0:.1f} s (load {load():.2f})", flush=True)
     pairs = builtin_pairs(args.n)
+    if args.knockout:
+        knockout_timing(model, pairs)
+        return
     modes = ("screened", "all") if args.compare else (args.exact,)
     found = {}
     for mode in modes:
