@@ -85,6 +85,19 @@ def register(subparsers: Any) -> None:
         default=6,
         help="top heads measured again under the other metric (0: no cross-check)",
     )
+    parser.add_argument(
+        "--exact",
+        default="screened",
+        choices=["screened", "all"],
+        help="per-head steps: rank every head by a gradient estimate and measure the top ones "
+        "exactly (models with more than 64 heads), or measure every head exactly (slow)",
+    )
+    parser.add_argument(
+        "--screen-k",
+        type=int,
+        default=16,
+        help="heads measured exactly per ranking of the screen (and of the depth band)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip PNG/SVG export")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(handler=run)
@@ -117,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     check_count(args.n_null, "--n-null", "the number of random heads in the cascade null")
     if args.check_heads < 0:
         raise OptionError(f"--check-heads {args.check_heads}: use 0 (no cross-check) or more")
+    check_count(args.screen_k, "--screen-k", "the heads measured exactly per screen ranking")
     config = AuditConfig(
         seed=args.seed,
         band=(args.band[0], args.band[1]),
@@ -127,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
         pairs="refused" if args.refused_only else "all",
         metric_check=args.check_heads > 0,
         n_check_heads=max(1, args.check_heads),
+        exact=args.exact,
+        screen_k=args.screen_k,
+        screen_band_k=args.screen_k,
     )
     jailbreak, jailbreak_file = _jailbreak(args)
     check_distinct_texts(jailbreak)

@@ -106,6 +106,7 @@ def pair_file(tmp_path: Path) -> Path:
         (["audit", "--n-null", "0"], ["--n-null 0", "random heads", "at least 1"]),
         (["audit", "--n-null", "-2"], ["--n-null -2", "at least 1"]),
         (["audit", "--check-heads", "-1"], ["--check-heads -1", "0 (no cross-check)"]),
+        (["audit", "--screen-k", "0"], ["--screen-k 0", "measured exactly", "at least 1"]),
         (["dla", "--n", "0"], ["--n 0", "number of pairs", "at least 1"]),
         (["audit", "--n", "-3"], ["--n -3", "at least 1"]),
         (["screen", "--n", "0"], ["--n 0", "at least 1"]),

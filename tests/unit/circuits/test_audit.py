@@ -180,3 +180,13 @@ def test_unknown_pairs_or_metric_is_refused_before_any_work(setting, words) -> N
     with pytest.raises(RefusalCircuitsError, match=re.escape(words)):
         audit(model, [PromptPair(harmful="a", control="b")], AuditConfig(**setting))
     assert model.mock_calls == []
+
+
+def test_screening_settings_are_checked() -> None:
+    from patching.errors import RefusalCircuitsError
+
+    with pytest.raises(RefusalCircuitsError, match=r"exact='some'.*screened, all"):
+        AuditConfig(exact="some")
+    with pytest.raises(RefusalCircuitsError, match=r"at least 1.*exact='all'"):
+        AuditConfig(screen_k=0)
+    assert AuditConfig.from_settings(AuditConfig(exact="all").settings()).exact == "all"
