@@ -8,10 +8,13 @@ prints every step's wall time with the machine's load average beside it (the
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_audit_realmodel.py --n 24
     .venv/bin/python benchmarks/bench_audit_realmodel.py --n 6 --compare
+    .venv/bin/python benchmarks/bench_audit_realmodel.py --knockout --decode
 
 ``--exact all`` runs the audit with every head measured exactly (the audit before
 screening); ``--compare`` runs both in one process and says whether the findings
-(gate, amplifiers, negative heads, the exact top heads) agree.
+(gate, amplifiers, negative heads, the exact top heads) agree. ``--knockout`` and
+``--decode`` time one knockout's DLA (resumed from the kept clean pass vs full
+passes) and greedy decoding (key/value cache vs full passes) instead.
 """
 
 from __future__ import annotations
@@ -94,6 +97,29 @@ def knockout_timing(model: Any, pairs: list[Any]) -> None:
         )
 
 
+def decode_timing(model: Any, pairs: list[Any]) -> None:
+    """Greedy 8-token responses to 16 harmful prompts, clean and with two heads zeroed
+    (attack success's decoding), with the key/value cache against full passes."""
+    from patching.chat import format_chat
+    from patching.decoding import greedy_decode
+    from patching.interventions import Ablation
+
+    prompts = [format_chat(model.tokenizer, p.harmful) for p in pairs[:16]]
+    knocked = [[Ablation(19, 1), Ablation(20, 7)] for _ in prompts]
+    print("\n## greedy decoding, 16 prompts x 8 tokens")
+    print("| rows | cached s | full s | ratio | same tokens | load |\n|---|---|---|---|---|---|")
+    for name, rows in (("clean", None), ("2 heads zeroed", knocked)):
+        t0 = time.perf_counter()
+        cached = greedy_decode(model, prompts, 8, rows)
+        t1 = time.perf_counter()
+        full = greedy_decode(model, prompts, 8, rows, use_cache=False)
+        t2 = time.perf_counter()
+        print(
+            f"| {name} | {t1 - t0:.1f} | {t2 - t1:.1f} | {(t2 - t1) / (t1 - t0):.2f}x "
+            f"| {cached == full} | {load():.2f} |"
+        )
+
+
 def findings(result: Any) -> dict[str, Any]:
     neg = result.negative_heads
     return {
@@ -113,6 +139,7 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="run screened and all-exact")
     parser.add_argument("--out", type=Path, help="keep each audit's directory under OUT")
     parser.add_argument("--knockout", action="store_true", help="time one knockout only")
+    parser.add_argument("--decode", action="store_true", help="time greedy decoding only")
     args = parser.parse_args()
     path = qwen_coder_gguf(required=False)
     if path is None:
@@ -126,8 +153,11 @@ def main() -> None:
     model = load_model(str(path))
     print(f"model loaded in {time.perf_counter() - t0:.1f} s (load {load():.2f})", flush=True)
     pairs = builtin_pairs(args.n)
-    if args.knockout:
-        knockout_timing(model, pairs)
+    if args.knockout or args.decode:
+        if args.knockout:
+            knockout_timing(model, pairs)
+        if args.decode:
+            decode_timing(model, pairs)
         return
     modes = ("screened", "all") if args.compare else (args.exact,)
     found = {}
