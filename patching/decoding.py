@@ -39,7 +39,7 @@ from torch import Tensor
 from patching import compat
 from patching.batching import left_padded, length_batches
 from patching.executor import DEFAULT_BATCH_SIZE, Prompt, forward_batch, prompt_labels
-from patching.hooks import Rows, intervention_hooks, padding_hooks
+from patching.hooks import Rows, intervention_hooks, padding_hooks, readout_hooks
 from patching.interventions import Ablation, AddVector, Scale
 from patching.model import HookedModel
 from patching.rows import check_rows
@@ -191,6 +191,10 @@ def cached_steps(
     if rows is not None:
         lengths = [len(t) for t in tokens]
         hooks += intervention_hooks(rows, lengths, [lab for _, lab in prompts], pads=pads)
+    # The prompt pass unembeds its last position only (the vocabulary projection of every
+    # position would cost as much as the model), and runs the last block's MLP there only:
+    # the cache holds keys and values, which that MLP does not feed.
+    hooks += readout_hooks(model.n_layers, [int(padded.shape[1]) - 1])
     cache = compat.new_cache()
     step_tokens = padded
     with torch.no_grad():
