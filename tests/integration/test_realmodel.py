@@ -44,3 +44,31 @@ def test_dla_identity_and_engine_parity(qwen) -> None:
     result = check_model(qwen, builtin_pairs(2))
     assert result.passed, result.lines()
     assert result.engine.fast_paths
+
+
+def test_screened_audit_measures_its_top_heads_exactly(qwen, tmp_path) -> None:
+    """336 heads: the audit screens, measures a few heads exactly and says which.
+
+    The screened heads' necessity equals an exact interchange of those heads alone
+    (float32 rounding); the others are NaN.
+    """
+    import numpy as np
+
+    from attribution.interchange import interchange_test
+    from attribution.statistics import pooled_scale
+    from circuits.audit import AuditConfig, audit
+
+    pairs = builtin_pairs(3)
+    config = AuditConfig(
+        n=3, figures=False, negative_heads=False, ablation_compare=False, metric_check=False
+    )
+    result = audit(qwen, pairs, config, tmp_path, progress=False)
+    check = result.screening["interchange"]
+    assert check.screened and 16 <= len(check.measured) < 336
+    assert np.isfinite(result.necessity.effect).sum() == len(check.measured)
+    top = check.exact_top[:2]
+    exact = interchange_test(qwen, pairs, heads=top, progress=False)
+    unit = pooled_scale(exact.gap)
+    for h in top:
+        alone = float(np.nanmean(exact.necessity_drop[(slice(None), *h)]) / unit)
+        assert result.necessity.effect[h] == pytest.approx(alone, rel=1e-5, abs=1e-6)
