@@ -148,6 +148,9 @@ def audit(
     pairs = list(pairs)[: config.n] if config.n else list(pairs)
     if not pairs:
         raise RefusalCircuitsError("no prompt pairs given; pass at least one pair")
+    # Before any model work: with too few pairs "no head is significant" would be a
+    # property of n, not of the model.
+    check_enough_pairs(len(pairs), config.alpha)
     jailbreak = list(jailbreak)[: config.n] if config.n else list(jailbreak)
     out = Path(out_dir) if out_dir is not None else None
     # Every step is keyed on the model's fingerprint (weights, config, tokenizer,

@@ -58,9 +58,9 @@ def test_screened_audit_measures_its_top_heads_exactly(qwen, tmp_path) -> None:
     from attribution.statistics import pooled_scale
     from circuits.audit import AuditConfig, audit
 
-    pairs = builtin_pairs(3)
+    pairs = builtin_pairs(6)
     config = AuditConfig(
-        n=3, figures=False, negative_heads=False, ablation_compare=False, metric_check=False
+        n=6, figures=False, negative_heads=False, ablation_compare=False, metric_check=False
     )
     result = audit(qwen, pairs, config, tmp_path, progress=False)
     check = result.screening["interchange"]
