@@ -61,39 +61,49 @@ def timed_audit(model: Any, pairs: list[Any], config: Any, out: Path) -> tuple[A
 
 
 def knockout_timing(model: Any, pairs: list[Any]) -> None:
-    """One band head's knockout DLA on the harmful prompts: resumed from the kept clean
-    pass (as the cascade runs it) against the batched full passes run before, with the
-    largest difference."""
+    """One band head's knockout DLA on the harmful and the control prompts (as the gate
+    step and the cascade's null run it): from the shared chat-template prefix run once
+    (the executor's default) against the same resumed passes over every position, with
+    the largest difference."""
     import numpy as np
 
-    from attribution.dla import attribute
+    import patching.executor
     from circuits.audit.context import greedy_answers
     from circuits.knockout import intervened_dla, knockouts
     from circuits.roles import depth_band
-    from patching.batching import length_batches
     from patching.chat import format_chat
-    from patching.components import decompose_residual
 
-    prompts = [format_chat(model.tokenizer, p.harmful) for p in pairs]
-    answers = greedy_answers(model, [format_chat(model.tokenizer, p.control) for p in pairs])
+    harmful = [format_chat(model.tokenizer, p.harmful) for p in pairs]
+    control = [format_chat(model.tokenizer, p.control) for p in pairs]
+    answers = greedy_answers(model, control)
     ids = [0, 1]
     band = depth_band(model.n_layers, (0.25, 0.65))
-    intervened_dla(model, prompts, ids, answers, knockouts([(band[0], 0)], prompts, "zero"))
-    print("\n## knockout DLA of one head, 24 harmful prompts (clean pass kept)")
-    print("| head | resumed s | full s | ratio | max diff | load |\n|---|---|---|---|---|---|")
-    for layer in (band[0], band[len(band) // 2], band[-1]):
-        rows = knockouts([(layer, 3)], prompts, "zero")
+    sets = (harmful, control)
+    for prompts in sets:  # keep both clean passes, as the audit does before its knockouts
+        intervened_dla(model, prompts, ids, answers, knockouts([(band[0], 0)], prompts, "zero"))
+    shared_prefix = patching.executor._shared_prefix
+
+    def dla(layer: int, share: bool) -> tuple[Any, float]:
+        patching.executor._shared_prefix = shared_prefix if share else lambda *a: None
         t0 = time.perf_counter()
-        fast, _ = intervened_dla(model, prompts, ids, answers, rows)
-        t1 = time.perf_counter()
-        full = np.zeros_like(fast)
-        for idx in length_batches([len(p) for p in prompts], 16):  # as before: full passes
-            dec = decompose_residual(model, [prompts[i] for i in idx], rows=[rows[i] for i in idx])
-            full[idx] = attribute(model, dec, ids, answers[idx]).heads.cpu().numpy()
-        t2 = time.perf_counter()
+        out = [
+            intervened_dla(model, ps, ids, answers, knockouts([(layer, 3)], ps, "zero"))[0]
+            for ps in sets
+        ]
+        patching.executor._shared_prefix = shared_prefix
+        return np.concatenate(out), time.perf_counter() - t0
+
+    n = len(pairs)
+    print(f"\n## knockout DLA of one head, {n} harmful + {n} control prompts (clean pass kept)")
+    print("| head | shared prefix s | resumed s | ratio | max diff | load |")
+    print("|---|---|---|---|---|---|")
+    for layer in (band[0], band[len(band) // 2], band[-1]):
+        fast, t_fast = dla(layer, True)
+        slow, t_slow = dla(layer, False)
         print(
-            f"| L{layer}H3 | {t1 - t0:.1f} | {t2 - t1:.1f} | {(t2 - t1) / (t1 - t0):.2f}x "
-            f"| {np.abs(fast - full).max():.1e} | {load():.2f} |"
+            f"| L{layer}H3 | {t_fast:.1f} | {t_slow:.1f} | {t_slow / t_fast:.2f}x "
+            f"| {np.abs(fast - slow).max():.1e} | {load():.2f} |",
+            flush=True,
         )
 
 

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
+import torch
 from torch import Tensor
 
 # (lowest verified, first unverified) release of each package the fast paths depend on.
@@ -197,3 +198,63 @@ def reset_cache(cache: Any, prefix: Sequence[tuple[Tensor, Tensor]], rows: Seque
     for layer, (keys, values), n in zip(cache.layers, prefix, rows, strict=True):
         layer.keys = keys.expand(n, -1, -1, -1)
         layer.values = values.expand(n, -1, -1, -1)
+
+
+def suffix_call(
+    call: tuple[tuple[Any, ...], dict[str, Any]], prefix: int, pads: Sequence[int], cache: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """A padded pass's block call for its rows' positions from ``prefix`` on, after a shared prefix.
+
+    The rows of a left-padded pass (row ``r`` at columns ``pads[r]..n``) share their
+    first ``prefix`` tokens, whose keys and values ``cache`` holds once (unpadded).
+    The suffix pass keeps the padded columns ``prefix..n``: row ``r``'s suffix then
+    starts at column ``pads[r]`` again. Position ids and rotary tables lose their
+    first ``prefix`` columns; the attention mask ``[batch, 1, query, key]`` keeps
+    those queries, and its keys become the row's prefix (columns ``pad..pad+prefix``)
+    followed by the suffix columns, where those before ``pad`` (the row's own prefix
+    or padding in the full pass) take the value of its column 0, a padding column
+    (masked for every real query).
+    ``None`` when the call has no such mask or cache keyword, or a tensor of unknown
+    layout (the caller then runs the full pass).
+    """
+    args, kwargs = call
+    batch = len(pads)
+    masks = [v for v in (*args, *kwargs.values()) if isinstance(v, Tensor) and v.ndim == 4]
+    if len(masks) != 1 or masks[0].shape[0] != batch or masks[0].shape[2] != masks[0].shape[3]:
+        return None
+    n_pos = int(masks[0].shape[2])
+    if not any(k in kwargs for k in CACHE_KEYWORDS):
+        return None
+
+    def mask_suffix(mask: Tensor) -> Tensor:
+        rows = []
+        for r, pad in enumerate(pads):
+            m = mask[r : r + 1, :, prefix:]
+            after = m[..., prefix:].clone()
+            after[..., :pad] = m[..., :1]
+            rows.append(torch.cat([m[..., pad : pad + prefix], after], dim=-1))
+        return torch.cat(rows)
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Tensor):
+            if value.ndim == 4:
+                return mask_suffix(value)
+            if value.ndim in (2, 3) and value.shape[1] == n_pos:
+                return value[:, prefix:]
+            raise _UnknownLayout
+        if isinstance(value, tuple | list):
+            return type(value)(convert(v) for v in value)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    try:
+        new_args = tuple(convert(a) for a in args)
+        new_kwargs = {k: cache if k in CACHE_KEYWORDS else convert(v) for k, v in kwargs.items()}
+    except _UnknownLayout:
+        return None
+    return new_args, new_kwargs
+
+
+class _UnknownLayout(Exception):
+    """A block call argument :func:`suffix_call` does not know how to cut."""

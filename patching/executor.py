@@ -35,7 +35,7 @@ Explained in ``docs/design.md#two-shapes-of-intervened-run``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -53,7 +53,14 @@ from patching.hooks import (
     padding_hooks,
     readout_hooks,
 )
-from patching.interventions import Positions, first_layer, resolve_positions
+from patching.interventions import (
+    Ablation,
+    Intervention,
+    Positions,
+    Scale,
+    first_layer,
+    resolve_positions,
+)
 from patching.model import HookedModel
 from patching.rows import check_rows, fast_paths, final_logits
 
@@ -154,15 +161,23 @@ def forward_batch(
     padded, pads, extra = left_padded([t.to(model.device) for t in tokens])
     model.check_tokens(padded)
     n_pos, batch = int(padded.shape[1]), len(tokens)
-    columns = [[pad + p for p in read] for pad, read in zip(pads, reads, strict=True)]
+    start = _resume_layer(model, rows, tokens, resume)
+    shared_prefix = None
+    if resume is not None and start > 0 and not extra_hooks and intervene_lengths is None:
+        shared_prefix = _shared_prefix(model, tokens, rows, reads, at, pads, resume, start)
+    # With a shared prefix the pass computes columns ``cut..n_pos`` of the padded batch only.
+    cut = shared_prefix[0] if shared_prefix is not None else 0
+    columns = [[pad + p - cut for p in read] for pad, read in zip(pads, reads, strict=True)]
     hooks: list[Hook] = padding_hooks(model.n_layers) if any(pads) else []
-    hooks += intervention_hooks(rows, intervene_lengths or lengths, row_labels, pads=pads)
+    hooks += intervention_hooks(
+        rows, intervene_lengths or [n - cut for n in lengths], row_labels, pads=pads
+    )
     hooks += extra_hooks
     store: dict[str, Tensor] = {}
     where = (
-        [list(range(pad, n_pos)) for pad in pads]
+        [list(range(pad, n_pos - cut)) for pad in pads]
         if at is None
-        else [[pad + p for p in pos] for pad, pos in zip(pads, at, strict=True)]
+        else [[pad + p - cut for p in pos] for pad, pos in zip(pads, at, strict=True)]
     )
     if capture:
         select = None
@@ -177,11 +192,13 @@ def forward_batch(
     shared = all(c == columns[0] for c in columns)
     if shared:  # one set of columns: unembed those only
         hooks += readout_hooks(model.n_layers, columns[0], mlp=False)
-    start = _resume_layer(model, rows, tokens, resume)
     with torch.no_grad():
         if resume is not None and start > 0:
             store.update(resume.store)  # layers below ``start``: the clean pass's captures
-            logits = _blocks_from(model, resume, start, hooks)
+            if shared_prefix is not None:
+                logits = _suffix_from(model, resume, start, shared_prefix, hooks)
+            else:
+                logits = _blocks_from(model, resume, start, hooks)
         else:
             logits, blocks = _full_pass(model, padded, hooks, extra, keep_blocks)
     if not shared:
@@ -250,6 +267,114 @@ def _blocks_from(model: HookedModel, resume: BlockInputs, start: int, hooks: lis
     with bridge.hooks(fwd_hooks=hooks):
         for layer in range(start, model.n_layers):
             args, kwargs = resume.calls[layer]
+            out = bridge.blocks[layer](hidden, *args, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return final_logits(model, hidden)
+
+
+SharedPrefix = tuple[int, list[tuple[tuple[Any, ...], dict[str, Any]]]]
+
+
+def _shared_prefix(
+    model: HookedModel,
+    tokens: Sequence[Tensor],
+    rows: Rows,
+    reads: Sequence[Sequence[int]],
+    at: Sequence[Sequence[int]] | None,
+    pads: Sequence[int],
+    resume: BlockInputs,
+    start: int,
+) -> SharedPrefix | None:
+    """The rows' common token prefix run once under their interventions, for a suffix pass.
+
+    When every row carries the same interventions and none depends on the position
+    or the prompt (a zero, a ``[d_head]`` mean or a scaling at every position), the
+    first ``cut`` tokens the prompts share compute the same activations in every
+    row: one pass of that prefix fills a key/value cache, and the batch then runs
+    only its later positions against it (``docs/science.md#knockout-cascade``).
+    ``cut`` stops before the first read-out or captured position. Returns ``cut``
+    and the suffix pass's block calls from ``start`` on, or ``None`` when the
+    interventions, positions or the model's block calls do not allow it.
+    """
+    if at is None or not _same_everywhere(rows):
+        return None
+    first = tokens[0]
+    cut = min([len(t) for t in tokens] + [min(p) for p in (*reads, *at)])
+    for t in tokens[1:]:
+        differ = (t[:cut] != first[:cut]).nonzero()
+        cut = int(differ[0, 0]) if len(differ) else cut
+    if cut < 1:
+        return None
+    cache = compat.new_cache()
+    calls = [
+        compat.suffix_call(resume.calls[layer], cut, pads, cache)
+        for layer in range(start, model.n_layers)
+    ]
+    if any(call is None for call in calls):
+        return None
+    bridge, n = model.bridge, model.n_layers
+    hooks = intervention_hooks([rows[0]], cut, {"last": cut - 1})
+    hooks += readout_hooks(n, [cut - 1], mlp=False)
+    prefix = first[:cut].to(model.device)[None]
+    bridge.run_with_hooks(prefix, fwd_hooks=hooks, **compat.cache_kwargs(bridge, cache))
+    if not compat.prefix_supported(cache):
+        return None
+    kept = compat.cache_prefixes(cache, [cut], [0])[0]
+    compat.reset_cache(cache, kept, [len(tokens)] * n)
+    return cut, [call for call in calls if call is not None]
+
+
+def _same_everywhere(rows: Rows) -> bool:
+    """Whether every row holds the same interventions, each acting alike at every position."""
+    first = rows[0]
+    if not first:
+        return False
+    if not all(iv.positions == "all" and _uniform(iv) for iv in first):
+        return False
+    return all(
+        len(row) == len(first) and all(_equal(a, b) for a, b in zip(row, first, strict=True))
+        for row in rows
+    )
+
+
+def _uniform(iv: Intervention) -> bool:
+    """Whether ``iv`` writes the same thing at every position whatever the prompt.
+
+    Resampling and ``[pos, d_head]`` means write each prompt's own values.
+    """
+    if isinstance(iv, Scale):
+        return True
+    if not isinstance(iv, Ablation):
+        return False
+    one_mean = iv.kind == "mean" and iv.reference is not None and iv.reference.dim() == 1
+    return iv.kind == "zero" or one_mean
+
+
+def _equal(a: object, b: object) -> bool:
+    """Two interventions with equal fields (tensors compared by value)."""
+    if type(a) is not type(b):
+        return False
+    for f in fields(a):  # type: ignore[arg-type]
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, Tensor) or isinstance(y, Tensor):
+            if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+                return False
+            if x.shape != y.shape or not torch.equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def _suffix_from(
+    model: HookedModel, resume: BlockInputs, start: int, prefix: SharedPrefix, hooks: list[Hook]
+) -> Tensor:
+    """Blocks ``start..n-1`` on the clean input of block ``start`` after the shared prefix."""
+    cut, calls = prefix
+    bridge = model.bridge
+    hidden = resume.inputs[start][:, cut:]
+    with bridge.hooks(fwd_hooks=hooks):
+        for layer, (args, kwargs) in zip(range(start, model.n_layers), calls, strict=True):
             out = bridge.blocks[layer](hidden, *args, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
         return final_logits(model, hidden)
