@@ -305,23 +305,47 @@ def _shared_prefix(
         cut = int(differ[0, 0]) if len(differ) else cut
     if cut < 1:
         return None
-    cache = compat.new_cache()
+    kept = _kept_prefix(model, first[:cut], rows[0])
+    cache = kept[0] if kept is not None else compat.new_cache()
     calls = [
         compat.suffix_call(resume.calls[layer], cut, pads, cache)
         for layer in range(start, model.n_layers)
     ]
     if any(call is None for call in calls):
         return None
-    bridge, n = model.bridge, model.n_layers
-    hooks = intervention_hooks([rows[0]], cut, {"last": cut - 1})
-    hooks += readout_hooks(n, [cut - 1], mlp=False)
-    prefix = first[:cut].to(model.device)[None]
-    bridge.run_with_hooks(prefix, fwd_hooks=hooks, **compat.cache_kwargs(bridge, cache))
-    if not compat.prefix_supported(cache):
-        return None
-    kept = compat.cache_prefixes(cache, [cut], [0])[0]
-    compat.reset_cache(cache, kept, [len(tokens)] * n)
+    if kept is None:
+        bridge, n = model.bridge, model.n_layers
+        hooks = intervention_hooks([rows[0]], cut, {"last": cut - 1})
+        hooks += readout_hooks(n, [cut - 1], mlp=False)
+        prefix = first[:cut].to(model.device)[None]
+        bridge.run_with_hooks(prefix, fwd_hooks=hooks, **compat.cache_kwargs(bridge, cache))
+        if not compat.prefix_supported(cache):
+            return None
+        kept = (cache, compat.cache_prefixes(cache, [cut], [0])[0])
+        model.knocked_prefix = (first[:cut].cpu(), list(rows[0]), *kept)
+    keys = [(k[:, :, :cut], v[:, :, :cut]) for k, v in kept[1]]
+    compat.reset_cache(cache, keys, [len(tokens)] * model.n_layers)
     return cut, [call for call in calls if call is not None]
+
+
+def _kept_prefix(
+    model: HookedModel, prefix: Tensor, row: Sequence[Intervention]
+) -> tuple[Any, list[tuple[Tensor, Tensor]]] | None:
+    """The cache and keys/values of a kept prefix run under ``row`` that starts with ``prefix``.
+
+    The harmful and the control prompts of a set, and every batch of them, share the
+    chat template: the knockout's prefix is run once for all of them. A causal
+    model's keys and values of a prefix's first ``k`` tokens are those of the
+    ``k``-token prefix, so a longer kept prefix serves a shorter one.
+    """
+    if model.knocked_prefix is None:
+        return None
+    tokens, kept_row, cache, keys = model.knocked_prefix
+    n = len(prefix)
+    same_row = len(kept_row) == len(row) and all(map(_equal, kept_row, row))
+    if not same_row or len(tokens) < n or not torch.equal(tokens[:n], prefix.cpu()):
+        return None
+    return cache, keys
 
 
 def _same_everywhere(rows: Rows) -> bool:

@@ -84,6 +84,9 @@ class HookedModel:
         default_factory=dict, init=False, repr=False, compare=False
     )
     """Clean passes kept for knockouts of the same prompts (:mod:`circuits.knockout`)."""
+    knocked_prefix: Any = field(default=None, init=False, repr=False, compare=False)
+    """The last prompt prefix run under a knockout, reused by the next batches of the same
+    knockout (:func:`patching.executor.forward_batch`)."""
 
     def __post_init__(self) -> None:
         cfg = self.bridge.cfg

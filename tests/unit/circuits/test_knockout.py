@@ -149,6 +149,15 @@ def test_prefix_path_only_where_every_prompt_computes_the_same(prefix_models, su
     got = decompose_residual(model, nested, rows=rows, resume=clean.blocks)
     torch.testing.assert_close(got.logits, decompose_residual(model, nested, rows=rows).logits)
     assert suffix_passes == [8]
+    # The kept 8-token prefix serves the next prompts that share its first 6 tokens.
+    rows = knockouts([(1, 1)], prompts, "zero")
+    got = decompose_residual(model, prompts, rows=rows, resume=clean_of(model, prompts))
+    torch.testing.assert_close(got.logits, decompose_residual(model, prompts, rows=rows).logits)
+    assert suffix_passes == [8, 6] and len(model.knocked_prefix[0]) == 8
+
+
+def clean_of(model, prompts):
+    return decompose_residual(model, prompts, keep_blocks=True).blocks
 
 
 @pytest.mark.parametrize("kind", ["zero", "mean"])
