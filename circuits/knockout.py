@@ -123,6 +123,8 @@ def intervened_dla(
     Under ``rows``, each batch starts at its first intervened layer from the batch's
     clean pass (run once per model and prompts, and kept): the layers below it are
     the clean run's, so a knockout of a head at depth L recomputes only L and later.
+    Zero and mean knockouts also run the prompts' shared chat-template prefix once
+    and only each prompt's later tokens per row (``docs/science.md#knockout-cascade``).
     """
     heads = np.zeros((len(prompts), model.n_layers, model.n_heads))
     diff = np.zeros(len(prompts))

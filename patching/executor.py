@@ -19,7 +19,11 @@ it by alpha, add a steering vector, decode under it). This module runs that:
   the same prompts whose interventions all sit in layer ``L`` or later, that
   pass starts at block ``L`` from the clean input instead of recomputing layers
   below it (the layers a knockout of a mid-depth head cannot change), and takes
-  the captures of those layers from the clean pass.
+  the captures of those layers from the clean pass. When every row carries the same
+  position-independent interventions (a zero or ``[d_head]`` mean ablation, a
+  scaling, at every position), the prompts' common token prefix runs once into a
+  key/value cache and the rows compute only their later positions
+  (``docs/science.md#knockout-cascade``).
 
 Prompts are :class:`~patching.chat.ChatPrompt` objects (their ``t_inst`` and
 ``t_post_inst`` labels then resolve) or 1-D token tensors. They are batched by
