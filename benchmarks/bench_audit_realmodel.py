@@ -13,8 +13,8 @@ prints every step's wall time with the machine's load average beside it (the
 ``--exact all`` runs the audit with every head measured exactly (the audit before
 screening); ``--compare`` runs both in one process and says whether the findings
 (gate, amplifiers, negative heads, the exact top heads) agree. ``--knockout`` and
-``--decode`` time one knockout's DLA (resumed from the kept clean pass vs full
-passes) and greedy decoding (key/value cache vs full passes) instead.
+``--decode`` time one knockout's DLA (its shared prompt prefix run once vs the
+resumed passes over every position) and greedy decoding (key/value cache vs full passes) instead.
 """
 
 from __future__ import annotations
