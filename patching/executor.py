@@ -303,7 +303,7 @@ def _shared_prefix(
     if at is None or not _same_everywhere(rows):
         return None
     first = tokens[0]
-    cut = min([len(t) for t in tokens] + [min(p) for p in (*reads, *at)])
+    cut = min([len(t) for t in tokens] + [min(p) for p in (*reads, *at) if p])
     for t in tokens[1:]:
         differ = (t[:cut] != first[:cut]).nonzero()
         cut = int(differ[0, 0]) if len(differ) else cut
