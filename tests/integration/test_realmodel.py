@@ -60,7 +60,12 @@ def test_screened_audit_measures_its_top_heads_exactly(qwen, tmp_path) -> None:
 
     pairs = builtin_pairs(6)
     config = AuditConfig(
-        n=6, figures=False, negative_heads=False, ablation_compare=False, metric_check=False
+        n=6,
+        n_null=9,
+        figures=False,
+        negative_heads=False,
+        ablation_compare=False,
+        metric_check=False,
     )
     result = audit(qwen, pairs, config, tmp_path, progress=False)
     check = result.screening["interchange"]
