@@ -76,6 +76,8 @@ class MetricCheck(Result):
     def disagreements(self) -> list[tuple[Head, str]]:
         """Each head and effect that differ in sign or significance, with why.
 
+        A sign counts only where at least one metric calls the effect significant.
+
         ``"necessity: sign"``, ``"sufficiency: significance"``, ...; heads not measured
         under either metric (NaN) are left out.
         """
@@ -85,7 +87,9 @@ class MetricCheck(Result):
                 if not (np.isfinite(a.value) and np.isfinite(b.value)):
                     continue
                 why = []
-                if np.sign(a.value) != np.sign(b.value):
+                # The sign of an effect neither metric calls significant is rounding noise.
+                significant = a.p < self.alpha or b.p < self.alpha
+                if significant and np.sign(a.value) != np.sign(b.value):
                     why.append("sign")
                 if (a.p < self.alpha) != (b.p < self.alpha):
                     why.append("significance")

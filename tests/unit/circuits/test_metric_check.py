@@ -100,6 +100,9 @@ def test_disagreements_name_sign_and_significance() -> None:
     assert "L0H1 necessity: sign and significance (+5.0% p=0.001 vs -1.0% p=0.6)" in line
     assert "L1H1 sufficiency: significance (+20.0% p=0.01 vs +0.1% p=0.5)" in line
     assert "L1H1 necessity" not in line  # not measured under nll
+    noise = _stats({(0, 0): (-0.001, 0.9)})  # opposite sign, neither side significant
+    quiet = MetricCheck.of(heads[:1], "refusal_score", "nll", 0.05, (flat, flat), (noise, noise))
+    assert quiet.disagreements() == []
     same = MetricCheck.of(heads[:1], "refusal_score", "nll", 0.05, (main, main), (other, main))
     assert same.disagreements() == [] and "agree" in same.line()
     back = MetricCheck.from_dict(check.to_dict())
