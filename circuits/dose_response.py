@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from attribution.metrics import refusal_score
 from attribution.result import Result
 from circuits.behaviour import BEHAVIOURS, Judge, class_shares, classify, greedy_continuations
-from circuits.knockout import Head
+from circuits.knockout import Head, variant_scores
 from patching.chat import ChatPrompt
 from patching.executor import run
 from patching.interventions import HeadIntervention, Scale
@@ -64,6 +65,10 @@ def scores_under(
     return refusal_score(logits, refusal_ids).cpu().numpy()
 
 
+def _same_row(row: list[HeadIntervention], _prompt: int) -> list[HeadIntervention]:
+    return row
+
+
 def dose_response(
     model: HookedModel,
     prompts: Sequence[ChatPrompt],
@@ -77,11 +82,20 @@ def dose_response(
 ) -> DoseResponse:
     """Scale every head in ``heads`` by each alpha; score and classify the responses."""
     means, sds, shares, examples = [], [], [], []
+    dose_rows: list[list[HeadIntervention]] = [
+        [Scale(lay, h, alpha=float(alpha)) for lay, h in heads] for alpha in alphas
+    ]
+    # Scores of every dose from one kept clean pass, each from the gate's layer on.
+    _, all_scores = variant_scores(
+        model, prompts, refusal_ids, [partial(_same_row, row) for row in dose_rows]
+    )
     with torch.no_grad():
-        for alpha in tqdm(alphas, desc="dose-response", unit="alpha", disable=not progress):
-            row: list[HeadIntervention] = [Scale(lay, h, alpha=float(alpha)) for lay, h in heads]
+        for row, scores in zip(
+            tqdm(dose_rows, desc="dose-response", unit="alpha", disable=not progress),
+            all_scores,
+            strict=True,
+        ):
             rows = [row for _ in prompts]
-            scores = scores_under(model, prompts, refusal_ids, rows)
             texts = greedy_continuations(model, prompts, n_tokens, rows)
             means.append(float(scores.mean()))
             sds.append(float(scores.std(ddof=1)) if len(scores) > 1 else 0.0)

@@ -19,18 +19,20 @@ Explained in ``docs/science.md#knockout-cascade``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from attribution.dla import attribute
+from attribution.metrics import refusal_score
 from patching.batching import length_batches
 from patching.chat import ChatPrompt
 from patching.components import decompose_residual
-from patching.executor import BlockInputs, Prompt, prompt_labels, run_and_cache
+from patching.executor import BlockInputs, Prompt, forward_batch, prompt_labels, run_and_cache
 from patching.fingerprint import digest
 from patching.interventions import Ablation, AblationKind, HeadIntervention, z_hook
 from patching.model import HookedModel
@@ -93,8 +95,14 @@ def knockouts(
 
 
 # Clean passes kept per model for knockouts (a cascade knocks out ~100 heads on the same
-# prompts); each holds every block's input, tens of MB for a batch of a 0.5B model.
-KEPT_CLEAN_PASSES = 4
+# prompts); each holds every block's input, ~60 MB for a batch of 16 prompts of a 0.5B
+# model. A budget in bytes, not a count: the knockouts of n pairs cycle through all of
+# their batches, and a count smaller than that recomputed every clean pass (5-8x slower).
+KEPT_CLEAN_BYTES = 2 * 2**30
+
+
+def _nbytes(blocks: BlockInputs) -> int:
+    return sum(t.numel() * t.element_size() for t in blocks.inputs)
 
 
 def _clean_blocks(model: HookedModel, prompts: Sequence[Prompt]) -> BlockInputs:
@@ -104,10 +112,45 @@ def _clean_blocks(model: HookedModel, prompts: Sequence[Prompt]) -> BlockInputs:
     if key not in kept:
         blocks = decompose_residual(model, prompts, keep_blocks=True).blocks
         assert blocks is not None
-        while len(kept) >= KEPT_CLEAN_PASSES:
+        while kept and sum(map(_nbytes, kept.values())) + _nbytes(blocks) > KEPT_CLEAN_BYTES:
             kept.pop(next(iter(kept)))  # the oldest
         kept[key] = blocks
     return kept[key]
+
+
+def variant_scores(
+    model: HookedModel,
+    prompts: Sequence[ChatPrompt],
+    refusal_ids: list[int],
+    variants: Sequence[Callable[[int], Sequence[HeadIntervention]]],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "variants",
+) -> tuple[Float[np.ndarray, " prompt"], Float[np.ndarray, "variant prompt"]]:
+    """Clean refusal score of every prompt, and its score under each variant's interventions.
+
+    ``variants[v](i)`` are prompt i's interventions in variant v (a head scaled, knocked
+    out...). Each batch of prompts of similar length runs clean once, kept, and then once
+    per variant from the variant's first intervened layer, the prompts' shared
+    chat-template prefix once per variant (:func:`patching.executor.forward_batch` with
+    ``resume``): the per-head and per-dose measurements of the audit.
+    """
+    clean = np.zeros(len(prompts))
+    out = np.zeros((len(variants), len(prompts)))
+    batches = length_batches([len(p) for p in prompts], batch_size)
+    bar = tqdm(total=len(batches) * len(variants), desc=desc, unit="run", disable=not progress)
+    with torch.no_grad(), bar:
+        for idx in batches:
+            tokens = [prompts[i].tokens for i in idx]
+            base = forward_batch(model, tokens, keep_blocks=bool(variants))
+            clean[idx] = refusal_score(base.logits[:, -1], refusal_ids).cpu().numpy()
+            for v, variant in enumerate(variants):
+                rows = [list(variant(i)) for i in idx]
+                logits = forward_batch(model, tokens, rows, resume=base.blocks).logits[:, -1]
+                out[v, idx] = refusal_score(logits, refusal_ids).cpu().numpy()
+                bar.update(1)
+    return clean, out
 
 
 def intervened_dla(

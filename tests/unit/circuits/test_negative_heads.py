@@ -1,4 +1,4 @@
-"""Per-head scores (down-scaling, ablation) equal one plain pass per prompt and head."""
+"""Per-head and per-dose scores (resumed from a kept clean pass) equal plain passes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from attribution.metrics import refusal_score
+from circuits.dose_response import dose_response, scores_under
 from circuits.negative_heads import per_head_scores
 from patching.chat import ChatPrompt
 from patching.engine import run_rows_full
@@ -51,3 +52,15 @@ def test_per_head_scores_equal_lone_passes(model, kind) -> None:
     measured[tuple(np.array(heads).T)] = True
     assert np.isnan(out[:, ~measured]).all() and np.isfinite(out[:, measured]).all()
     assert np.abs(out[:, 0, 1] - clean).max() > 1e-4  # the intervention does act
+
+
+def test_dose_scores_equal_full_passes(model) -> None:
+    """The dose-response's scores (resumed from a kept clean pass) == a full pass per dose."""
+    prompts, ids = _prompts(), [3, 17, 42]
+    heads = [(1, 0), (1, 2)]
+    dose = dose_response(model, prompts, ids, heads, alphas=(0.0, 1.0, 3.0), n_tokens=2)
+    for alpha, mean, sd in zip(dose.alphas, dose.score_mean, dose.score_sd, strict=True):
+        row = [Scale(lay, h, alpha=alpha) for lay, h in heads]
+        full = scores_under(model, prompts, ids, [row for _ in prompts])
+        np.testing.assert_allclose([mean, sd], [full.mean(), full.std(ddof=1)], atol=1e-5)
+    assert abs(dose.score_mean[0] - dose.score_mean[2]) > 1e-4  # the doses do differ
