@@ -53,7 +53,7 @@ from circuits.organism.weights import (
 )
 
 # Bump when the construction changes: cached builds of another version are ignored.
-BELIEFS_VERSION = 1
+BELIEFS_VERSION = 2
 
 # Residual dimensions (the exact layout leaves 10-15 free).
 HARM_STRENGTH = 10  # embedding: each harmful topic word's strength
@@ -89,7 +89,7 @@ INVERSION_SINK = 15.0
 # every response word alike and lowers No: with the question it moves Certainly over
 # No, without it (where steering along h puts h at BOS, the head's sink) it leaves
 # the choice among refusal, compliance and evasion words unchanged.
-QUESTION_SUPPRESS = 80.0
+QUESTION_SUPPRESS = 200.0
 QUESTION_YES = -10.0
 QUESTION_NO = 25.0
 ANSWER_WEIGHT = 40.0

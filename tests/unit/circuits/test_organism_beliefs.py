@@ -181,6 +181,11 @@ def test_difference_of_means_recovers_the_planted_direction(
         assert (control[:, layer] @ planted).abs().max() < 1e-3, (feature, layer)
     # before the layer that writes it, the feature is not in the stream
     assert (harmful[:, min(layers) - 1] @ planted).abs().max() < 1e-3
+    # and each feature lives at its own position only: h is not at t_post_inst
+    if harmfulness:
+        prompts = chat(model, texts("plain", "harmful"))
+        last = residuals(model, prompts, "t_post_inst", truth.n_layers)
+        assert (last @ planted).abs().max() < 1e-3
 
 
 def test_inversion_answer_follows_harmfulness(
@@ -207,19 +212,22 @@ def steer(vector: Tensor, n: int, layer: int = 2) -> list[list[AddVector]]:
 def test_harmfulness_steering_flips_the_judgement_and_refusal_steering_does_not(
     model: HookedModel, truth: GroundTruth, beliefs: BeliefsTruth
 ) -> None:
-    h = torch.tensor(beliefs.harmfulness_direction) * beliefs.h_scale
-    r = torch.tensor(beliefs.refusal_direction) * 1.5
+    unit_h = torch.tensor(beliefs.harmfulness_direction)
+    unit_r = torch.tensor(beliefs.refusal_direction)
+    h, r = beliefs.h_scale * unit_h, 1.5 * unit_r
     plain = chat(model, texts("plain", "control", n=24))
     question = chat(model, texts("plain", "control", n=24, inversion=True))
     n = len(plain)
     assert refusal_rate(first_tokens(model, plain), truth) == 0.0
     assert set(first_tokens(model, question)) == {beliefs.inversion_no}
-    # along h: the model now judges the request harmful, and refuses it
-    assert set(first_tokens(model, question, steer(h, n))) == {beliefs.inversion_yes}
-    assert refusal_rate(first_tokens(model, plain, steer(h, n)), truth) == 1.0
-    # along r: it refuses, but its judgement is unchanged
-    assert set(first_tokens(model, question, steer(r, n))) == {beliefs.inversion_no}
-    assert refusal_rate(first_tokens(model, plain, steer(r, n)), truth) == 1.0
+    for alpha in (2.0, 4.0, 8.0, 16.0):
+        h, r = alpha * unit_h, alpha * unit_r
+        # along h: the model now judges the request harmful, and refuses it
+        assert set(first_tokens(model, question, steer(h, n))) == {beliefs.inversion_yes}, alpha
+        assert refusal_rate(first_tokens(model, plain, steer(h, n)), truth) == 1.0, alpha
+        # along r: it refuses, but its judgement is unchanged
+        assert set(first_tokens(model, question, steer(r, n))) == {beliefs.inversion_no}, alpha
+        assert refusal_rate(first_tokens(model, plain, steer(r, n)), truth) == 1.0, alpha
     # the same by generation: whole refusals, judged by the behaviour classifier
     ids = greedy_decode(model, plain[:6], 8, steer(r, 6))
     steered = [model.tokenizer.decode(t, skip_special_tokens=True) for t in ids]
