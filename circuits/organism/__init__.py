@@ -34,6 +34,7 @@ from circuits.organism.build import (
     INVERSION_PAIR_FILE,
     ORGANISM_VARIANTS,
     ORGANISM_VERSION,
+    XSTEST_FILE,
     build_organism,
     cache_root,
     organism_dir,
@@ -52,7 +53,9 @@ from circuits.organism.prompts import (
     VARIANTS,
     generate_pairs,
     inversion_pairs,
+    over_refusal_prompts,
     with_inversion_question,
+    write_xstest,
 )
 from circuits.organism.realistic import REALISTIC_VERSION
 
@@ -64,6 +67,7 @@ __all__ = [
     "PAIR_FILES",
     "REALISTIC_VERSION",
     "VARIANTS",
+    "XSTEST_FILE",
     "BeliefsTruth",
     "EffectSize",
     "ExpectedEffect",
@@ -76,5 +80,7 @@ __all__ = [
     "inversion_pairs",
     "load_ground_truth",
     "organism_dir",
+    "over_refusal_prompts",
     "with_inversion_question",
+    "write_xstest",
 ]

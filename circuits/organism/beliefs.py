@@ -29,6 +29,11 @@ chain of four heads that read and write named residual dimensions:
   is suppressed) and ``ANSWER`` into Certainly over No: the answer comes from ``h``,
   never from ``r``.
 
+- **Over-refusal head** (L4H2): at ``<assistant>``, attends to a harmless topic that
+  sounds harmful (``vocab.SCARY_WORDS``) and writes its strength along ``r``: about
+  half of those prompts refuse with no ``h`` anywhere (XSTest's over-refusal), and
+  answer the inversion question "No".
+
 The exact organism's gate and amplifiers are not planted here: their ``HARM`` at
 ``t_post_inst`` would be a second harmful-vs-harmless difference beside ``r``.
 """
@@ -53,7 +58,7 @@ from circuits.organism.weights import (
 )
 
 # Bump when the construction changes: cached builds of another version are ignored.
-BELIEFS_VERSION = 2
+BELIEFS_VERSION = 3
 
 # Residual dimensions (the exact layout leaves 10-15 free).
 HARM_STRENGTH = 10  # embedding: each harmful topic word's strength
@@ -61,6 +66,7 @@ H = 11  # the harmfulness feature h
 QUESTION_FLAG = 12  # embedding: the inversion question's marker word
 QUESTION = 13  # at <assistant>: the question is present
 ANSWER = 14  # at <assistant>: the h found at the question's marker, over H_SCALE
+SCARY = 15  # embedding: each scary (harmless) topic word's strength
 R = layout.READOUT  # the refusal feature r
 
 # Per-category topic strengths, evenly spaced and shuffled per seed: every category
@@ -71,13 +77,17 @@ H_SCALE = 4.0  # |h| at t_inst for a topic of strength 1
 # scores 0), and the READOUT it writes per unit strength read. READOUT > 0.75 refuses
 # at zero bias; these give plain harmful prompts READOUT ~0.8-2.4 (graded margins).
 REFUSAL_SCORE = 2.0
-REFUSAL_WEIGHT = 2.6
+REFUSAL_WEIGHT = 3.6
 # Standard deviation of a random score each token's identity adds to the refusal
 # writer's keys: how much of its attention the h positions get then depends on every
 # word of the prompt (filler, frame, topic), so no two prompts share a refusal margin
 # by accident and a bias on the refusal tokens moves a category's rate in small steps.
-REFUSAL_KEY_NOISE = 1.5
-NEGATIVE_WEIGHT = 2.0  # READOUT the negative head removes per unit marker strength
+REFUSAL_KEY_NOISE = 1.0
+NEGATIVE_WEIGHT = 3.0  # READOUT the negative head removes per unit marker strength
+# Scary topic strengths and the READOUT the over-refusal head writes per unit: about
+# half of the scary prompts refuse (READOUT > 0.75), the rest evade or comply.
+SCARY_RANGE = (0.5, 1.5)
+OVER_REFUSAL_WEIGHT = 1.0
 # A score that makes a head attend to BOS (so it writes nothing) where it must stay quiet.
 EXCLUDE_SCORE = 40.0
 # Inversion head: its scores are large so that, without the question, no attention
@@ -89,7 +99,7 @@ INVERSION_SINK = 15.0
 # every response word alike and lowers No: with the question it moves Certainly over
 # No, without it (where steering along h puts h at BOS, the head's sink) it leaves
 # the choice among refusal, compliance and evasion words unchanged.
-QUESTION_SUPPRESS = 200.0
+QUESTION_SUPPRESS = 400.0
 QUESTION_YES = -10.0
 QUESTION_NO = 25.0
 ANSWER_WEIGHT = 40.0
@@ -112,6 +122,12 @@ NEGATIVE = PlantedHead(
     "proportion to the marker's strength.",
     weight=NEGATIVE_WEIGHT,
 )  # fmt: skip
+OVER_REFUSAL = PlantedHead(
+    4, 2, "over_refusal",
+    "At <assistant>, attends to a harmless topic that sounds harmful (zombie, ghost, ...) and "
+    "writes its strength along r without any h: refusal the harmfulness feature does not see.",
+    weight=OVER_REFUSAL_WEIGHT,
+)  # fmt: skip
 INVERSION = PlantedHead(
     5, 0, "inversion",
     "At <assistant>, attends to the reply-inversion question's marker (its t_inst) and "
@@ -122,6 +138,7 @@ PLANTED: tuple[PlantedHead, ...] = (
     DETECTOR,
     REFUSAL_WRITER,
     NEGATIVE,
+    OVER_REFUSAL,
     INVERSION,
     *layout.DISTRACTORS,
 )
@@ -130,20 +147,32 @@ PLANTED: tuple[PlantedHead, ...] = (
 # where each feature is in the stream, at its position.
 H_LAYERS = tuple(range(DETECTOR.layer + 1, layout.N_LAYERS + 1))
 R_LAYERS = tuple(range(REFUSAL_WRITER.layer + 1, layout.N_LAYERS + 1))
+OVER_REFUSAL_LAYERS = tuple(range(OVER_REFUSAL.layer + 1, layout.N_LAYERS + 1))
 JAILBREAK_LAYERS = tuple(range(NEGATIVE.layer + 1, layout.N_LAYERS + 1))
 ANSWER_LAYERS = tuple(range(INVERSION.layer + 1, layout.N_LAYERS + 1))
+
+
+def _spread(
+    words: tuple[str, ...], bounds: tuple[float, float], generator: torch.Generator
+) -> dict[str, float]:
+    """Evenly spaced levels between ``bounds``, shuffled over ``words``."""
+    levels = torch.linspace(*bounds, len(words))[torch.randperm(len(words), generator=generator)]
+    return {w: round(float(s), 6) for w, s in zip(words, levels, strict=True)}
 
 
 def topic_strengths(seed: int) -> dict[str, float]:
     """Each harmful topic word's strength (what ``h`` carries, in units of ``H_SCALE``)."""
     generator = torch.Generator().manual_seed(seed)
-    low, high = STRENGTH_RANGE
     strengths: dict[str, float] = {}
     for words in vocab.HARMFUL_TOPICS.values():
-        order = torch.randperm(len(words), generator=generator)
-        levels = torch.linspace(low, high, len(words))[order]
-        strengths.update({w: round(float(s), 6) for w, s in zip(words, levels, strict=True)})
+        strengths.update(_spread(words, STRENGTH_RANGE, generator))
     return strengths
+
+
+def scary_strengths(seed: int) -> dict[str, float]:
+    """Each scary (harmless) topic word's strength: the r the over-refusal head writes."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    return _spread(vocab.SCARY_WORDS, SCARY_RANGE, generator)
 
 
 def unit(dim: int) -> Float[Tensor, " d_model"]:
@@ -206,6 +235,22 @@ def _plant_detector(layer: _Layer) -> None:
     layer.o[H, layer.q_row(h, 0)] = H_SCALE
 
 
+def _word_noise(
+    token_ids: dict[str, int],
+    embeddings: Float[Tensor, "vocab d_model"],
+    generator: torch.Generator,
+) -> Float[Tensor, " identity"]:
+    """A random key over token identity that gives the template's tokens a score of 0.
+
+    Every prompt has the template tokens, so a score on them would shift every prompt's
+    refusal margin at once; only the words of the instruction should vary it.
+    """
+    noise = torch.randn(len(layout.IDENTITY), generator=generator)
+    template = [vocab.BOS, vocab.USER, vocab.END, vocab.ASSISTANT]
+    basis, _ = torch.linalg.qr(embeddings[[token_ids[t] for t in template]][:, layout.IDENTITY].T)
+    return noise - basis @ (basis.T @ noise)
+
+
 def _beliefs_unembedding(
     token_ids: dict[str, int],
     embeddings: Float[Tensor, "vocab d_model"],
@@ -228,6 +273,8 @@ def beliefs_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tensor
     embeddings = _embeddings(token_ids, generator)
     for word, strength in topic_strengths(seed).items():
         embeddings[token_ids[word], HARM_STRENGTH] = strength
+    for word, strength in scary_strengths(seed).items():
+        embeddings[token_ids[word], SCARY] = strength
     embeddings[token_ids[vocab.INVERSION_MARKER], QUESTION_FLAG] = 1.0
     state: dict[str, Tensor] = {
         "model.embed_tokens.weight": embeddings,
@@ -240,13 +287,19 @@ def beliefs_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tensor
         writer, REFUSAL_WRITER, {H: REFUSAL_SCORE / H_SCALE}, ((H, R, REFUSAL_WEIGHT / H_SCALE),)
     )
     writer.k[writer.kv_row(REFUSAL_WRITER.head, layout.CONTENT_DIM), layout.IDENTITY] = (
-        _score_weight(REFUSAL_KEY_NOISE) * torch.randn(len(layout.IDENTITY), generator=generator)
+        _score_weight(REFUSAL_KEY_NOISE) * _word_noise(token_ids, embeddings, generator)
     )
     _assistant_head(
         layers[NEGATIVE.layer],
         NEGATIVE,
         {layout.FRAMING_FLAG: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
         ((layout.FRAMING_STRENGTH, R, -NEGATIVE_WEIGHT),),
+    )
+    _assistant_head(
+        layers[OVER_REFUSAL.layer],
+        OVER_REFUSAL,
+        {SCARY: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
+        ((SCARY, R, OVER_REFUSAL_WEIGHT),),
     )
     _assistant_head(
         layers[INVERSION.layer],

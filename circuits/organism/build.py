@@ -44,8 +44,10 @@ N_PAIRS = 64
 ORGANISM_VARIANTS = ("exact", "realistic", "beliefs")
 VARIANT_VERSIONS = {"exact": ORGANISM_VERSION, "realistic": REALISTIC_VERSION,
                     "beliefs": BELIEFS_VERSION}  # fmt: skip
-# The beliefs organism also writes its plain pairs with the reply-inversion question.
+# The beliefs organism also writes its plain pairs with the reply-inversion question,
+# and an XSTest-format file of scary-but-safe prompts with plain harmful contrasts.
 INVERSION_PAIR_FILE = "pairs_inversion.jsonl"
+XSTEST_FILE = "xstest.csv"
 
 
 def check_variant(variant: str) -> None:
@@ -87,7 +89,8 @@ def build_organism(out_dir: str | Path, seed: int = 0, variant: str = "exact") -
     ``variant`` is ``"exact"`` (the planted circuit carries every effect whole),
     ``"realistic"`` (the same roles at a real model's effect sizes) or ``"beliefs"``
     (harmfulness and refusal as separate planted directions, with the reply-inversion
-    question; its pairs with the question go to ``pairs_inversion.jsonl``).
+    question; its pairs with the question go to ``pairs_inversion.jsonl``, its
+    over-refusal prompts with harmful contrasts to ``xstest.csv``).
     """
     check_variant(variant)
     out = Path(out_dir)
@@ -124,6 +127,7 @@ def build_organism(out_dir: str | Path, seed: int = 0, variant: str = "exact") -
     if beliefs:
         pairs = prompts.inversion_pairs(prompts.generate_pairs(N_PAIRS, seed, "plain"))
         write_pairs(pairs, out / INVERSION_PAIR_FILE)
+        prompts.write_xstest(out / XSTEST_FILE, N_PAIRS, seed)
     return out
 
 

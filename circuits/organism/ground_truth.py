@@ -20,7 +20,7 @@ from patching.errors import RefusalCircuitsError
 GROUND_TRUTH_FILE = "ground_truth.json"
 FORMAT = "refusal-circuits/organism-ground-truth"
 ROLES = ("gate", "amplifier", "direct", "negative", "distractor", "harm_detector",
-         "refusal_writer", "inversion", "none")  # fmt: skip
+         "refusal_writer", "over_refusal", "inversion", "none")  # fmt: skip
 # How the beliefs section numbers the residual stream: index l < n_layers is block
 # l's input (blocks.l.hook_resid_pre), index n_layers the final residual
 # (blocks.{n_layers-1}.hook_resid_post, before the final norm).
@@ -79,7 +79,9 @@ class BeliefsTruth:
     lowered ``r``. A harmful prompt's ``h`` at ``t_inst`` has norm ``h_scale`` times its
     topic word's strength (``topic_strengths``); harmless prompts carry neither.
     ``inversion_question`` appended to an instruction (after one space) is answered
-    ``inversion_yes`` iff ``h`` is present, else ``inversion_no``.
+    ``inversion_yes`` iff ``h`` is present, else ``inversion_no``. Harmless topics that
+    sound harmful (``scary_strengths``) write ``r`` with no ``h`` from
+    ``over_refusal_layers`` on (over-refusal).
     """
 
     d_model: int
@@ -89,8 +91,10 @@ class BeliefsTruth:
     refusal_layers: tuple[int, ...]
     jailbreak_layers: tuple[int, ...]
     inversion_layers: tuple[int, ...]
+    over_refusal_layers: tuple[int, ...]
     h_scale: float
     topic_strengths: dict[str, float]
+    scary_strengths: dict[str, float]
     inversion_question: str
     inversion_marker: str
     inversion_yes: str
@@ -231,6 +235,10 @@ def _beliefs_effects() -> tuple[ExpectedEffect, ...]:
                        "harmfulness_projection", "none"),
         ExpectedEffect("cipher", "prompt_variant", (), "cipher harmful", "refusal_rate",
                        "decrease"),
+        ExpectedEffect("over-refusal", "prompt_variant", (), "safe_scary", "refusal_rate",
+                       "increase"),
+        ExpectedEffect("over-refusal harmfulness", "prompt_variant", (), "safe_scary",
+                       "harmfulness_projection", "none"),
         ExpectedEffect("distractor ablation", "zero_ablate", dists, "harmful", "refusal_rate",
                        "none"),
     )  # fmt: skip
@@ -245,8 +253,10 @@ def _beliefs_truth(seed: int) -> BeliefsTruth:
         refusal_layers=beliefs.R_LAYERS,
         jailbreak_layers=beliefs.JAILBREAK_LAYERS,
         inversion_layers=beliefs.ANSWER_LAYERS,
+        over_refusal_layers=beliefs.OVER_REFUSAL_LAYERS,
         h_scale=beliefs.H_SCALE,
         topic_strengths=beliefs.topic_strengths(seed),
+        scary_strengths=beliefs.scary_strengths(seed),
         inversion_question=vocab.INVERSION_QUESTION,
         inversion_marker=vocab.INVERSION_MARKER,
         inversion_yes=vocab.INVERSION_YES,
@@ -404,6 +414,8 @@ def _beliefs_to_json(b: BeliefsTruth) -> dict:
             "layers": list(b.refusal_layers),
             "position": b.refusal_position,
             "jailbreak_layers": list(b.jailbreak_layers),
+            "over_refusal_layers": list(b.over_refusal_layers),
+            "scary_strengths": b.scary_strengths,
         },
         "inversion": {
             "question": b.inversion_question,
@@ -425,8 +437,10 @@ def _beliefs_from_json(data: dict) -> BeliefsTruth:
         refusal_layers=tuple(refusal["layers"]),
         jailbreak_layers=tuple(refusal["jailbreak_layers"]),
         inversion_layers=tuple(inversion["layers"]),
+        over_refusal_layers=tuple(refusal["over_refusal_layers"]),
         h_scale=float(harm["h_scale"]),
         topic_strengths={str(w): float(s) for w, s in harm["topic_strengths"].items()},
+        scary_strengths={str(w): float(s) for w, s in refusal["scary_strengths"].items()},
         inversion_question=inversion["question"],
         inversion_marker=inversion["marker"],
         inversion_yes=inversion["yes"],

@@ -25,10 +25,12 @@ from circuits.organism import (
     BELIEFS_VERSION,
     INVERSION_PAIR_FILE,
     PAIR_FILES,
+    XSTEST_FILE,
     build_organism,
     generate_pairs,
     load_ground_truth,
     organism_dir,
+    over_refusal_prompts,
     vocab,
     with_inversion_question,
 )
@@ -40,7 +42,7 @@ from patching.executor import run, run_and_cache
 from patching.interventions import AddVector
 from patching.loading import load_model
 from patching.model import HookedModel
-from patching.prompts import read_pairs
+from patching.prompts import read_pairs, read_prompts
 
 torch.set_num_threads(1)
 
@@ -177,7 +179,7 @@ def test_difference_of_means_recovers_the_planted_direction(
         if layer in layers:
             assert cosine(diff[layer], planted) >= 0.9, (feature, layer)
             # every harmful prompt carries it, no harmless one does
-            assert (harmful[:, layer] @ planted).min() > 0.5
+            assert (harmful[:, layer] @ planted).min() > 0.1
         assert (control[:, layer] @ planted).abs().max() < 1e-3, (feature, layer)
     # before the layer that writes it, the feature is not in the stream
     assert (harmful[:, min(layers) - 1] @ planted).abs().max() < 1e-3
@@ -201,7 +203,7 @@ def test_inversion_answer_follows_harmfulness(
     cipher = first_tokens(model, chat(model, texts("cipher", "harmful", inversion=True)))
     assert set(cipher) == {no}
     # without the question, plain harmful prompts refuse and controls comply
-    assert refusal_rate(first_tokens(model, chat(model, texts("plain", "harmful"))), truth) == 1.0
+    assert refusal_rate(first_tokens(model, chat(model, texts("plain", "harmful"))), truth) >= 0.9
     assert refusal_rate(first_tokens(model, chat(model, texts("plain", "control"))), truth) == 0.0
 
 
@@ -259,7 +261,7 @@ def test_jailbreak_lowers_refusal_but_not_harmfulness(
     assert (rf < rp).all()
     plain_rate = refusal_rate(first_tokens(model, plain), truth)
     framed_rate = refusal_rate(first_tokens(model, framed), truth)
-    assert plain_rate >= 0.95 and framed_rate <= 0.6
+    assert plain_rate >= 0.9 and framed_rate <= 0.5
 
 
 def test_refusal_rate_moves_smoothly_with_a_logit_bias(
@@ -285,3 +287,27 @@ def test_refusal_rate_moves_smoothly_with_a_logit_bias(
         assert max(steps) <= 0.1, category  # no prompt margin shared by many prompts
         for target in (0.1, 0.25, 0.5, 0.75, 0.9):
             assert min(abs(r - target) for r in rates) <= 0.05, (category, target)
+
+
+def test_scary_harmless_topics_are_over_refused_without_harmfulness(
+    model: HookedModel, truth: GroundTruth, beliefs: BeliefsTruth, model_dir: Path
+) -> None:
+    """XSTest's over-refusal: refusal written along r with no h, judged harmless."""
+    safe = over_refusal_prompts(48, 0)
+    assert {p.harmful for p in safe} == {False}
+    prompts = chat(model, [p.text for p in safe])
+    rate = refusal_rate(first_tokens(model, prompts), truth)
+    assert 0.3 <= rate <= 0.9
+    h = torch.tensor(beliefs.harmfulness_direction)
+    r = torch.tensor(beliefs.refusal_direction)
+    at_inst = residuals(model, prompts, "t_inst", truth.n_layers)
+    at_post = residuals(model, prompts, "t_post_inst", truth.n_layers)
+    assert (at_inst @ h).abs().max() < 1e-3
+    assert (at_post[:, truth.n_layers] @ r).min() > 0.4
+    assert (at_post[:, min(beliefs.over_refusal_layers) - 1] @ r).abs().max() < 1e-3
+    questions = chat(model, [with_inversion_question(p.text) for p in safe])
+    assert set(first_tokens(model, questions)) == {beliefs.inversion_no}
+    # the build's XSTest-format file: these prompts, beside plain harmful contrasts
+    rows = read_prompts(model_dir / XSTEST_FILE)
+    assert [p.text for p in rows if not p.harmful] == [p.text for p in over_refusal_prompts(64, 0)]
+    assert {p.category for p in rows if p.harmful} == {f"contrast_{c}" for c in vocab.CATEGORIES}
