@@ -30,7 +30,7 @@ from patching.model import HookedModel
 
 ResidualPosition = Literal["t_inst", "t_post_inst"] | int
 
-__all__ = ["ResidualPosition", "residual_hooks", "residual_stream"]
+__all__ = ["ResidualPosition", "residual_hooks", "residual_stream", "residual_streams"]
 
 
 def residual_hooks(model: HookedModel, layers: Sequence[int] | None = None) -> list[str]:
@@ -74,12 +74,32 @@ def residual_stream(
     Returns:
         ``[prompt, len(layers) + 1, d_model]`` on the CPU, in the model's dtype.
     """
+    streams = residual_streams(model, prompts, [position], layers, batch_size, progress)
+    return streams[:, 0]
+
+
+def residual_streams(
+    model: HookedModel,
+    prompts: Sequence[ChatPrompt],
+    positions: Sequence[ResidualPosition],
+    layers: Sequence[int] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> Float[Tensor, "prompt position layer d_model"]:
+    """:func:`residual_stream` at several positions from the same pass (harmfulness and
+    refusal directions read ``t_inst`` and ``t_post_inst`` of one run of each prompt)."""
     hooks = residual_hooks(model, layers)
+    if not positions:
+        raise ValueError("no positions given; pass t_inst, t_post_inst or an index")
     if not prompts:
-        return torch.empty(0, len(hooks), model.d_model, dtype=model.bridge.cfg.dtype)
+        dtype = model.bridge.cfg.dtype
+        return torch.empty(0, len(positions), len(hooks), model.d_model, dtype=dtype)
     pairs = [prompt_labels(p) for p in prompts]
     where = [
-        resolve_positions(position if isinstance(position, str) else [position], len(t), lab)
+        [
+            resolve_positions(pos if isinstance(pos, str) else [pos], len(t), lab)[0]
+            for pos in positions
+        ]
         for t, lab in pairs
     ]
     capture = {str(k): name for k, name in enumerate(hooks)}
@@ -95,5 +115,6 @@ def residual_stream(
         )
         for j, i in enumerate(idx):
             row = got.cache[j] if got.cache is not None else {}
-            out[i] = torch.stack([row[k][0] for k in capture]).cpu()
+            # [position, layer, d_model]: each hook's capture holds the row's positions in order
+            out[i] = torch.stack([row[k] for k in capture], dim=1).cpu()
     return torch.stack(out)

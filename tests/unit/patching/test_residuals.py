@@ -7,7 +7,7 @@ import torch
 
 from patching.chat import format_chat
 from patching.prompts import builtin_pairs
-from patching.residuals import residual_stream
+from patching.residuals import residual_stream, residual_streams
 
 ARCHS = ["qwen2", "gpt2"]
 
@@ -63,3 +63,12 @@ def test_residual_stream_bad_input(models) -> None:
     with pytest.raises(IndexError, match="outside a run"):
         residual_stream(model, prompts, 10_000)
     assert residual_stream(model, [], "t_inst").shape == (0, model.n_layers + 1, model.d_model)
+
+
+def test_residual_streams_reads_several_positions_of_one_pass(models) -> None:
+    model = models["qwen2"]
+    prompts = _prompts(model)
+    both = residual_streams(model, prompts, ["t_inst", "t_post_inst", -2], layers=[1])
+    for k, position in enumerate(["t_inst", "t_post_inst", -2]):
+        alone = residual_stream(model, prompts, position, layers=[1])
+        torch.testing.assert_close(both[:, k], alone, atol=1e-5, rtol=1e-5)
