@@ -76,7 +76,9 @@ def steering_figure(result: SteeringResult) -> go.Figure:
                 col=col,
             )
     fig.update_xaxes(title_text="alpha (multiples of the raw direction)")
-    fig.update_yaxes(title_text="share of continuations refused", range=[-0.05, 1.05], row=1, col=1)
+    fig.update_yaxes(
+        title_text="refusal rate (share of continuations)", range=[-0.05, 1.05], row=1, col=1
+    )
     fig.update_yaxes(title_text="refusal score (log-odds)", row=1, col=2)
     fig.update_layout(
         title=f"Steering along {result.which} ({result.where} positions): "
@@ -115,9 +117,11 @@ def causal_figure(harm: SteeringResult, refusal: SteeringResult, layer: int) -> 
                 col=col,
             )
     fig.update_xaxes(title_text="alpha (multiples of the raw direction)")
-    fig.update_yaxes(title_text="share of prompts refused", range=[-0.05, 1.05], row=1, col=1)
     fig.update_yaxes(
-        title_text="share answering the harmful word", range=[-0.05, 1.05], row=1, col=2
+        title_text="refusal rate (share of prompts)", range=[-0.05, 1.05], row=1, col=1
+    )
+    fig.update_yaxes(
+        title_text="answers harmful (share of prompts)", range=[-0.05, 1.05], row=1, col=2
     )
     fig.update_layout(
         title=f"Harmless prompts steered at L{layer} ({harm.where} positions): "
