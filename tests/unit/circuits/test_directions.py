@@ -82,18 +82,16 @@ def test_steering_equals_plain_hooked_runs(organism, where) -> None:
     model, prompts, directions = organism
     harmless = prompts["harmless"][:4]
     result = steer(model, harmless, directions, "refusal", [4], [0.5, 1.0], where=where)
-    assert (
-        result.where == where
-        and "generated" in str(result.to_dict()["steered_positions"])
-        or (where == "prompt")
-    )
+    assert result.where == where
+    said = str(result.to_dict()["steered_positions"])
+    assert ("generated" in said) == (where == "every_step")
     ids = refusal_token_ids(model.tokenizer)
     for j, alpha in enumerate(result.alphas):
         vector = alpha * directions.at("refusal", 4).float()
         for i, prompt in enumerate(harmless):
             logits = model.bridge.run_with_hooks(
                 prompt.tokens[None],
-                fwd_hooks=[("blocks.4.hook_resid_pre", lambda x, hook: x + vector)],
+                fwd_hooks=[("blocks.4.hook_resid_pre", lambda x, hook, v=vector: x + v)],
             )
             expected = float(refusal_score(logits[:, -1], ids)[0])
             assert result.refusal_score[0, j, i] == pytest.approx(expected, abs=1e-4)
