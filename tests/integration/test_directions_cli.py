@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.cli import main
 from circuits.cli import directions as cli
+from circuits.cli import main
 
 
 def test_mirrored_constants_equal_the_library() -> None:
