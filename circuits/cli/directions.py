@@ -229,7 +229,7 @@ def _inversion(model: HookedModel) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attribution.directions import Directions, extract_directions
+    from attribution.directions import WHICH, Directions, Which, extract_directions
     from circuits.cli.inputs import prepare
     from circuits.directions import (
         JailbreakShift,
@@ -284,27 +284,28 @@ def run(args: argparse.Namespace) -> int:
     dir_deps = {**base, "form": args.form, "min": args.min_per_cluster, "gen": args.gen_tokens}
     directions = Directions.from_dict(store.step("directions", dir_deps, compute_directions))
     steering: dict[str, SteeringResult] = {}
-    for which in ("harmfulness", "refusal"):
+    which: Which
+    for which in WHICH:
+
+        def compute_steering(which: Which = which) -> dict[str, Any]:
+            return steer(
+                model,
+                harmless,
+                directions,
+                which,
+                layers,
+                args.alphas,
+                where=args.where,
+                n_tokens=args.gen_tokens,
+                inversion=inversion,
+                batch_size=args.batch_size,
+                progress=progress,
+            ).to_dict()
+
         deps = {**dir_deps, "which": which, "layers": layers, "alphas": args.alphas,
                 "where": args.where, "inversion": inversion is not None}  # fmt: skip
         steering[which] = SteeringResult.from_dict(
-            store.step(
-                f"steer-{which}",
-                deps,
-                lambda which=which: steer(
-                    model,
-                    harmless,
-                    directions,
-                    which,
-                    layers,
-                    args.alphas,
-                    where=args.where,
-                    n_tokens=args.gen_tokens,
-                    inversion=inversion,
-                    batch_size=args.batch_size,
-                    progress=progress,
-                ).to_dict(),
-            )
+            store.step(f"steer-{which}", deps, compute_steering)
         )
     shift = JailbreakShift.from_dict(
         store.step(
