@@ -311,6 +311,9 @@ def steer(
     inv_prompts = inversion.prompts(model, [p.instruction for p in prompts]) if inversion else []
     inv_ids = inversion.token_ids(model) if inversion else (0, 0)
     base_texts = greedy_continuations(model, prompts, n_tokens, batch_size=batch_size)
+    base_classes = classify(base_texts, judge)
+    base_score = _scores(model, prompts, None, batch_size, ids)
+    base_inv = _inversion(model, inv_prompts, None, batch_size, inv_ids) if inversion else None
     scores = np.zeros((len(layers), len(alphas), len(prompts)))
     inv = np.zeros_like(scores)
     classes: list[list[list[str]]] = []
@@ -321,15 +324,21 @@ def steer(
             classes.append([])
             texts.append([])
             for j, alpha in enumerate(alphas):
-                rows = [steering_row(model, directions, which, layer, alpha)] * len(prompts)
-                scores[i, j] = _scores(model, prompts, rows, batch_size, ids)
-                made = greedy_continuations(
-                    model, prompts, n_tokens, rows, batch_size, intervene=where
-                )
-                texts[i].append(made)
-                classes[i].append(classify(made, judge))
-                if inversion:
-                    inv[i, j] = _inversion(model, inv_prompts, rows, batch_size, inv_ids)
+                if alpha == 0:  # adding zero is the unsteered run
+                    scores[i, j], made, labels = base_score, base_texts, base_classes
+                    if base_inv is not None:
+                        inv[i, j] = base_inv
+                else:
+                    rows = [steering_row(model, directions, which, layer, alpha)] * len(prompts)
+                    scores[i, j] = _scores(model, prompts, rows, batch_size, ids)
+                    made = greedy_continuations(
+                        model, prompts, n_tokens, rows, batch_size, intervene=where
+                    )
+                    labels = classify(made, judge)
+                    if inversion:
+                        inv[i, j] = _inversion(model, inv_prompts, rows, batch_size, inv_ids)
+                texts[i].append(list(made))
+                classes[i].append(list(labels))
                 bar.update()
     norms = directions.norm(which)
     return SteeringResult(
@@ -340,15 +349,13 @@ def steer(
         alphas=[float(a) for a in alphas],
         direction_norm=[float(norms[directions.layers.index(x)]) for x in layers],
         gen_tokens=n_tokens,
-        baseline_score=_scores(model, prompts, None, batch_size, ids),
-        baseline_classes=classify(base_texts, judge),
+        baseline_score=base_score,
+        baseline_classes=base_classes,
         refusal_score=scores,
         classes=classes,
         texts=texts,
         inversion_score=inv if inversion else None,
-        baseline_inversion=_inversion(model, inv_prompts, None, batch_size, inv_ids)
-        if inversion
-        else None,
+        baseline_inversion=base_inv,
         question=inversion.question if inversion else None,
     )
 

@@ -81,7 +81,7 @@ def test_steering_equals_plain_hooked_runs(organism, where) -> None:
     """Refusal scores and continuations under steering == each prompt alone with a raw hook."""
     model, prompts, directions = organism
     harmless = prompts["harmless"][:4]
-    result = steer(model, harmless, directions, "refusal", [4], [0.5, 1.0], where=where)
+    result = steer(model, harmless, directions, "refusal", [4], [0.0, 0.5, 1.0], where=where)
     assert result.where == where
     said = str(result.to_dict()["steered_positions"])
     assert ("generated" in said) == (where == "every_step")
@@ -99,8 +99,9 @@ def test_steering_equals_plain_hooked_runs(organism, where) -> None:
             assert result.texts[0][j][i] == naive
     # the organism's amplifiers read the t_post_inst refusal direction: harmless prompts refuse
     assert result.baseline_classes == ["answer"] * 4
-    assert result.refusal_rate()[0, 1] == 1.0
+    assert result.refusal_rate()[0, 2] == 1.0
     assert result.top(1)[0][:2] == (4, 1.0)
+    np.testing.assert_allclose(result.refusal_score[0, 0], result.baseline_score)
 
 
 def test_steering_modes_differ_where_the_response_is_steered(organism) -> None:
