@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING
 from patching.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from attribution.directions import (
+        DEFAULT_MIN_PER_CLUSTER,
+        Directions,
+        extract_directions,
+    )
     from attribution.dla import DLAResult, direct_logit_attribution
     from attribution.interchange import interchange_test
     from attribution.interchange_result import PatchingResult
@@ -45,6 +50,9 @@ if TYPE_CHECKING:
 
 # Each public name and the module it lives in (imported on first use).
 _EXPORTS: dict[str, str] = {
+    "Directions": "attribution.directions",
+    "extract_directions": "attribution.directions",
+    "DEFAULT_MIN_PER_CLUSTER": "attribution.directions",
     "REFUSAL_WORDS": "attribution.refusal_tokens",
     "refusal_token_ids": "attribution.refusal_tokens",
     "METRICS": "attribution.metrics",
@@ -74,10 +82,12 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "DEFAULT_MIN_PER_CLUSTER",
     "DEFAULT_N_BOOT",
     "METRICS",
     "REFUSAL_WORDS",
     "DLAResult",
+    "Directions",
     "EffectStats",
     "HeadStat",
     "LogitDiffMetric",
@@ -90,6 +100,7 @@ __all__ = [
     "check_enough_pairs",
     "direct_logit_attribution",
     "effect_stats",
+    "extract_directions",
     "interchange_test",
     "min_attainable_p",
     "pooled_scale",

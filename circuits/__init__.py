@@ -28,6 +28,20 @@ if TYPE_CHECKING:
     from circuits.behaviour import KeywordJudge, PairBehaviour, classify
     from circuits.checks import ModelChecks, check_model
     from circuits.compare import compare_audits
+    from circuits.direction_views import (
+        causal_figure,
+        cosine_norm_figure,
+        jailbreak_scatter,
+        steering_figure,
+    )
+    from circuits.directions import (
+        Inversion,
+        JailbreakShift,
+        SteeringResult,
+        four_cluster_directions,
+        jailbreak_shift,
+        steer,
+    )
     from circuits.export import save_figures, save_static
     from circuits.metric_check import MetricCheck
     from circuits.organism import build_organism, generate_pairs, load_ground_truth, organism_dir
@@ -42,6 +56,16 @@ if TYPE_CHECKING:
 
 # Each public name and the module it lives in (imported on first use).
 _EXPORTS: dict[str, str] = {
+    "causal_figure": "circuits.direction_views",
+    "cosine_norm_figure": "circuits.direction_views",
+    "jailbreak_scatter": "circuits.direction_views",
+    "steering_figure": "circuits.direction_views",
+    "Inversion": "circuits.directions",
+    "JailbreakShift": "circuits.directions",
+    "SteeringResult": "circuits.directions",
+    "four_cluster_directions": "circuits.directions",
+    "jailbreak_shift": "circuits.directions",
+    "steer": "circuits.directions",
     "AuditConfig": "circuits.audit",
     "AuditResult": "circuits.audit",
     "HeadFinding": "circuits.audit",
@@ -78,23 +102,31 @@ __all__ = [
     "AuditConfig",
     "AuditResult",
     "HeadFinding",
+    "Inversion",
+    "JailbreakShift",
     "KeywordJudge",
     "MetricCheck",
     "ModelChecks",
     "PairBehaviour",
+    "SteeringResult",
     "build_organism",
     "cascade_chart",
+    "causal_figure",
     "check_model",
     "classify",
     "compare_audits",
     "compare_figures",
+    "cosine_norm_figure",
     "display_name",
     "dla_heatmap",
     "dla_side_by_side",
     "dla_top_bar",
     "dose_response_chart",
+    "four_cluster_directions",
     "generate_pairs",
     "head_maps",
+    "jailbreak_scatter",
+    "jailbreak_shift",
     "load_ground_truth",
     "necessity_heatmap",
     "organism_dir",
@@ -104,6 +136,8 @@ __all__ = [
     "save_figures",
     "save_static",
     "shuffle_labels",
+    "steer",
+    "steering_figure",
     "write_report",
 ]
 

@@ -46,7 +46,7 @@ class _VersionAction(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole parser; imports no command implementation (no torch)."""
-    from circuits.cli import audit, check, compare, dla, organism, screen
+    from circuits.cli import audit, check, compare, directions, dla, organism, screen
     from circuits.cli.common import HelpFormatter
 
     parser = argparse.ArgumentParser(
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (dla, screen, organism, audit, compare, check):
+    for command in (dla, screen, organism, audit, compare, check, directions):
         command.register(sub)
     _show_defaults(parser, HelpFormatter)
     return parser
