@@ -60,9 +60,7 @@ class RocCurve(Result):
     thresholds: list[float]
 
 
-def roc_curve(
-    scores: Float[np.ndarray, " n"], labels: Bool[np.ndarray, " n"]
-) -> RocCurve:
+def roc_curve(scores: Float[np.ndarray, " n"], labels: Bool[np.ndarray, " n"]) -> RocCurve:
     """The ROC curve of ``scores`` for ``labels`` (True = positive): one point per distinct score.
 
     Needs at least one positive and one negative.

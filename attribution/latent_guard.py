@@ -41,7 +41,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -58,11 +58,14 @@ from patching.model import HookedModel
 __all__ = [
     "GUARD_FORMAT",
     "MIN_PER_CLASS",
+    "POSITIONS",
     "THRESHOLD_RULES",
     "LatentGuard",
     "check_class_sizes",
+    "check_layers",
     "default_layers",
     "guard_scores",
+    "held_out",
     "residuals",
 ]
 
@@ -71,6 +74,8 @@ GUARD_FORMAT = 1
 MIN_PER_CLASS = 2
 #: ``"zero"``: threshold 0; ``"fit"``: fitted on a held-out validation split.
 THRESHOLD_RULES = ("zero", "fit")
+#: ``"t_inst"``: the harmfulness belief (the guard); ``"t_post_inst"``: the refusal read.
+POSITIONS = ("t_inst", "t_post_inst")
 # What a guard's numbers depend on; dtype, device and library versions are left out
 # (a guard fitted on a GPU serves the same weights on a CPU).
 _FINGERPRINT_KEYS = ("weights", "config", "tokenizer", "chat_template")
@@ -129,19 +134,26 @@ def residuals(
     progress: bool = False,
 ) -> Float[Tensor, "prompt layer d_model"]:
     """The residuals of ``prompts`` at ``layers`` and ``position``, float32 on the CPU."""
-    from patching.residuals import residual_stream
+    from patching.residuals import ResidualPosition, residual_stream
 
     chats = _chat(model, prompts)
     if not chats:
         return torch.empty(0, len(layers), model.d_model)
+    if position not in POSITIONS:
+        raise OptionError(f"position {position!r}: use one of {', '.join(POSITIONS)}")
+    n = model.n_layers
+    # residual_stream reads chosen block inputs and always appends the final residual.
+    blocks = [layer for layer in layers if layer < n] or [0]
+    where = cast(ResidualPosition, position)
     acts = residual_stream(
-        model, chats, position=position, layers=list(layers), batch_size=batch_size,
-        progress=progress,
-    )  # fmt: skip
-    return acts.detach().float().cpu()
+        model, chats, where, layers=blocks, batch_size=batch_size, progress=progress
+    )
+    index = {layer: i for i, layer in enumerate(blocks)} | {n: len(blocks)}
+    return acts[:, [index[layer] for layer in layers]].detach().float().cpu()
 
 
-def _check_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+def check_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+    """``layers`` as ints, each a residual layer ``0..n_layers`` named once."""
     chosen = [int(layer) for layer in layers]
     if not chosen:
         raise OptionError("layers is empty; give at least one residual layer")
@@ -163,6 +175,27 @@ def check_class_sizes(n_harmful: int, n_harmless: int, what: str = "fitting") ->
             f"Latent Guard needs at least {MIN_PER_CLASS} harmful and {MIN_PER_CLASS} harmless "
             f"{what} prompts, got {n_harmful} harmful and {n_harmless} harmless; add prompts"
         )
+
+
+def held_out(
+    n_harmful: int, n_harmless: int, threshold: str = "zero", validation: float = 0.25
+) -> tuple[int, int]:
+    """How many prompts of each class the threshold rule holds out; refuses too few.
+
+    Raises:
+        OptionError: an unknown rule, or a validation share outside (0, 1).
+        TooFewPairsError: fewer than :data:`MIN_PER_CLASS` fitting prompts of a class.
+    """
+    if threshold not in THRESHOLD_RULES:
+        raise OptionError(f"threshold {threshold!r}: use one of {', '.join(THRESHOLD_RULES)}")
+    check_class_sizes(n_harmful, n_harmless)
+    if threshold == "zero":
+        return 0, 0
+    if not 0.0 < validation < 1.0:
+        raise OptionError(f"validation {validation}: use a share strictly between 0 and 1")
+    held = max(1, round(validation * n_harmful)), max(1, round(validation * n_harmless))
+    check_class_sizes(n_harmful - held[0], n_harmless - held[1], "fitting (not held-out)")
+    return held
 
 
 @dataclass
@@ -288,38 +321,51 @@ class LatentGuard:
             threshold: ``"zero"``, or ``"fit"``: hold out a seeded ``validation`` share of
                 each class, fit the centroids on the rest and the threshold on it.
         """
-        if threshold not in THRESHOLD_RULES:
-            raise OptionError(f"threshold {threshold!r}: use one of {', '.join(THRESHOLD_RULES)}")
-        if position not in ("t_inst", "t_post_inst"):
-            raise OptionError(f"position {position!r}: use 't_inst' or 't_post_inst'")
-        chosen = _check_layers(
+        held_out(len(harmful), len(harmless), threshold, validation)  # before any forward pass
+        if position not in POSITIONS:
+            raise OptionError(f"position {position!r}: use one of {', '.join(POSITIONS)}")
+        chosen = check_layers(
             default_layers(model.n_layers) if layers is None else layers, model.n_layers
         )
-        check_class_sizes(len(harmful), len(harmless))
-        held_h = held_c = 0
-        if threshold == "fit":
-            if not 0.0 < validation < 1.0:
-                raise OptionError(f"validation {validation}: a share strictly between 0 and 1")
-            held_h = max(1, round(validation * len(harmful)))
-            held_c = max(1, round(validation * len(harmless)))
-            check_class_sizes(len(harmful) - held_h, len(harmless) - held_c, "fitting (not held-out)")
         record = _model_record(model)
         acts_h = residuals(model, harmful, position, chosen, batch_size, progress)
         acts_c = residuals(model, harmless, position, chosen, batch_size, progress)
+        guard = cls.fit_activations(
+            acts_h, acts_c, layers=chosen, position=position, center=center,
+            threshold=threshold, validation=validation, seed=seed, model=record,
+        )  # fmt: skip
+        guard._model = model
+        return guard
+
+    @classmethod
+    def fit_activations(
+        cls,
+        harmful: Float[Tensor, "prompt layer d_model"],
+        harmless: Float[Tensor, "prompt layer d_model"],
+        *,
+        layers: Sequence[int],
+        position: str = "t_inst",
+        center: bool = False,
+        threshold: str = "zero",
+        validation: float = 0.25,
+        seed: int = 0,
+        model: dict[str, Any] | None = None,
+    ) -> LatentGuard:
+        """:meth:`fit` on residuals already read (the threshold rules as there)."""
+        held_h, held_c = held_out(len(harmful), len(harmless), threshold, validation)
+        if threshold == "zero":
+            return cls.from_activations(
+                harmful, harmless, layers=layers, position=position, center=center, model=model
+            )
         rng = np.random.default_rng(seed)
         order_h, order_c = rng.permutation(len(harmful)), rng.permutation(len(harmless))
-        fit_h, val_h = order_h[held_h:], order_h[:held_h]
-        fit_c, val_c = order_c[held_c:], order_c[:held_c]
-        fitted = cls.from_activations(
-            acts_h[fit_h], acts_c[fit_c], layers=chosen, position=position, center=center,
-            model=record,
+        guard = cls.from_activations(
+            harmful[order_h[held_h:]], harmless[order_c[held_c:]], layers=layers,
+            position=position, center=center, model=model,
         )  # fmt: skip
-        fitted._model = model
-        if threshold == "fit":
-            acts = torch.cat([acts_h[val_h], acts_c[val_c]])
-            labels = np.r_[np.ones(held_h, bool), np.zeros(held_c, bool)]
-            fitted.fit_threshold(acts, labels)
-        return fitted
+        acts = torch.cat([harmful[order_h[:held_h]], harmless[order_c[:held_c]]])
+        labels = np.r_[np.ones(held_h, bool), np.zeros(held_c, bool)]
+        return guard.fit_threshold(acts, labels)
 
     def attach(self, model: HookedModel, *, check_fingerprint: bool = True) -> LatentGuard:
         """Use ``model`` for :meth:`score` after checking it is the model this guard was fitted on.
