@@ -244,24 +244,18 @@ def read_model(
 ) -> Readings:
     """Residuals at ``t_inst`` and ``t_post_inst``; with ``behaviour``, greedy responses judged."""
     chats: list[ChatPrompt] = [format_chat(model.tokenizer, p.text) for p in prompts]
-    steps = ["t_inst", "t_post_inst"] + (["refusal score", "responses"] if behaviour else [])
-    bar = tqdm(total=len(steps), desc="guard reads", unit="step", disable=not progress)
-    acts = {}
-    for position in ("t_inst", "t_post_inst"):
-        bar.set_postfix_str(position)
-        acts[position] = residuals(model, chats, position, layers, batch_size, progress)
-        bar.update()
+    acts = {
+        position: residuals(model, chats, position, layers, batch_size, progress)
+        for position in ("t_inst", "t_post_inst")
+    }
     scores = classes = texts = None
     if behaviour:
         ids = refusal_token_ids(model.tokenizer)
         with torch.no_grad():
             logits = run(model, chats, batch_size=batch_size)[:, -1]
         scores = refusal_score(logits, ids).cpu().numpy()
-        bar.update()
         texts = greedy_continuations(model, chats, gen_tokens, batch_size=batch_size)
         classes = classify(texts, judge)
-        bar.update()
-    bar.close()
     return Readings(acts["t_inst"], acts["t_post_inst"], scores, classes, texts)
 
 
