@@ -77,9 +77,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--validation", type=float, default=0.25, help="share held out with --threshold fit"
     )
-    parser.add_argument("--save", type=Path, default=None, help="fit on all pairs, save as NAME")
     parser.add_argument(
-        "--load", type=Path, default=None, help="use the guard saved as NAME instead of fitting"
+        "--save",
+        type=Path,
+        default=None,
+        help="fit on all pairs and save as NAME.safetensors + NAME.json (default: not saved)",
+    )
+    parser.add_argument(
+        "--load",
+        type=Path,
+        default=None,
+        help="use the guard saved as NAME instead of fitting (default: fit on the pairs)",
     )
     parser.add_argument(
         "--score",
@@ -87,7 +95,7 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="FILE",
         help="score every prompt of FILE (a prompt or pair file, or .txt one prompt a line) "
-        "into DIR/scores.json",
+        "into DIR/scores.json (default: none)",
     )
     parser.add_argument(
         "--no-behaviour",
