@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
             "(harmful = positive), per fold, per source and per jailbreak framing, beside the "
             "same read at t_post_inst (the refusal belief) and the model's own refusals. "
             "--eval FILE scores labelled files (AdvBench, HarmBench, JailbreakBench, XSTest, "
-            "Alpaca, pair files) with a guard fitted on all pairs or --load-ed; --save NAME "
+            "Alpaca, pair files) with a guard fitted on all pairs or given by --load; --save NAME "
             "writes NAME.safetensors + NAME.json; --score FILE writes each prompt's score. "
             "Writes DIR/guard.json, DIR/report.html and DIR/run.json."
         ),
@@ -121,8 +121,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise OptionError("--load and --save together: a loaded guard is already saved; drop one")
     if args.load is not None and (args.layers or args.center or args.threshold != "zero"):
         raise OptionError(
-            "--layers/--center/--threshold shape a guard being fitted; a --load-ed guard keeps "
-            "its own: drop them"
+            "--layers/--center/--threshold shape a guard being fitted; a guard given by "
+            "--load keeps its own: drop them"
         )
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from circuits.cli import main
 from circuits.cli import inputs as cli_inputs
+from circuits.cli import main
 from patching.prompts import builtin_pairs, write_pairs
 from tests.helpers import ROOT
 

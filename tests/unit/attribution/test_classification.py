@@ -81,7 +81,7 @@ def test_best_threshold_maximises_youden_j_by_brute_force() -> None:
         t = best_threshold(s, y)
         assert t not in set(s.tolist())
 
-        def j(th: float) -> float:
+        def j(th: float, s: np.ndarray = s, y: np.ndarray = y) -> float:
             called = s >= th
             return called[y].mean() - called[~y].mean()
 

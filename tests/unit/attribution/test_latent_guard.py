@@ -1,4 +1,4 @@
-"""Latent Guard: its score against plain loops, centring's identity, thresholds, files, model checks."""
+"""Latent Guard: score against plain loops, centring's identity, thresholds, files, models."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def naive_score(h: np.ndarray, a: np.ndarray, b: np.ndarray, m: np.ndarray | Non
 
 
 def synthetic(n: int = 12, layers: int = 3, d: int = 6, seed: int = 0):
-    """Two classes around a shared offset (as a real residual stream has), shifted along one axis."""
+    """Two classes around a shared offset (as residual streams have), apart along one axis."""
     g = torch.Generator().manual_seed(seed)
     base = 5 * torch.randn(layers, d, generator=g)
     axis = torch.randn(layers, d, generator=g)
@@ -104,7 +104,7 @@ def test_too_few_prompts_and_bad_options_are_refused() -> None:
         held_out(3, 3, "fit", 0.5)  # 2 held out leaves 1 to fit
     with pytest.raises(OptionError, match="threshold 'best'"):
         held_out(5, 5, "best")
-    with pytest.raises(OptionError, match="validation 1.5"):
+    with pytest.raises(OptionError, match=r"validation 1\.5"):
         held_out(5, 5, "fit", 1.5)
     assert held_out(8, 4, "fit", 0.25) == (2, 1)
     with pytest.raises(OptionError, match=r"outside .* 0..8"):
