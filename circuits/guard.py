@@ -166,9 +166,11 @@ class GuardEvaluation(Result):
     """Latent Guard, the refusal belief and the model's behaviour on labelled prompts.
 
     ``groups[0]`` is the headline: the cross-fitted pairs (``mode="cross-fit"``) or
-    every prompt. Per prompt (``per_prompt`` in JSON): text, label, source, framing,
-    fold (-1: scored by a guard fitted on all pairs or loaded), the scores, the
-    guard's call, the model's refusal score, judged behaviour and response.
+    every prompt. ``guard`` holds the guard's settings (:meth:`LatentGuard.metadata`;
+    cross-fitted, the folds' shared settings, ``threshold`` ``None`` when fitted per
+    fold). Per prompt (``per_prompt`` in JSON): text, label, source, framing, fold (-1:
+    scored by a guard fitted on all pairs or loaded), the scores, the guard's call, the
+    model's refusal score, judged behaviour and response.
     """
 
     model_name: str = field(metadata={"key": "model"})
@@ -309,7 +311,7 @@ def _rocs(labels: np.ndarray, **scores: np.ndarray | None) -> dict[str, RocCurve
 def _assemble(
     model: HookedModel,
     mode: str,
-    guard: LatentGuard,
+    guard: dict[str, Any],
     prompts: Sequence[LabelledPrompt],
     reads: Readings,
     scores: tuple[np.ndarray, np.ndarray],
@@ -327,7 +329,7 @@ def _assemble(
     return GuardEvaluation(
         model_name=model.name,
         mode=mode,
-        guard=guard.metadata(),
+        guard=guard,
         groups=_groups(prompts, scores, belief, refusal, headline),
         folds=folds,
         roc=_rocs(
@@ -419,7 +421,7 @@ def cross_fit_guard(
     fitted = np.arange(len(prompts)) < 2 * n
     g_score, g_call = np.zeros(len(prompts)), np.zeros(len(prompts), bool)
     b_score, b_call = np.zeros(len(prompts)), np.zeros(len(prompts), bool)
-    rows, last = [], None
+    rows = []
     record = {"name": model.name, "n_layers": model.n_layers, "d_model": model.d_model}
     for k in tqdm(range(folds), desc="cross-fit", unit="fold", disable=not progress):
         train = fitted & (fold_of != k)
@@ -448,10 +450,18 @@ def cross_fit_guard(
                 belief=classifier_metrics(b_call[own], labels[own], b_score[own]),
             )
         )
-        last = guards[0]
-    assert last is not None
+    # One guard per fold: the settings they share (a fitted threshold is each fold's own).
+    settings = {
+        "kind": "latent_guard",
+        "layers": chosen,
+        "position": "t_inst",
+        "center": center,
+        "threshold_rule": threshold,
+        "threshold": 0.0 if threshold == "zero" else None,
+        "model": record,
+    }
     return _assemble(
-        model, "cross-fit", last, prompts, reads, (g_score, g_call), (b_score, b_call), rows,
+        model, "cross-fit", settings, prompts, reads, (g_score, g_call), (b_score, b_call), rows,
         fold_of.tolist(), source,
     )  # fmt: skip
 
@@ -491,6 +501,6 @@ def evaluate_guard(
         b_score = belief.score_activations(reads.t_post_inst)
         b = (b_score, b_score >= belief.threshold)
     return _assemble(
-        model, mode, guard, prompts, reads, (score, score >= guard.threshold), b, [],
+        model, mode, guard.metadata(), prompts, reads, (score, score >= guard.threshold), b, [],
         [-1] * len(prompts), None,
     )  # fmt: skip

@@ -70,8 +70,8 @@ def histogram_figure(result: GuardEvaluation, which: str = "guard") -> go.Figure
     fig = go.Figure()
     for label, name in ((True, "harmful"), (False, "harmless")):
         fig.add_trace(go.Histogram(x=scores[labels == label], name=name, opacity=0.6, nbinsx=30))
-    threshold = float(result.guard["threshold"]) if which == "guard" else None
-    if threshold is not None:
+    threshold = result.guard.get("threshold") if which == "guard" else None
+    if threshold is not None:  # None: fitted per fold, no one line to draw
         fig.add_vline(x=threshold, line_dash="dash", annotation_text="threshold")
     fig.update_layout(
         barmode="overlay",
@@ -158,9 +158,8 @@ def guard_summary(result: GuardEvaluation) -> list[str]:
         f"Model {display_name(result.model_name)}: Latent Guard at {meta['position']}, layers "
         f"{meta['layers'][0]}..{meta['layers'][-1]} ({len(meta['layers'])}), "
         f"{'centred' if meta['center'] else 'uncentred'}, threshold {meta['threshold_rule']} "
-        f"({meta['threshold']:+.4f}); {result.mode}"
-        + (f" over {len(result.folds)} folds" if result.folds else "")
-        + ".",
+        f"({'per fold' if meta['threshold'] is None else format(meta['threshold'], '+.4f')}); "
+        f"{result.mode}" + (f" over {len(result.folds)} folds" if result.folds else "") + ".",
         f"On {head.name} ({g.n} prompts, {g.n_positive} harmful): accuracy {_f(g.accuracy)}, "
         f"precision {_f(g.precision)}, recall {_f(g.recall)}, F1 {_f(g.f1)}, "
         f"ROC AUC {_f(g.auc)}.",

@@ -170,3 +170,22 @@ def test_report_has_labelled_axes_and_round_trips(crossfit, tmp_path: Path) -> N
     assert again.to_dict() == crossfit.to_dict()
     html = paths[1].read_text()
     assert "false-positive rate" in html and "Cross-fitting folds" in html
+
+
+def test_cross_fit_with_a_fitted_threshold_calls_by_each_folds_own(
+    organism, organism_pairs, tmp_path: Path
+) -> None:
+    from circuits.guard_views import write_guard_outputs
+
+    plain, _ = organism_pairs
+    result = cross_fit_guard(
+        organism, plain, folds=2, threshold="fit", validation=0.34, behaviour=False
+    )
+    assert result.guard["threshold"] is None and result.guard["threshold_rule"] == "fit"
+    for row in result.folds:
+        idx = [i for i, f in enumerate(result.fold) if f == row.fold]
+        calls = [result.guard_score[i] >= row.threshold for i in idx]
+        assert calls == [result.guard_call[i] for i in idx]
+    assert len({row.threshold for row in result.folds}) == 2
+    write_guard_outputs(result, tmp_path)
+    assert "per fold" in (tmp_path / "report.html").read_text()
