@@ -160,7 +160,10 @@ def _jailbreak(args: argparse.Namespace, organism: Path | None) -> tuple[list[An
     if args.jailbreak is not None:
         return read_pairs(args.jailbreak), Path(args.jailbreak).stem
     if args.model == ORGANISM and args.pairs is None and organism is not None:
-        return read_pairs(organism / "pairs_jailbreak.jsonl", n=args.n), "pairs_jailbreak"
+        # The same draw as the plain pairs (equal files): pair i reframes plain pair i.
+        seed = args.seed if args.sample else None
+        framed = read_pairs(organism / "pairs_jailbreak.jsonl", n=args.n, seed=seed)
+        return framed, "pairs_jailbreak"
     return [], "jailbreak"
 
 

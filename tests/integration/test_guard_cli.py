@@ -112,3 +112,14 @@ def test_a_guard_of_another_model_is_refused(tmp_path: Path, capsys, tiny_dirs) 
     argv += ["--load", str(saved), "--out", str(tmp_path / "b"), "--no-progress"]
     assert main(argv) == 2
     one_line(capsys, "fitted on", "fit a guard on this model")
+
+
+def test_sampled_organism_pairs_keep_their_reframings(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    argv = ["guard", "--n", "6", "--sample", "--seed", "3", "--folds", "2", "--no-behaviour"]
+    assert main([*argv, "--no-progress", "--out", str(out)]) == 0
+    data = json.loads((out / "guard.json").read_text())["per_prompt"]
+    plain = [t for t, s in zip(data["text"], data["source"], strict=True) if s == "pairs"]
+    framed = [t for t, s in zip(data["text"], data["source"], strict=True) if s != "pairs"]
+    # The organism's framed pair i is plain pair i with the lead word replaced by a marker.
+    assert [t.split()[1:] for t in plain] == [t.split()[1:] for t in framed]
