@@ -72,9 +72,10 @@ def refusal_direction(
     answer_ids: Int[Tensor, " batch"],
 ) -> Float[Tensor, "batch d_model"]:
     """One direction per row: mean refusal unembedding minus the row's answer token's."""
-    W = W_U.double()
-    refusal_mean = W[:, refusal_ids].mean(dim=1)
-    return refusal_mean.unsqueeze(0) - W[:, answer_ids.to(W.device)].T
+    # Only the needed columns go to float64: the whole unembedding (136M entries in a
+    # 0.5B model) took a third of every knockout's time.
+    refusal_mean = W_U[:, refusal_ids].double().mean(dim=1)
+    return refusal_mean.unsqueeze(0) - W_U[:, answer_ids.to(W_U.device)].double().T
 
 
 def refusal_logit_diff(
