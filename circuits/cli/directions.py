@@ -217,10 +217,10 @@ def _framed(args: argparse.Namespace, organism: Path | None, harmful: list[str])
     if source is None and organism is not None:
         source = organism / "pairs.jsonl"
     twins = source.with_name("pairs_jailbreak.jsonl") if source is not None else None
-    if args.framing is None and source is not None and source.name == "pairs.jsonl":
-        if twins is not None and twins.is_file():
-            seed = args.seed if args.sample else None
-            return [p.harmful for p in read_pairs(twins, n=args.n, seed=seed)]
+    organism_pairs = source is not None and source.name == "pairs.jsonl"
+    if args.framing is None and organism_pairs and twins is not None and twins.is_file():
+        seed = args.seed if args.sample else None
+        return [p.harmful for p in read_pairs(twins, n=args.n, seed=seed)]
     template = args.framing or JAILBREAK_TEMPLATE
     return [template.format(request=text[:1].lower() + text[1:]) for text in harmful]
 
