@@ -204,23 +204,41 @@ def write_outputs(
 
 
 def _framed(args: argparse.Namespace, organism: Path | None, harmful: list[str]) -> list[str]:
+    """Framed versions of the harmful requests, in the same order.
+
+    Pairs read from an organism's ``pairs.jsonl`` (the default for the organism, or
+    ``--pairs DIR/pairs.jsonl``) take the framed twins in ``pairs_jailbreak.jsonl`` beside
+    it; any other pairs, or ``--framing``, get the framing template.
+    """
     from circuits.directions import JAILBREAK_TEMPLATE
     from patching.prompts import read_pairs
 
-    if args.framing is None and organism is not None and args.pairs is None:
+    source = Path(args.pairs) if args.pairs is not None else None
+    if source is None and organism is not None:
+        source = organism / "pairs.jsonl"
+    twins = source.with_name("pairs_jailbreak.jsonl") if source is not None else None
+    organism_pairs = source is not None and source.name == "pairs.jsonl"
+    if args.framing is None and organism_pairs and twins is not None and twins.is_file():
         seed = args.seed if args.sample else None
-        return [
-            p.harmful for p in read_pairs(organism / "pairs_jailbreak.jsonl", n=args.n, seed=seed)
-        ]
+        return [p.harmful for p in read_pairs(twins, n=args.n, seed=seed)]
     template = args.framing or JAILBREAK_TEMPLATE
     return [template.format(request=text[:1].lower() + text[1:]) for text in harmful]
 
 
-def _inversion(model: HookedModel) -> Any:
-    """The reply-inversion question, or ``None`` when the tokenizer lacks its answer words."""
+def _inversion(model: HookedModel, args: argparse.Namespace, organism: Path | None) -> Any:
+    """The reply-inversion question: an organism's own (its ground truth) or the paper's;
+    ``None`` when the tokenizer lacks the answer words."""
     from circuits.directions import Inversion
+    from circuits.organism import load_ground_truth
 
+    directory = organism if organism is not None else Path(args.model)
     inversion = Inversion()
+    if (directory / "ground_truth.json").is_file():
+        beliefs = load_ground_truth(directory).beliefs
+        if beliefs is not None:
+            inversion = Inversion(
+                beliefs.inversion_question, beliefs.inversion_yes, beliefs.inversion_no
+            )
     try:
         inversion.token_ids(model)
     except ValueError:
@@ -257,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         chat([p.control for p in pairs]),
         chat(framed_text),
     )
-    inversion = _inversion(model)
+    inversion = _inversion(model, args, prepared.organism)
     store = StepStore(out, context=fingerprint(model))
     base = {"harmful": harmful_text, "harmless": [p.control for p in pairs], "framed": framed_text}
 
