@@ -67,6 +67,7 @@ __all__ = [
     "guard_scores",
     "held_out",
     "residuals",
+    "residuals_at",
 ]
 
 GUARD_FORMAT = 1
@@ -134,22 +135,33 @@ def residuals(
     progress: bool = False,
 ) -> Float[Tensor, "prompt layer d_model"]:
     """The residuals of ``prompts`` at ``layers`` and ``position``, float32 on the CPU."""
-    from patching.residuals import ResidualPosition, residual_stream
+    return residuals_at(model, prompts, [position], layers, batch_size, progress)[:, 0]
 
+
+def residuals_at(
+    model: HookedModel,
+    prompts: Prompts,
+    positions: Sequence[str],
+    layers: Sequence[int],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Float[Tensor, "prompt position layer d_model"]:
+    """:func:`residuals` at several positions, all read from one pass of each prompt."""
+    from patching.residuals import ResidualPosition, residual_streams
+
+    bad = [p for p in positions if p not in POSITIONS]
+    if bad:
+        raise OptionError(f"position {bad[0]!r}: use one of {', '.join(POSITIONS)}")
     chats = _chat(model, prompts)
     if not chats:
-        return torch.empty(0, len(layers), model.d_model)
-    if position not in POSITIONS:
-        raise OptionError(f"position {position!r}: use one of {', '.join(POSITIONS)}")
+        return torch.empty(0, len(positions), len(layers), model.d_model)
     n = model.n_layers
-    # residual_stream reads chosen block inputs and always appends the final residual.
+    # residual_streams reads chosen block inputs and always appends the final residual.
     blocks = [layer for layer in layers if layer < n] or [0]
-    where = cast(ResidualPosition, position)
-    acts = residual_stream(
-        model, chats, where, layers=blocks, batch_size=batch_size, progress=progress
-    )
+    where = [cast(ResidualPosition, p) for p in positions]
+    acts = residual_streams(model, chats, where, blocks, batch_size, progress)
     index = {layer: i for i, layer in enumerate(blocks)} | {n: len(blocks)}
-    return acts[:, [index[layer] for layer in layers]].detach().float().cpu()
+    return acts[:, :, [index[layer] for layer in layers]].detach().float().cpu()
 
 
 def check_layers(layers: Sequence[int], n_layers: int) -> list[int]:

@@ -21,8 +21,8 @@ fold), so every pair is scored by a guard that never saw it; jailbreak-framed
 pairs are scored by the guard of the fold their index falls in (pair ``i`` of a
 reframed file is the reframing of pair ``i``, as in the organism's files).
 :func:`evaluate_guard` scores labelled prompts with a guard fitted elsewhere.
-Both read each prompt's residuals once (both positions), then fit and score on
-those. Definitions: ``docs/science.md#latent-guard``.
+Both read each prompt's residuals in one pass (both positions), then fit and score
+on those. Definitions: ``docs/science.md#latent-guard``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from attribution.latent_guard import (
     check_layers,
     default_layers,
     held_out,
-    residuals,
+    residuals_at,
 )
 from attribution.metrics import refusal_score
 from attribution.refusal_tokens import refusal_token_ids
@@ -244,12 +244,10 @@ def read_model(
     batch_size: int = 16,
     progress: bool = False,
 ) -> Readings:
-    """Residuals at ``t_inst`` and ``t_post_inst``; with ``behaviour``, greedy responses judged."""
+    """Residuals at ``t_inst`` and ``t_post_inst`` (one pass); with ``behaviour``, the refusal
+    score (a second pass) and greedy responses, judged."""
     chats: list[ChatPrompt] = [format_chat(model.tokenizer, p.text) for p in prompts]
-    acts = {
-        position: residuals(model, chats, position, layers, batch_size, progress)
-        for position in ("t_inst", "t_post_inst")
-    }
+    acts = residuals_at(model, chats, ["t_inst", "t_post_inst"], layers, batch_size, progress)
     scores = classes = texts = None
     if behaviour:
         ids = refusal_token_ids(model.tokenizer)
@@ -258,7 +256,7 @@ def read_model(
         scores = refusal_score(logits, ids).cpu().numpy()
         texts = greedy_continuations(model, chats, gen_tokens, batch_size=batch_size)
         classes = classify(texts, judge)
-    return Readings(acts["t_inst"], acts["t_post_inst"], scores, classes, texts)
+    return Readings(acts[:, 0], acts[:, 1], scores, classes, texts)
 
 
 # --------------------------------------------------------------------------- evaluation
