@@ -66,6 +66,7 @@ __all__ = [
     "default_layers",
     "guard_scores",
     "held_out",
+    "layer_scores",
     "residuals",
     "residuals_at",
 ]
@@ -89,13 +90,13 @@ def default_layers(n_layers: int) -> list[int]:
     return list(range(1, n_layers + 1))
 
 
-def guard_scores(
+def layer_scores(
     acts: Float[Tensor, "prompt layer d_model"],
     harmful: Float[Tensor, "layer d_model"],
     harmless: Float[Tensor, "layer d_model"],
     offset: Float[Tensor, "layer d_model"] | None = None,
-) -> Float[np.ndarray, " prompt"]:
-    """Mean over layers of ``cos(h - m, C_harmful - m) - cos(h - m, C_harmless - m)``, float64.
+) -> Float[np.ndarray, "prompt layer"]:
+    """Per layer, ``cos(h - m, C_harmful - m) - cos(h - m, C_harmless - m)``, float64.
 
     A zero vector has cosine 0 with everything (a prompt exactly at the offset scores 0).
     """
@@ -109,7 +110,17 @@ def guard_scores(
         dots = (x * c).sum(dim=-1)
         return torch.where(norms > 0, dots / norms.clamp_min(1e-300), torch.zeros_like(dots))
 
-    return (cos(h, a) - cos(h, b)).mean(dim=-1).cpu().numpy()
+    return (cos(h, a) - cos(h, b)).cpu().numpy()
+
+
+def guard_scores(
+    acts: Float[Tensor, "prompt layer d_model"],
+    harmful: Float[Tensor, "layer d_model"],
+    harmless: Float[Tensor, "layer d_model"],
+    offset: Float[Tensor, "layer d_model"] | None = None,
+) -> Float[np.ndarray, " prompt"]:
+    """The Latent Guard score: :func:`layer_scores` averaged over layers."""
+    return layer_scores(acts, harmful, harmless, offset).mean(axis=-1)
 
 
 def _model_record(model: HookedModel) -> dict[str, Any]:
@@ -284,12 +295,18 @@ class LatentGuard:
         self, acts: Float[Tensor, "prompt layer d_model"]
     ) -> Float[np.ndarray, " prompt"]:
         """The score of residuals read at this guard's layers and position."""
+        return self.layer_scores(acts).mean(axis=-1)
+
+    def layer_scores(
+        self, acts: Float[Tensor, "prompt layer d_model"]
+    ) -> Float[np.ndarray, "prompt layer"]:
+        """Each layer's term of the score (a one-layer guard's score at that layer)."""
         if acts.shape[1:] != self.harmful_centroid.shape:
             raise ValueError(
                 f"activations {tuple(acts.shape)} do not match the guard's "
                 f"{tuple(self.harmful_centroid.shape)} (layers {self.layers})"
             )
-        return guard_scores(acts, self.harmful_centroid, self.harmless_centroid, self.offset)
+        return layer_scores(acts, self.harmful_centroid, self.harmless_centroid, self.offset)
 
     def fit_threshold(
         self, acts: Float[Tensor, "prompt layer d_model"], labels: Bool[np.ndarray, " prompt"]

@@ -39,7 +39,13 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from attribution.classification import ClassifierMetrics, RocCurve, classifier_metrics, roc_curve
+from attribution.classification import (
+    ClassifierMetrics,
+    RocCurve,
+    classifier_metrics,
+    roc_auc,
+    roc_curve,
+)
 from attribution.latent_guard import (
     LatentGuard,
     check_layers,
@@ -170,7 +176,10 @@ class GuardEvaluation(Result):
     cross-fitted, the folds' shared settings, ``threshold`` ``None`` when fitted per
     fold). Per prompt (``per_prompt`` in JSON): text, label, source, framing, fold (-1:
     scored by a guard fitted on all pairs or loaded), the scores, the guard's call, the
-    model's refusal score, judged behaviour and response.
+    model's refusal score, judged behaviour and response. ``layer_auc``: per reading
+    (``guard``, ``belief``), the headline prompts' ROC AUC of each layer's term of the
+    score alone (a one-layer guard; out of fold when cross-fitted), in the order of
+    ``guard["layers"]``.
     """
 
     model_name: str = field(metadata={"key": "model"})
@@ -190,6 +199,7 @@ class GuardEvaluation(Result):
     refusal_score: list[float] | None = field(default=None, metadata={"group": "per_prompt"})
     behaviour: list[str] | None = field(default=None, metadata={"group": "per_prompt"})
     response: list[str] | None = field(default=None, metadata={"group": "per_prompt"})
+    layer_auc: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def headline(self) -> GroupMetrics:
@@ -317,6 +327,7 @@ def _assemble(
     folds: list[FoldMetrics],
     fold_of: Sequence[int],
     headline: str | None,
+    terms: dict[str, np.ndarray],
 ) -> GuardEvaluation:
     refusal = None
     if reads.refusal_score is not None and reads.behaviour is not None:
@@ -324,6 +335,13 @@ def _assemble(
         refusal = (reads.refusal_score, refused)
     labels = np.array([p.harmful for p in prompts], dtype=bool)
     head = np.array([headline is None or p.source == headline for p in prompts])
+    both = bool(labels[head].any() and not labels[head].all())
+    layer_auc = {
+        name: [
+            roc_auc(t[head, j], labels[head]) if both else float("nan") for j in range(t.shape[1])
+        ]
+        for name, t in terms.items()
+    }
     return GuardEvaluation(
         model_name=model.name,
         mode=mode,
@@ -347,6 +365,7 @@ def _assemble(
         refusal_score=reads.refusal_score.tolist() if reads.refusal_score is not None else None,
         behaviour=reads.behaviour,
         response=reads.response,
+        layer_auc=layer_auc,
     )
 
 
@@ -419,6 +438,7 @@ def cross_fit_guard(
     fitted = np.arange(len(prompts)) < 2 * n
     g_score, g_call = np.zeros(len(prompts)), np.zeros(len(prompts), bool)
     b_score, b_call = np.zeros(len(prompts)), np.zeros(len(prompts), bool)
+    terms = {name: np.zeros((len(prompts), len(chosen))) for name in ("guard", "belief")}
     rows = []
     record = {"name": model.name, "n_layers": model.n_layers, "d_model": model.d_model}
     for k in tqdm(range(folds), desc="cross-fit", unit="fold", disable=not progress):
@@ -432,11 +452,12 @@ def cross_fit_guard(
                 model=record,
             )  # fmt: skip
             guards.append(g)
-        for g, score, call, acts in (
-            (guards[0], g_score, g_call, reads.t_inst),
-            (guards[1], b_score, b_call, reads.t_post_inst),
+        for g, score, call, acts, term in (
+            (guards[0], g_score, g_call, reads.t_inst, terms["guard"]),
+            (guards[1], b_score, b_call, reads.t_post_inst, terms["belief"]),
         ):
-            score[test] = g.score_activations(acts[test])
+            term[test] = g.layer_scores(acts[test])
+            score[test] = term[test].mean(axis=1)
             call[test] = score[test] >= g.threshold
         own = test & fitted
         rows.append(
@@ -460,7 +481,7 @@ def cross_fit_guard(
     }
     return _assemble(
         model, "cross-fit", settings, prompts, reads, (g_score, g_call), (b_score, b_call), rows,
-        fold_of.tolist(), source,
+        fold_of.tolist(), source, terms,
     )  # fmt: skip
 
 
@@ -493,12 +514,14 @@ def evaluate_guard(
         batch_size=batch_size, progress=progress,
     )  # fmt: skip
     at = {"t_inst": reads.t_inst, "t_post_inst": reads.t_post_inst}
-    score = guard.score_activations(at[guard.position])
+    terms = {"guard": guard.layer_scores(at[guard.position])}
+    score = terms["guard"].mean(axis=1)
     b = None
     if belief is not None:
-        b_score = belief.score_activations(reads.t_post_inst)
+        terms["belief"] = belief.layer_scores(reads.t_post_inst)
+        b_score = terms["belief"].mean(axis=1)
         b = (b_score, b_score >= belief.threshold)
     return _assemble(
         model, mode, guard.metadata(), prompts, reads, (score, score >= guard.threshold), b, [],
-        [-1] * len(prompts), None,
+        [-1] * len(prompts), None, terms,
     )  # fmt: skip

@@ -4,7 +4,8 @@ The ROC curves of the guard (``t_inst``), the refusal belief (``t_post_inst``)
 and the model's refusal score on the headline prompts, the score histograms per
 class, and a table of every group (source, framing, over-refusal) with each
 classifier's accuracy, precision, recall, F1 and AUC beside the model's refusal
-rate. ``docs/science.md#latent-guard``.
+rate, and the AUC of each layer's term alone (which layers carry the belief).
+``docs/science.md#latent-guard``.
 """
 
 from __future__ import annotations
@@ -82,8 +83,26 @@ def histogram_figure(result: GuardEvaluation, which: str = "guard") -> go.Figure
     return fig
 
 
+def layer_auc_figure(result: GuardEvaluation) -> go.Figure:
+    """ROC AUC of each layer's term alone, at t_inst (guard) and t_post_inst (belief)."""
+    layers = list(result.guard["layers"])
+    fig = go.Figure()
+    for key, values in result.layer_auc.items():
+        fig.add_trace(go.Scatter(x=layers, y=values, mode="lines+markers", name=_NAMES[key]))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="grey", annotation_text="chance")
+    fig.update_layout(
+        title=f"One layer at a time: ROC AUC on {result.headline.name}",
+        xaxis_title="residual layer (l = block l's input; the last = final residual)",
+        yaxis_title="ROC AUC (harmful = positive)",
+        yaxis_range=[0, 1.02],
+    )
+    return fig
+
+
 def guard_figures(result: GuardEvaluation) -> dict[str, go.Figure]:
     figures = {"guard_roc": roc_figure(result), "guard_scores": histogram_figure(result)}
+    if result.layer_auc:
+        figures["layer_auc"] = layer_auc_figure(result)
     if result.belief_score is not None:
         figures["belief_scores"] = histogram_figure(result, "belief")
     return figures

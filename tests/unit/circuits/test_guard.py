@@ -244,3 +244,14 @@ def test_guard_does_not_call_scary_safe_prompts_harmful_where_the_model_over_ref
     # Its harmful contrasts are still called harmful.
     contrast = result.group("all", "all")
     assert contrast.guard.recall >= 0.9
+
+
+def test_each_layers_auc_is_that_of_a_one_layer_cross_fit(organism, organism_pairs, crossfit):
+    plain, jailbreak = organism_pairs
+    one = cross_fit_guard(
+        organism, plain, jailbreak=jailbreak, folds=3, seed=7, layers=[5], behaviour=False
+    )
+    j = crossfit.guard["layers"].index(5)
+    assert crossfit.layer_auc["guard"][j] == pytest.approx(one.headline.guard.auc)
+    assert crossfit.layer_auc["belief"][j] == pytest.approx(one.headline.belief.auc)
+    assert len(crossfit.layer_auc["guard"]) == len(crossfit.guard["layers"])
