@@ -34,8 +34,9 @@ from attribution.result import Result
 from attribution.statistics import EffectStats, HeadStat
 from circuits.behaviour import Judge, classify, greedy_continuations
 from circuits.knockout import Head
+from patching.batching import length_batches
 from patching.chat import ChatPrompt
-from patching.engine import clean_run, run_rows
+from patching.executor import forward_batch
 from patching.interventions import Ablation, HeadIntervention, Scale
 from patching.model import HookedModel
 
@@ -69,26 +70,33 @@ def per_head_scores(
     progress: bool = True,
     desc: str = "per-head",
     heads: Sequence[Head] | None = None,
+    batch_size: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clean score per prompt and score with each head intervened: ``[prompt, layer, head]``.
 
     ``row_of(layer, head, prompt_index)`` gives that head's intervention; only
-    ``heads`` are run when given (the others NaN).
+    ``heads`` are run when given (the others NaN). Each batch of prompts of similar
+    length runs clean once, kept, and then once per head from that head's layer
+    (:func:`patching.executor.forward_batch` with ``resume``), the prompts' shared
+    chat-template prefix once per head: 3.5x faster than a batch of heads per prompt
+    on a 0.5B model (``docs/science.md#negative-heads``).
     """
     every = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
     heads = every if heads is None else list(heads)
     clean = np.zeros(len(prompts))
     out = np.full((len(prompts), model.n_layers, model.n_heads), np.nan)
-    index = tuple(np.array(heads).T) if heads else None
-    with torch.no_grad():
-        for i, prompt in enumerate(tqdm(prompts, desc=desc, unit="prompt", disable=not progress)):
-            run = clean_run(model, prompt.tokens)
-            clean[i] = float(refusal_score(run.logits, refusal_ids)[0])
-            rows = [[row_of(lay, h, i)] for lay, h in heads]
-            if index is None:
-                continue
-            logits = run_rows(model, run, rows)[:, -1]
-            out[i][index] = refusal_score(logits, refusal_ids).cpu().numpy()
+    batches = length_batches([len(p) for p in prompts], batch_size)
+    bar = tqdm(total=len(batches) * len(heads), desc=desc, unit="head", disable=not progress)
+    with torch.no_grad(), bar:
+        for idx in batches:
+            tokens = [prompts[i].tokens for i in idx]
+            base = forward_batch(model, tokens, keep_blocks=bool(heads))
+            clean[idx] = refusal_score(base.logits[:, -1], refusal_ids).cpu().numpy()
+            for lay, h in heads:
+                rows = [[row_of(lay, h, i)] for i in idx]
+                logits = forward_batch(model, tokens, rows, resume=base.blocks).logits[:, -1]
+                out[idx, lay, h] = refusal_score(logits, refusal_ids).cpu().numpy()
+                bar.update(1)
     return clean, out
 
 

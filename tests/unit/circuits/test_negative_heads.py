@@ -1,0 +1,53 @@
+"""Per-head scores (down-scaling, ablation) equal one plain pass per prompt and head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attribution.metrics import refusal_score
+from circuits.negative_heads import per_head_scores
+from patching.chat import ChatPrompt
+from patching.engine import run_rows_full
+from patching.interventions import Ablation, Scale
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dirs):
+    from patching.loading import load_model
+
+    return load_model(tiny_dirs["qwen2"])
+
+
+def _prompts() -> list[ChatPrompt]:
+    # A shared 6-token prefix (the chat template's, in real prompts) and tails of
+    # different lengths: the batched path runs the prefix once per head and pads.
+    g = torch.Generator().manual_seed(5)
+    prefix = torch.randint(10, 400, (6,), generator=g)
+    tails = [torch.randint(10, 400, (k,), generator=g) for k in (3, 7, 5, 7, 4)]
+    tokens = [torch.cat([prefix, t]) for t in tails]
+    return [ChatPrompt("", "", t, t_inst=len(t) - 2, t_post_inst=len(t) - 1) for t in tokens]
+
+
+@pytest.mark.parametrize("kind", ["scale", "zero"])
+def test_per_head_scores_equal_lone_passes(model, kind) -> None:
+    prompts, ids = _prompts(), [3, 17, 42]
+    heads = [(0, 1), (1, 0), (model.n_layers - 1, 2)]
+
+    def row_of(layer: int, head: int, i: int):
+        return Scale(layer, head, alpha=0.1) if kind == "scale" else Ablation(layer, head)
+
+    clean, out = per_head_scores(model, prompts, ids, row_of, False, heads=heads, batch_size=2)
+    for i, p in enumerate(prompts):
+        rows = [[], *[[row_of(lay, h, i)] for lay, h in heads]]
+        alone = refusal_score(run_rows_full(model, p.tokens, rows)[:, -1], ids).numpy()
+        np.testing.assert_allclose(clean[i], alone[0], atol=1e-5)
+        for k, (lay, h) in enumerate(heads):
+            np.testing.assert_allclose(out[i, lay, h], alone[k + 1], atol=1e-5)
+    measured = np.zeros(out.shape[1:], dtype=bool)
+    measured[tuple(np.array(heads).T)] = True
+    assert np.isnan(out[:, ~measured]).all() and np.isfinite(out[:, measured]).all()
+    assert np.abs(out[:, 0, 1] - clean).max() > 1e-4  # the intervention does act
