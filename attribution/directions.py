@@ -104,7 +104,7 @@ def _check_group(n: int, group: str, direction: str, minimum: int, sizes: dict[s
         shown = ", ".join(f"{k} {v}" for k, v in sizes.items())
         raise TooFewPairsError(
             f"the {direction} direction needs at least {minimum} {group} prompts, got {n} "
-            f"(clusters: {shown}); add prompts or lower min_per_cluster"
+            f"(clusters: {shown}); add prompts or lower min_per_cluster (--min-per-cluster)"
         )
 
 

@@ -118,11 +118,12 @@ def four_cluster_directions(
     ``min_per_cluster`` prompts.
     """
     prompts = [*harmful, *harmless]
+    is_harmful = np.array([True] * len(harmful) + [False] * len(harmless))
+    check_groups(is_harmful, None, min_per_cluster)  # before decoding: the counts known now
     classes = behaviour_labels(
         model, prompts, n_tokens=n_tokens, judge=judge, batch_size=batch_size
     )
     refused = np.array([c == "refusal" for c in classes])
-    is_harmful = np.array([True] * len(harmful) + [False] * len(harmless))
     chosen = list(range(model.n_layers)) if layers is None else [int(x) for x in layers]
     # The cluster check runs on the labels alone, before the residual pass.
     check_groups(is_harmful, refused, min_per_cluster)

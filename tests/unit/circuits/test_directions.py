@@ -148,9 +148,15 @@ def test_four_clusters_follow_judged_behaviour(organism) -> None:
     # the organism refuses plain harmful requests and complies with framed ones
     assert got.cluster_sizes["refused_harmful"] >= N // 2
     assert got.cluster_sizes["complied_harmful"] >= 2
-    shown = ", ".join(f"{k} {v}" for k, v in got.cluster_sizes.items())
-    with pytest.raises(TooFewPairsError, match=f"\\(clusters: {shown}\\)"):
-        four_cluster_directions(model, harmful, harmless, min_per_cluster=sum(refused) + 1)
+    # too few refusals among mostly framed requests: named with the four cluster sizes
+    few = prompts["framed"] + prompts["harmful"][:2]
+    n_refused = sum(refused[N : 2 * N]) + 2
+    with pytest.raises(TooFewPairsError, match=f"needs at least {n_refused + 1} refused prompts, "
+                       f"got {n_refused} \\(clusters: refused_harmful {n_refused}, "):  # fmt: skip
+        four_cluster_directions(model, few, harmless, min_per_cluster=n_refused + 1)
+    # too few harmless prompts: refused before any decoding
+    with pytest.raises(TooFewPairsError, match="at least 9 harmless prompts, got 8"):
+        four_cluster_directions(model, harmful, harmless, min_per_cluster=9)
 
 
 def test_jailbreak_shift_equals_lone_runs(organism) -> None:
