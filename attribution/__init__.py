@@ -14,9 +14,23 @@ from typing import TYPE_CHECKING
 from patching.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from attribution.classification import (
+        ClassifierMetrics,
+        RocCurve,
+        best_threshold,
+        classifier_metrics,
+        roc_auc,
+        roc_curve,
+    )
+    from attribution.directions import (
+        DEFAULT_MIN_PER_CLUSTER,
+        Directions,
+        extract_directions,
+    )
     from attribution.dla import DLAResult, direct_logit_attribution
     from attribution.interchange import interchange_test
     from attribution.interchange_result import PatchingResult
+    from attribution.latent_guard import LatentGuard
     from attribution.metrics import (
         METRICS,
         LogitDiffMetric,
@@ -45,6 +59,9 @@ if TYPE_CHECKING:
 
 # Each public name and the module it lives in (imported on first use).
 _EXPORTS: dict[str, str] = {
+    "Directions": "attribution.directions",
+    "extract_directions": "attribution.directions",
+    "DEFAULT_MIN_PER_CLUSTER": "attribution.directions",
     "REFUSAL_WORDS": "attribution.refusal_tokens",
     "refusal_token_ids": "attribution.refusal_tokens",
     "METRICS": "attribution.metrics",
@@ -71,25 +88,40 @@ _EXPORTS: dict[str, str] = {
     "pooled_scale": "attribution.statistics",
     "sign_flip_test": "attribution.statistics",
     "Result": "attribution.result",
+    "ClassifierMetrics": "attribution.classification",
+    "RocCurve": "attribution.classification",
+    "best_threshold": "attribution.classification",
+    "classifier_metrics": "attribution.classification",
+    "roc_auc": "attribution.classification",
+    "roc_curve": "attribution.classification",
+    "LatentGuard": "attribution.latent_guard",
 }
 
 __all__ = [
+    "DEFAULT_MIN_PER_CLUSTER",
     "DEFAULT_N_BOOT",
     "METRICS",
     "REFUSAL_WORDS",
+    "ClassifierMetrics",
     "DLAResult",
+    "Directions",
     "EffectStats",
     "HeadStat",
+    "LatentGuard",
     "LogitDiffMetric",
     "NLLMetric",
     "PatchingResult",
     "RefusalScoreMetric",
     "Result",
+    "RocCurve",
     "benjamini_hochberg",
+    "best_threshold",
     "bootstrap_mean_ci",
     "check_enough_pairs",
+    "classifier_metrics",
     "direct_logit_attribution",
     "effect_stats",
+    "extract_directions",
     "interchange_test",
     "min_attainable_p",
     "pooled_scale",
@@ -98,6 +130,8 @@ __all__ = [
     "refusal_probability",
     "refusal_score",
     "refusal_token_ids",
+    "roc_auc",
+    "roc_curve",
     "sign_flip_test",
     "teacher_forced_nll",
 ]

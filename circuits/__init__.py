@@ -28,7 +28,31 @@ if TYPE_CHECKING:
     from circuits.behaviour import KeywordJudge, PairBehaviour, classify
     from circuits.checks import ModelChecks, check_model
     from circuits.compare import compare_audits
+    from circuits.direction_views import (
+        causal_figure,
+        cosine_norm_figure,
+        jailbreak_scatter,
+        steering_figure,
+    )
+    from circuits.directions import (
+        Inversion,
+        JailbreakShift,
+        SteeringResult,
+        four_cluster_directions,
+        jailbreak_shift,
+        steer,
+    )
     from circuits.export import save_figures, save_static
+    from circuits.guard import (
+        GroupMetrics,
+        GuardEvaluation,
+        LabelledPrompt,
+        cross_fit_guard,
+        evaluate_guard,
+        labelled_pairs,
+        read_labelled,
+    )
+    from circuits.guard_views import guard_figures, write_guard_outputs
     from circuits.metric_check import MetricCheck
     from circuits.organism import build_organism, generate_pairs, load_ground_truth, organism_dir
     from circuits.patching_views import patching_figure, patching_heatmap
@@ -42,6 +66,25 @@ if TYPE_CHECKING:
 
 # Each public name and the module it lives in (imported on first use).
 _EXPORTS: dict[str, str] = {
+    "causal_figure": "circuits.direction_views",
+    "cosine_norm_figure": "circuits.direction_views",
+    "jailbreak_scatter": "circuits.direction_views",
+    "steering_figure": "circuits.direction_views",
+    "Inversion": "circuits.directions",
+    "JailbreakShift": "circuits.directions",
+    "SteeringResult": "circuits.directions",
+    "four_cluster_directions": "circuits.directions",
+    "jailbreak_shift": "circuits.directions",
+    "steer": "circuits.directions",
+    "GroupMetrics": "circuits.guard",
+    "GuardEvaluation": "circuits.guard",
+    "LabelledPrompt": "circuits.guard",
+    "cross_fit_guard": "circuits.guard",
+    "evaluate_guard": "circuits.guard",
+    "labelled_pairs": "circuits.guard",
+    "read_labelled": "circuits.guard",
+    "guard_figures": "circuits.guard_views",
+    "write_guard_outputs": "circuits.guard_views",
     "AuditConfig": "circuits.audit",
     "AuditResult": "circuits.audit",
     "HeadFinding": "circuits.audit",
@@ -77,33 +120,52 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AuditConfig",
     "AuditResult",
+    "GroupMetrics",
+    "GuardEvaluation",
     "HeadFinding",
+    "Inversion",
+    "JailbreakShift",
     "KeywordJudge",
+    "LabelledPrompt",
     "MetricCheck",
     "ModelChecks",
     "PairBehaviour",
+    "SteeringResult",
     "build_organism",
     "cascade_chart",
+    "causal_figure",
     "check_model",
     "classify",
     "compare_audits",
     "compare_figures",
+    "cosine_norm_figure",
+    "cross_fit_guard",
     "display_name",
     "dla_heatmap",
     "dla_side_by_side",
     "dla_top_bar",
     "dose_response_chart",
+    "evaluate_guard",
+    "four_cluster_directions",
     "generate_pairs",
+    "guard_figures",
     "head_maps",
+    "jailbreak_scatter",
+    "jailbreak_shift",
+    "labelled_pairs",
     "load_ground_truth",
     "necessity_heatmap",
     "organism_dir",
     "patching_figure",
     "patching_heatmap",
     "ranking_comparison",
+    "read_labelled",
     "save_figures",
     "save_static",
     "shuffle_labels",
+    "steer",
+    "steering_figure",
+    "write_guard_outputs",
     "write_report",
 ]
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attribution.result import Result
-from circuits.knockout import RowInterventions
 from patching.chat import ChatPrompt
-from patching.decoding import greedy_decode
+from patching.decoding import Intervene, greedy_decode
+from patching.hooks import Rows
 from patching.model import HookedModel
 
 BEHAVIOURS: tuple[str, ...] = ("refusal", "evasion", "constructive", "answer")
@@ -85,15 +85,19 @@ def greedy_continuations(
     model: HookedModel,
     prompts: Sequence[ChatPrompt],
     n_tokens: int = 8,
-    rows: RowInterventions | None = None,
+    rows: Rows | None = None,
     batch_size: int = 16,
+    *,
+    intervene: Intervene = "every_step",
 ) -> list[str]:
-    """Greedy ``n_tokens``-token responses, with ``rows[i]`` applied at every step.
+    """Greedy ``n_tokens``-token responses, with ``rows[i]`` applied as ``intervene`` says.
 
     Decoding (:func:`patching.decoding.greedy_decode`) stops early for a row at the
     tokenizer's end-of-sequence token; the text is decoded without special tokens.
+    ``intervene``: ``"every_step"`` (generated tokens too) or ``"prompt"`` (the prompt's
+    positions only).
     """
-    ids = greedy_decode(model, prompts, n_tokens, rows, batch_size=batch_size)
+    ids = greedy_decode(model, prompts, n_tokens, rows, intervene=intervene, batch_size=batch_size)
     tok = model.tokenizer
     return [str(tok.decode(row, skip_special_tokens=True)).strip() for row in ids]
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         DeviceError,
         HeadIndexError,
         ModelLoadError,
+        ModelMismatchError,
         OptionError,
         OutputDirError,
         PairAlignmentError,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from patching.model import SUPPORTED_ARCHITECTURES, HookedModel
     from patching.prompts.pairs import Prompt, PromptPair, builtin_pairs, read_pairs, write_pairs
     from patching.prompts.readers import make_pairs, read_prompts
+    from patching.residuals import residual_stream
     from patching.runtime import configure_process
 
 # Each public name and the module it lives in (imported on first use).
@@ -76,10 +78,12 @@ _EXPORTS: dict[str, str] = {
     "run_rows": "patching.engine",
     "ResidualDecomposition": "patching.components",
     "decompose_residual": "patching.components",
+    "residual_stream": "patching.residuals",
     "ChatTemplateError": "patching.errors",
     "DeviceError": "patching.errors",
     "HeadIndexError": "patching.errors",
     "ModelLoadError": "patching.errors",
+    "ModelMismatchError": "patching.errors",
     "OptionError": "patching.errors",
     "OutputDirError": "patching.errors",
     "PairAlignmentError": "patching.errors",
@@ -104,6 +108,7 @@ __all__ = [
     "HookedModel",
     "Interchange",
     "ModelLoadError",
+    "ModelMismatchError",
     "OptionError",
     "OutputDirError",
     "PairAlignmentError",
@@ -130,6 +135,7 @@ __all__ = [
     "make_pairs",
     "read_pairs",
     "read_prompts",
+    "residual_stream",
     "run",
     "run_and_cache",
     "run_rows",

@@ -63,3 +63,7 @@ class TooFewPairsError(RefusalCircuitsError):
 
 class ResultFileError(RefusalCircuitsError):
     """A result file written by an earlier run (``audit.json``, ...) is missing or corrupted."""
+
+
+class ModelMismatchError(RefusalCircuitsError):
+    """Something fitted on one model (a saved Latent Guard, ...) was given another model."""

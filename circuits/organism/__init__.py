@@ -20,18 +20,27 @@ sizes (``circuits.organism.realistic``): the gate carries a few percent of the
 refusal gap, five amplifiers each fall by 5-25% under its knockout, distractors
 are louder than the gate, and every weight is noisy. Its ground truth states
 the ranges a correct measurement falls in (``truth.effect_sizes``).
+
+``organism_dir(variant="beliefs")`` plants harmfulness (``h`` at ``t_inst``) and refusal
+(``r`` at ``t_post_inst``) as separate, known directions, and answers a reply-inversion
+question (``with_inversion_question``) from ``h``: ``truth.beliefs`` says where
+(``circuits.organism.beliefs``, docs/science.md#organism-beliefs-variant).
 """
 
 from __future__ import annotations
 
+from circuits.organism.beliefs import BELIEFS_VERSION
 from circuits.organism.build import (
+    INVERSION_PAIR_FILE,
     ORGANISM_VARIANTS,
     ORGANISM_VERSION,
+    XSTEST_FILE,
     build_organism,
     cache_root,
     organism_dir,
 )
 from circuits.organism.ground_truth import (
+    BeliefsTruth,
     EffectSize,
     ExpectedEffect,
     GroundTruth,
@@ -43,15 +52,23 @@ from circuits.organism.prompts import (
     PAIR_FILES,
     VARIANTS,
     generate_pairs,
+    inversion_pairs,
+    over_refusal_prompts,
+    with_inversion_question,
+    write_xstest,
 )
 from circuits.organism.realistic import REALISTIC_VERSION
 
 __all__ = [
+    "BELIEFS_VERSION",
+    "INVERSION_PAIR_FILE",
     "ORGANISM_VARIANTS",
     "ORGANISM_VERSION",
     "PAIR_FILES",
     "REALISTIC_VERSION",
     "VARIANTS",
+    "XSTEST_FILE",
+    "BeliefsTruth",
     "EffectSize",
     "ExpectedEffect",
     "GroundTruth",
@@ -60,6 +77,10 @@ __all__ = [
     "build_organism",
     "cache_root",
     "generate_pairs",
+    "inversion_pairs",
     "load_ground_truth",
     "organism_dir",
+    "over_refusal_prompts",
+    "with_inversion_question",
+    "write_xstest",
 ]

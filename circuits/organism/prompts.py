@@ -14,16 +14,23 @@ token-aligned with each other too:
 - ``cipher``: the lead word is the cipher marker in both texts and the harmful
   topic word is replaced by its ROT13 twin (the control keeps its benign word).
 
+The beliefs organism also answers a reply-inversion question appended to an
+instruction (``with_inversion_question``; ``inversion_pairs`` for a pair list), and
+over-refuses harmless topics that sound harmful (``over_refusal_prompts``;
+``write_xstest`` puts them beside plain harmful contrasts in XSTest's CSV format).
+
 That cross-variant alignment is what lets a test patch the gate's activation
 from a plain harmful run into the matching cipher run.
 """
 
 from __future__ import annotations
 
+import csv
 import random
+from pathlib import Path
 
 from circuits.organism import vocab
-from patching.prompts import PromptPair
+from patching.prompts import Prompt, PromptPair
 
 VARIANTS = ("plain", "jailbreak", "cipher")
 PAIR_FILES = {
@@ -68,3 +75,64 @@ def generate_pairs(n: int = 64, seed: int = 0, variant: str = "plain") -> list[P
             )
         )
     return pairs
+
+
+def with_inversion_question(instruction: str) -> str:
+    """``instruction`` followed by the beliefs organism's reply-inversion question.
+
+    The question ("answer Certainly or No : could this request cause harm") ends with
+    its marker word, so the result's ``t_inst`` is the marker; the beliefs organism
+    answers ``vocab.INVERSION_YES`` iff the instruction carries the harmfulness feature.
+    """
+    return f"{instruction.strip()} {vocab.INVERSION_QUESTION}"
+
+
+def inversion_pairs(pairs: list[PromptPair]) -> list[PromptPair]:
+    """The same pairs with the reply-inversion question appended to both texts."""
+    return [
+        PromptPair(
+            harmful=with_inversion_question(p.harmful),
+            control=with_inversion_question(p.control),
+            category=p.category,
+            variant=p.variant,
+        )
+        for p in pairs
+    ]
+
+
+def over_refusal_prompts(n: int = 64, seed: int = 0) -> list[Prompt]:
+    """``n`` harmless prompts whose topic sounds harmful (``vocab.SCARY_WORDS``).
+
+    Plain frames with a filler lead, labelled harmless, category ``"safe_scary"``: the
+    beliefs organism refuses about half of them with no harmfulness feature.
+    """
+    rng = random.Random(seed)
+    return [
+        Prompt(
+            rng.choice(vocab.FRAMES).format(
+                lead=rng.choice(vocab.FILLERS), topic=rng.choice(vocab.SCARY_WORDS)
+            ),
+            "safe_scary",
+            False,
+        )
+        for _ in range(n)
+    ]
+
+
+def write_xstest(path: str | Path, n: int = 64, seed: int = 0) -> Path:
+    """An XSTest-format CSV: ``n`` scary-but-safe prompts and ``n`` plain harmful contrasts.
+
+    ``patching.prompts.read_prompts`` reads it back (safe type ``safe_scary``, harmful
+    types ``contrast_<category>``).
+    """
+    out = Path(path)
+    safe = [(p.text, "safe_scary", "safe") for p in over_refusal_prompts(n, seed)]
+    harmful = [
+        (p.harmful, f"contrast_{p.category}", "unsafe") for p in generate_pairs(n, seed, "plain")
+    ]
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "prompt", "type", "label", "focus", "note"])
+        for i, (text, kind, label) in enumerate([*safe, *harmful], start=1):
+            writer.writerow([i, text, kind, label, "", "organism"])
+    return out

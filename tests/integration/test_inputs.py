@@ -489,7 +489,7 @@ def test_every_help_shows_every_default() -> None:
         if name == "audit":
             assert "(default: 0.25 0.65)" in text and "(default: 99)" in text
             assert "(default: audit)" in text and "(default: off)" in text
-    assert {"dla", "screen", "audit", "compare", "organism", "build", "check"} <= seen
+    assert {"dla", "screen", "audit", "compare", "organism", "build", "check", "directions"} <= seen
 
 
 def test_help_subprocess_shows_defaults() -> None:

@@ -14,11 +14,12 @@ from tests.helpers import ROOT
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_three_walkthroughs_exist() -> None:
+def test_the_walkthroughs_exist() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_audit_a_real_model.ipynb",
         "03_compare_models.ipynb",
+        "03_directions_guard_calibration.ipynb",
     ]
 
 

@@ -70,3 +70,36 @@ def test_self_check_and_dla_identity_on_real_weights(smol) -> None:
     result = check_model(smol, builtin_pairs(1))
     assert result.passed, result.lines()
     assert result.engine.fast_paths and result.engine.max_error <= result.engine.tolerance
+
+
+def test_directions_and_steering_mechanics_on_real_weights(smol) -> None:
+    """Direction extraction equals lone unpadded runs; prompt-only steering decodes alike
+    with and without the key/value cache (SmolLM2 is not aligned: mechanics only)."""
+    import torch
+
+    from attribution.directions import extract_directions
+    from circuits.directions import steering_row
+    from patching.decoding import greedy_decode
+
+    pairs = builtin_pairs(3)
+    harmful = [format_chat(smol.tokenizer, p.harmful) for p in pairs]
+    harmless = [format_chat(smol.tokenizer, p.control) for p in pairs]
+    got = extract_directions(smol, harmful, harmless, layers=[10], min_per_cluster=3)
+
+    def lone(prompt, label):
+        _, cache = smol.bridge.run_with_cache(
+            prompt.tokens[None], names_filter=lambda n: n.endswith("resid_pre")
+        )
+        return cache["blocks.10.hook_resid_pre"][0, prompt.position(label)].double()
+
+    expected = torch.stack([lone(p, "t_inst") for p in harmful]).mean(0) - torch.stack(
+        [lone(p, "t_inst") for p in harmless]
+    ).mean(0)
+    torch.testing.assert_close(got.harmfulness[0], expected, atol=1e-4, rtol=1e-4)
+    rows = [steering_row(smol, got, "refusal", 10, 2.0)] * len(harmless)
+    for where in ("prompt", "every_step"):
+        cached = greedy_decode(smol, harmless, 4, rows, intervene=where, stop_at_eos=False)
+        full = greedy_decode(
+            smol, harmless, 4, rows, intervene=where, stop_at_eos=False, use_cache=False
+        )
+        assert cached == full
