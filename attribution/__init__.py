@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         refusal_score,
         teacher_forced_nll,
     )
-    from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids
+    from attribution.refusal_tokens import REFUSAL_WORDS, dedicated_token_id, refusal_token_ids
     from attribution.result import Result
     from attribution.statistics import (
         DEFAULT_N_BOOT,
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "REFUSAL_WORDS": "attribution.refusal_tokens",
     "refusal_token_ids": "attribution.refusal_tokens",
+    "dedicated_token_id": "attribution.refusal_tokens",
     "METRICS": "attribution.metrics",
     "LogitDiffMetric": "attribution.metrics",
     "NLLMetric": "attribution.metrics",
@@ -88,6 +89,7 @@ __all__ = [
     "benjamini_hochberg",
     "bootstrap_mean_ci",
     "check_enough_pairs",
+    "dedicated_token_id",
     "direct_logit_attribution",
     "effect_stats",
     "interchange_test",

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -78,7 +77,10 @@ def first_token_stats(
 
 
 def to_key(mode: CalibrationMode, setting: np.ndarray | float) -> np.ndarray:
-    """A bias is its own key; a threshold ``tau`` is ``-logit(tau)`` (refused iff ``s >= logit(tau)``)."""
+    """A bias is its own key; a threshold ``tau`` is ``-logit(tau)``.
+
+    A prompt refuses under ``tau`` exactly when ``s >= logit(tau)``, i.e. ``-s <= key``.
+    """
     x = np.asarray(setting, dtype=np.float64)
     if mode == "bias":
         return x

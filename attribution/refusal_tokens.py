@@ -60,7 +60,8 @@ def dedicated_token_id(tokenizer: Any, token: str) -> int:
     ids = [int(i) for i in tokenizer.encode(token, add_special_tokens=False)]
     unknown = ids == [getattr(tokenizer, "unk_token_id", None)]
     if len(ids) != 1 or unknown:
-        what = "the unknown token" if unknown else f"{len(ids)} tokens {token_strings(tokenizer, ids)}"
+        pieces = token_strings(tokenizer, ids)
+        what = "the unknown token" if unknown else f"{len(ids)} tokens {pieces}"
         raise RefusalCircuitsError(
             f"the refusal token {token!r} is {what} of this tokenizer, not one token of its "
             f"vocabulary; pass a token the model has as a single entry, or leave it out to "

@@ -180,9 +180,7 @@ def check_targets(
     if targets is None:
         return {}
     wanted = (
-        {c: targets for c in categories}
-        if isinstance(targets, (int, float))
-        else dict(targets)
+        {c: targets for c in categories} if isinstance(targets, (int, float)) else dict(targets)
     )
     unknown = sorted(set(wanted) - set(categories))
     if unknown:
@@ -335,19 +333,35 @@ def _verify(
     batch_size: int,
     progress: bool,
 ) -> None:
-    """Judge greedy continuations under each targeted category's setting (in place)."""
+    """Judge greedy continuations under each targeted category's setting (in place).
+
+    Every targeted prompt decodes in one batched call, each under its own category's edit.
+    """
     targeted = [c for c in result.categories if not math.isnan(c.setting)]
-    for entry in tqdm(targeted, desc="verify by generation", unit="category", disable=not progress):
-        for side in ("harmful", "harmless"):
-            prompts = sides[entry.category][side]
-            texts = calibrated_continuations(
-                model, prompts, [entry.category] * len(prompts), result, gen_tokens, batch_size
-            )
-            labels = classify(texts, judge)
-            setattr(entry, f"{side}_class", labels)
-            setattr(entry, f"{side}_text", texts)
-            refused = sum(1 for x in labels if x == "refusal") / len(labels)
-            setattr(entry, f"{side}_generated", refused)
+    groups = [(c, side) for c in targeted for side in ("harmful", "harmless")]
+    prompts = [p for c, side in groups for p in sides[c.category][side]]
+    categories = [c.category for c, side in groups for _ in sides[c.category][side]]
+    texts: list[str] = []
+    chunk = max(batch_size, 1) * 4  # progress in chunks; each chunk is still batched
+    starts = range(0, len(prompts), chunk)
+    for start in tqdm(starts, desc="verify by generation", unit="chunk", disable=not progress):
+        texts += calibrated_continuations(
+            model,
+            prompts[start : start + chunk],
+            categories[start : start + chunk],
+            result,
+            gen_tokens,
+            batch_size,
+        )
+    labels = classify(texts, judge)
+    start = 0
+    for entry, side in groups:
+        end = start + len(sides[entry.category][side])
+        setattr(entry, f"{side}_class", labels[start:end])
+        setattr(entry, f"{side}_text", texts[start:end])
+        refused = sum(1 for x in labels[start:end] if x == "refusal") / (end - start)
+        setattr(entry, f"{side}_generated", refused)
+        start = end
 
 
 def calibrated_decode(

@@ -37,11 +37,10 @@ returned, so it commutes with every intervention and with the cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Literal
-
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Float

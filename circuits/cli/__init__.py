@@ -1,7 +1,7 @@
 """The ``refusal-circuits`` command line.
 
 One module per command (``dla``, ``screen``, ``organism``, ``audit``,
-``compare``, ``check``), each with a ``register(subparsers)`` function that
+``compare``, ``check``, ``calibrate``), each with a ``register(subparsers)`` function that
 imports nothing heavy: a command's implementation (torch, the model, the
 methods) is imported by its handler, so ``--help`` answers at once. The shared
 options and their checks live in :mod:`circuits.cli.common`, the input
@@ -46,7 +46,7 @@ class _VersionAction(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole parser; imports no command implementation (no torch)."""
-    from circuits.cli import audit, check, compare, dla, organism, screen
+    from circuits.cli import audit, calibrate, check, compare, dla, organism, screen
     from circuits.cli.common import HelpFormatter
 
     parser = argparse.ArgumentParser(
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (dla, screen, organism, audit, compare, check):
+    for command in (dla, screen, organism, audit, compare, check, calibrate):
         command.register(sub)
     _show_defaults(parser, HelpFormatter)
     return parser
