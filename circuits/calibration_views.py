@@ -24,7 +24,7 @@ HARMFUL_COLOUR, HARMLESS_COLOUR = "#c0392b", "#2471a3"
 def setting_axis(result: RefusalCalibration) -> str:
     """The sweep's axis title, with its unit."""
     if result.mode == "bias":
-        return "bias added to the refusal tokens' logits (logits)"
+        return "bias on the refusal tokens (logits)"
     return "threshold on P(refusal token) (probability, log scale)"
 
 
@@ -35,7 +35,7 @@ def _pct(value: float) -> str:
 def calibration_curves(result: RefusalCalibration) -> go.Figure:
     """TPR and FPR (first token, and expected when sampling) along the sweep, per category."""
     n = len(result.categories)
-    cols = min(3, n)
+    cols = min(2, n)
     rows = math.ceil(n / cols)
     fig = make_subplots(
         rows=rows,
@@ -43,7 +43,8 @@ def calibration_curves(result: RefusalCalibration) -> go.Figure:
         subplot_titles=[
             f"{c.category} (n={c.n_harmful}+{c.n_harmless})" for c in result.categories
         ],
-        shared_yaxes=True,
+        vertical_spacing=0.5 / rows,
+        horizontal_spacing=0.1,
     )
     x = result.sweep.tolist()
     for i, c in enumerate(result.categories):
@@ -107,7 +108,8 @@ def calibration_curves(result: RefusalCalibration) -> go.Figure:
     fig.update_layout(
         title=f"Refusal rate along the {result.mode} sweep, per category (dashed line: target)",
         template="plotly_white",
-        height=340 * rows + 120,
+        height=330 * rows + 200,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.35 / rows, "x": 0},
     )
     return fig
 

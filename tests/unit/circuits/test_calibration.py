@@ -147,7 +147,7 @@ def test_calibrate_command(model_dir: Path, tmp_path: Path, capsys) -> None:
     for entry in summary.values():
         assert abs(entry["tpr_generated"] - entry["target"]) <= TOLERANCE
     page = (out / "report.html").read_text()
-    assert "bias added to the refusal tokens' logits (logits)" in page
+    assert "bias on the refusal tokens (logits)" in page
     assert "refusal rate (% of prompts)" in page and "FPR: harmless prompts refused" in page
     capsys.readouterr()
     for extra, words in (
