@@ -13,7 +13,7 @@ from circuits.cli.common import HelpFormatter, add_out_arg, add_seed_arg, check_
 
 # circuits.organism.build.ORGANISM_VARIANTS, spelled out: importing the builder
 # here would load torch for every command (test_organism_realistic checks they agree).
-VARIANTS = ("exact", "realistic")
+VARIANTS = ("exact", "realistic", "beliefs")
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -22,9 +22,18 @@ def _build(args: argparse.Namespace) -> int:
 
     out = build_organism(check_output_dir(args.out), seed=args.seed, variant=args.variant)
     truth = load_ground_truth(out)
+    print(f"{args.variant} organism (seed {args.seed}) written to {out}")
+    if truth.beliefs is not None:
+        b = truth.beliefs
+        print(
+            f"  harmfulness: residual dim {b.harmfulness_dim} at {b.harmfulness_position}, "
+            f"layers {min(b.harmfulness_layers)}-{max(b.harmfulness_layers)}; refusal: dim "
+            f"{b.refusal_dim} at {b.refusal_position}, layers {min(b.refusal_layers)}-"
+            f"{max(b.refusal_layers)}; answer key {out}/ground_truth.json"
+        )
+        return 0
     gate_layer, gate_head = truth.gate
     amps = ", ".join(f"L{layer}H{head}" for layer, head in truth.amplifiers)
-    print(f"{args.variant} organism (seed {args.seed}) written to {out}")
     print(
         f"  gate L{gate_layer}H{gate_head}; amplifiers {amps}; answer key {out}/ground_truth.json"
     )
@@ -54,6 +63,8 @@ def register(subparsers: Any) -> None:
         default="exact",
         help="exact: every planted role carries its whole effect (the gate is a perfect "
         "switch); realistic: the same roles at a real model's effect sizes (the gate carries "
-        "a few percent of the gap, amplifiers fall 5-25%% under its knockout, noise everywhere)",
+        "a few percent of the gap, amplifiers fall 5-25%% under its knockout, noise "
+        "everywhere); beliefs: harmfulness (at t_inst) and refusal (at t_post_inst) planted as "
+        "separate known directions, with a reply-inversion question answered from harmfulness",
     )
     build.set_defaults(handler=_build)

@@ -20,11 +20,18 @@ sizes (``circuits.organism.realistic``): the gate carries a few percent of the
 refusal gap, five amplifiers each fall by 5-25% under its knockout, distractors
 are louder than the gate, and every weight is noisy. Its ground truth states
 the ranges a correct measurement falls in (``truth.effect_sizes``).
+
+``organism_dir(variant="beliefs")`` plants harmfulness (``h`` at ``t_inst``) and refusal
+(``r`` at ``t_post_inst``) as separate, known directions, and answers a reply-inversion
+question (``with_inversion_question``) from ``h``: ``truth.beliefs`` says where
+(``circuits.organism.beliefs``, docs/science.md#organism-beliefs-variant).
 """
 
 from __future__ import annotations
 
+from circuits.organism.beliefs import BELIEFS_VERSION
 from circuits.organism.build import (
+    INVERSION_PAIR_FILE,
     ORGANISM_VARIANTS,
     ORGANISM_VERSION,
     build_organism,
@@ -32,6 +39,7 @@ from circuits.organism.build import (
     organism_dir,
 )
 from circuits.organism.ground_truth import (
+    BeliefsTruth,
     EffectSize,
     ExpectedEffect,
     GroundTruth,
@@ -43,15 +51,20 @@ from circuits.organism.prompts import (
     PAIR_FILES,
     VARIANTS,
     generate_pairs,
+    inversion_pairs,
+    with_inversion_question,
 )
 from circuits.organism.realistic import REALISTIC_VERSION
 
 __all__ = [
+    "BELIEFS_VERSION",
+    "INVERSION_PAIR_FILE",
     "ORGANISM_VARIANTS",
     "ORGANISM_VERSION",
     "PAIR_FILES",
     "REALISTIC_VERSION",
     "VARIANTS",
+    "BeliefsTruth",
     "EffectSize",
     "ExpectedEffect",
     "GroundTruth",
@@ -60,6 +73,8 @@ __all__ = [
     "build_organism",
     "cache_root",
     "generate_pairs",
+    "inversion_pairs",
     "load_ground_truth",
     "organism_dir",
+    "with_inversion_question",
 ]

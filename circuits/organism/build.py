@@ -27,6 +27,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
 from circuits.organism import layout, prompts, vocab
+from circuits.organism.beliefs import BELIEFS_VERSION, beliefs_state_dict
 from circuits.organism.ground_truth import build_ground_truth, write_ground_truth
 from circuits.organism.realistic import REALISTIC_VERSION, realistic_state_dict
 from circuits.organism.weights import organism_state_dict
@@ -38,8 +39,13 @@ from patching.prompts import write_pairs
 ORGANISM_VERSION = 2
 N_PAIRS = 64
 # "exact": every planted role carries its whole effect (a perfect switch);
-# "realistic": the same roles at a real model's effect sizes (circuits.organism.realistic).
-ORGANISM_VARIANTS = ("exact", "realistic")
+# "realistic": the same roles at a real model's effect sizes (circuits.organism.realistic);
+# "beliefs": harmfulness and refusal as separate planted directions (circuits.organism.beliefs).
+ORGANISM_VARIANTS = ("exact", "realistic", "beliefs")
+VARIANT_VERSIONS = {"exact": ORGANISM_VERSION, "realistic": REALISTIC_VERSION,
+                    "beliefs": BELIEFS_VERSION}  # fmt: skip
+# The beliefs organism also writes its plain pairs with the reply-inversion question.
+INVERSION_PAIR_FILE = "pairs_inversion.jsonl"
 
 
 def check_variant(variant: str) -> None:
@@ -78,23 +84,29 @@ def organism_config(tokenizer_ids: dict[str, int]) -> LlamaConfig:
 def build_organism(out_dir: str | Path, seed: int = 0, variant: str = "exact") -> Path:
     """Write the organism (weights, tokenizer, ground truth, pairs) into ``out_dir``.
 
-    ``variant`` is ``"exact"`` (the planted circuit carries every effect whole) or
-    ``"realistic"`` (the same roles at a real model's effect sizes).
+    ``variant`` is ``"exact"`` (the planted circuit carries every effect whole),
+    ``"realistic"`` (the same roles at a real model's effect sizes) or ``"beliefs"``
+    (harmfulness and refusal as separate planted directions, with the reply-inversion
+    question; its pairs with the question go to ``pairs_inversion.jsonl``).
     """
     check_variant(variant)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = vocab.build_tokenizer()
-    token_ids = {tok: i for i, tok in enumerate(vocab.vocabulary())}
+    beliefs = variant == "beliefs"
+    extra = vocab.BELIEFS_WORDS if beliefs else ()
+    tokenizer = vocab.build_tokenizer(extra)
+    token_ids = {tok: i for i, tok in enumerate(vocab.vocabulary(extra))}
     config = organism_config(token_ids)
     with torch.device("meta"):
         # Building on the meta device skips random initialisation that the
         # state dict overwrites anyway.
         model = LlamaForCausalLM(config)
-    if variant == "exact":
-        state, version = organism_state_dict(token_ids, seed), ORGANISM_VERSION
-    else:
-        state, version = realistic_state_dict(token_ids, seed), REALISTIC_VERSION
+    builders = {
+        "exact": organism_state_dict,
+        "realistic": realistic_state_dict,
+        "beliefs": beliefs_state_dict,
+    }
+    state, version = builders[variant](token_ids, seed), VARIANT_VERSIONS[variant]
     model.load_state_dict(state, strict=True, assign=True)
     model.generation_config.do_sample = False
     # A progress bar for writing a 1 MB file is noise in the main command's output.
@@ -109,6 +121,9 @@ def build_organism(out_dir: str | Path, seed: int = 0, variant: str = "exact") -
     write_ground_truth(build_ground_truth(seed, version, variant), out)
     for prompt_variant, name in prompts.PAIR_FILES.items():
         write_pairs(prompts.generate_pairs(N_PAIRS, seed, prompt_variant), out / name)
+    if beliefs:
+        pairs = prompts.inversion_pairs(prompts.generate_pairs(N_PAIRS, seed, "plain"))
+        write_pairs(pairs, out / INVERSION_PAIR_FILE)
     return out
 
 
@@ -123,7 +138,7 @@ def organism_dir(seed: int = 0, variant: str = "exact") -> Path:
     if variant == "exact":
         target = cache_root() / f"organism-v{ORGANISM_VERSION}-seed{seed}"
     else:
-        target = cache_root() / f"organism-{variant}-v{REALISTIC_VERSION}-seed{seed}"
+        target = cache_root() / f"organism-{variant}-v{VARIANT_VERSIONS[variant]}-seed{seed}"
     if target.is_dir():
         return target
     try:

@@ -14,6 +14,9 @@ token-aligned with each other too:
 - ``cipher``: the lead word is the cipher marker in both texts and the harmful
   topic word is replaced by its ROT13 twin (the control keeps its benign word).
 
+The beliefs organism also answers a reply-inversion question appended to an
+instruction (``with_inversion_question``; ``inversion_pairs`` for a pair list).
+
 That cross-variant alignment is what lets a test patch the gate's activation
 from a plain harmful run into the matching cipher run.
 """
@@ -68,3 +71,26 @@ def generate_pairs(n: int = 64, seed: int = 0, variant: str = "plain") -> list[P
             )
         )
     return pairs
+
+
+def with_inversion_question(instruction: str) -> str:
+    """``instruction`` followed by the beliefs organism's reply-inversion question.
+
+    The question ("answer Certainly or No : could this request cause harm") ends with
+    its marker word, so the result's ``t_inst`` is the marker; the beliefs organism
+    answers ``vocab.INVERSION_YES`` iff the instruction carries the harmfulness feature.
+    """
+    return f"{instruction.strip()} {vocab.INVERSION_QUESTION}"
+
+
+def inversion_pairs(pairs: list[PromptPair]) -> list[PromptPair]:
+    """The same pairs with the reply-inversion question appended to both texts."""
+    return [
+        PromptPair(
+            harmful=with_inversion_question(p.harmful),
+            control=with_inversion_question(p.control),
+            category=p.category,
+            variant=p.variant,
+        )
+        for p in pairs
+    ]

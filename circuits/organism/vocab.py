@@ -116,9 +116,24 @@ def cipher_twin(word: str) -> str:
 
 CIPHER_WORDS: tuple[str, ...] = tuple(cipher_twin(w) for w in HARMFUL_WORDS)
 
+# The beliefs variant's reply-inversion question (docs/science.md#organism-beliefs-variant),
+# appended to an instruction: its last word is the question marker the inversion head
+# finds, so ``t_inst`` of a prompt with the question is that marker. The answer is
+# INVERSION_YES ("the request could cause harm") or INVERSION_NO.
+INVERSION_QUESTION = "answer Certainly or No : could this request cause harm"
+INVERSION_MARKER = "harm"
+INVERSION_YES = "Certainly"
+INVERSION_NO = "No"
+# Words the question adds to the vocabulary (the beliefs variant's tokenizer only;
+# the exact and realistic vocabularies stay as they were).
+BELIEFS_WORDS: tuple[str, ...] = ("answer", "or", INVERSION_NO, ":", "could", "request",
+                                  "cause", INVERSION_MARKER)  # fmt: skip
+# What the beliefs organism says after "No": a short reply ending in EOS.
+BELIEFS_CONTINUATIONS: dict[str, str] = {**CONTINUATIONS, INVERSION_NO: "."}
 
-def vocabulary() -> list[str]:
-    """All tokens in id order: special tokens first, then each word class.
+
+def vocabulary(extra: tuple[str, ...] = ()) -> list[str]:
+    """All tokens in id order: special tokens first, then each word class, then ``extra``.
 
     Raises ValueError if two classes share a word (a ROT13 twin that happened to
     be a real word would make the cipher ambiguous).
@@ -135,6 +150,7 @@ def vocabulary() -> list[str]:
         COMPLIANCE_WORDS,
         EVASION_WORDS,
         RESPONSE_FILLER_WORDS,
+        extra,
     )
     words = [w for group in groups for w in group]
     if len(set(words)) != len(words):
@@ -159,9 +175,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level fast tokenizer with the organism's vocabulary and chat template."""
-    vocab = {tok: i for i, tok in enumerate(vocabulary())}
+def build_tokenizer(extra: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """A word-level fast tokenizer with the organism's vocabulary (plus ``extra``) and template."""
+    vocab = {tok: i for i, tok in enumerate(vocabulary(extra))}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = Whitespace()
     # Special tokens are matched before pre-tokenization, so "<assistant>" stays

@@ -87,6 +87,7 @@ def _unembedding(
     token_ids: dict[str, int],
     embeddings: Float[Tensor, "vocab d_model"],
     generator: torch.Generator,
+    continuations: dict[str, str] = vocab.CONTINUATIONS,
 ) -> Float[Tensor, "vocab d_model"]:
     """Response tokens read READOUT (slope) and CONST (bias); nothing reads HARM.
 
@@ -112,11 +113,11 @@ def _unembedding(
             # The final norm multiplies READOUT by READOUT_GAIN; undo it here.
             row[layout.READOUT] = slope / layout.READOUT_GAIN
 
-    current = [vocab.ASSISTANT, *vocab.CONTINUATIONS]
+    current = [vocab.ASSISTANT, *continuations]
     ids = embeddings[[token_ids[w] for w in current]][:, layout.IDENTITY].T  # [identity, m]
     targets = torch.zeros(n_vocab, len(current))
     for column, word in enumerate(current[1:], start=1):
-        targets[token_ids[vocab.CONTINUATIONS[word]], column] = CONTINUATION_LOGIT
+        targets[token_ids[continuations[word]], column] = CONTINUATION_LOGIT
     pinv = torch.linalg.pinv(ids)
     noise = RANDOM_UNEMBED_SCALE * torch.randn(n_vocab, len(layout.IDENTITY), generator=generator)
     noise[response] = 0.0
