@@ -18,16 +18,16 @@ from circuits.calibration import (
     calibrated_decode,
 )
 from circuits.cli import main
-from circuits.organism import organism_dir
+from circuits.organism import generate_pairs, organism_dir
 from patching.chat import format_chat
 from patching.errors import OptionError, TooFewPairsError
 from patching.executor import run
 from patching.loading import load_model
-from patching.prompts import read_pairs
 
-# The organism variant whose refusal margins vary from prompt to prompt, so a bias moves
-# the rate one prompt at a time.
-VARIANT = "realistic"
+# The organism variant whose refusal margins are graded across prompts, so a bias moves the
+# rate one prompt at a time (docs/science.md#organism-beliefs-variant).
+VARIANT = "beliefs"
+N_PAIRS = 120  # 20 a category: rates in steps of 5 points
 TARGETS = {"weapons": 0.2, "drugs": 0.8}
 TOLERANCE = 0.05
 
@@ -53,7 +53,7 @@ def model(model_dir: Path):
 
 @pytest.fixture(scope="module")
 def groups(model_dir: Path):
-    return by_category(read_pairs(model_dir / "pairs.jsonl"))
+    return by_category(generate_pairs(N_PAIRS, seed=0, variant="plain"))
 
 
 def _targets(groups) -> dict[str, float]:
@@ -140,10 +140,11 @@ def test_bad_input_is_refused_before_any_run(model, groups) -> None:
 def test_calibrate_command(model_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["calibrate", "--model", str(model_dir), "--pairs", str(model_dir / "pairs.jsonl")]
-    assert main([*argv, "--out", str(out), "--target", "0.5", "--target", "weapons=0.2"]) == 0
+    # The organism's pair file has 8 pairs a category: 25% and 50% are reachable.
+    assert main([*argv, "--out", str(out), "--target", "0.5", "--target", "weapons=0.25"]) == 0
     data = json.loads((out / "calibration.json").read_text())
     summary = data["summary"]
-    assert summary["weapons"]["target"] == 0.2 and summary["drugs"]["target"] == 0.5
+    assert summary["weapons"]["target"] == 0.25 and summary["drugs"]["target"] == 0.5
     for entry in summary.values():
         assert abs(entry["tpr_generated"] - entry["target"]) <= TOLERANCE
     page = (out / "report.html").read_text()
