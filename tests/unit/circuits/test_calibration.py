@@ -127,7 +127,13 @@ def test_result_round_trips(calibration) -> None:
     assert data["biases"] == calibration.biases
 
 
-def test_bad_input_is_refused_before_any_run(model, groups) -> None:
+def test_bad_input_is_refused_before_any_run(model, groups, monkeypatch) -> None:
+    import circuits.calibration
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model ran before the input was checked")
+
+    monkeypatch.setattr(circuits.calibration, "run", refuse)
     with pytest.raises(OptionError, match="unknown category nosuch; the prompts' categories"):
         calibrate_refusal(model, groups, {"nosuch": 0.5})
     with pytest.raises(OptionError, match=r"target 1\.5 for weapons is not a refusal rate"):
