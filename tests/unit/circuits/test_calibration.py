@@ -166,3 +166,13 @@ def test_calibrate_command(model_dir: Path, tmp_path: Path, capsys) -> None:
         assert main([*argv, "--out", str(tmp_path / "bad"), *extra]) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and words in err[0], err
+
+
+def test_calibrate_defaults_to_the_organism(model_dir: Path, tmp_path: Path) -> None:
+    """No --model, no --target: the exact organism (built in this module's cache) at 50%."""
+    assert main(["calibrate", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    data = json.loads((tmp_path / "o" / "calibration.json").read_text())
+    assert "organism-v" in data["model"]
+    for entry in data["summary"].values():
+        assert entry["target"] == 0.5
+        assert abs(entry["tpr_generated"] - 0.5) <= 0.5 / 10  # 10-11 pairs a category
