@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         refusal_score,
         teacher_forced_nll,
     )
-    from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids
+    from attribution.refusal_tokens import REFUSAL_WORDS, dedicated_token_id, refusal_token_ids
     from attribution.result import Result
     from attribution.statistics import (
         DEFAULT_N_BOOT,
@@ -64,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "DEFAULT_MIN_PER_CLUSTER": "attribution.directions",
     "REFUSAL_WORDS": "attribution.refusal_tokens",
     "refusal_token_ids": "attribution.refusal_tokens",
+    "dedicated_token_id": "attribution.refusal_tokens",
     "METRICS": "attribution.metrics",
     "LogitDiffMetric": "attribution.metrics",
     "NLLMetric": "attribution.metrics",
@@ -119,6 +120,7 @@ __all__ = [
     "bootstrap_mean_ci",
     "check_enough_pairs",
     "classifier_metrics",
+    "dedicated_token_id",
     "direct_logit_attribution",
     "effect_stats",
     "extract_directions",

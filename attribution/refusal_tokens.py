@@ -48,3 +48,23 @@ def refusal_token_ids(
 def token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
     """Readable strings for token ids (for labels and JSON)."""
     return [str(tokenizer.convert_ids_to_tokens(int(i))) for i in ids]
+
+
+def dedicated_token_id(tokenizer: Any, token: str) -> int:
+    """The id of a dedicated refusal token (e.g. ``[refuse]``); it must be one token.
+
+    Models trained with refusal tokens emit one vocabulary entry before a refusal;
+    a string the tokenizer splits into several pieces is not such a token, and
+    biasing its first piece would bias something else.
+    """
+    ids = [int(i) for i in tokenizer.encode(token, add_special_tokens=False)]
+    unknown = ids == [getattr(tokenizer, "unk_token_id", None)]
+    if len(ids) != 1 or unknown:
+        pieces = token_strings(tokenizer, ids)
+        what = "the unknown token" if unknown else f"{len(ids)} tokens {pieces}"
+        raise RefusalCircuitsError(
+            f"the refusal token {token!r} is {what} of this tokenizer, not one token of its "
+            f"vocabulary; pass a token the model has as a single entry, or leave it out to "
+            f"bias the refusal token set"
+        )
+    return ids[0]

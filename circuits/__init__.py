@@ -26,6 +26,14 @@ if TYPE_CHECKING:
         ranking_comparison,
     )
     from circuits.behaviour import KeywordJudge, PairBehaviour, classify
+    from circuits.calibration import (
+        CategoryCalibration,
+        RefusalCalibration,
+        by_category,
+        calibrate_refusal,
+        calibrated_decode,
+    )
+    from circuits.calibration_views import calibration_curves, calibration_roc
     from circuits.checks import ModelChecks, check_model
     from circuits.compare import compare_audits
     from circuits.direction_views import (
@@ -110,6 +118,13 @@ _EXPORTS: dict[str, str] = {
     "save_figures": "circuits.export",
     "save_static": "circuits.export",
     "KeywordJudge": "circuits.behaviour",
+    "CategoryCalibration": "circuits.calibration",
+    "RefusalCalibration": "circuits.calibration",
+    "by_category": "circuits.calibration",
+    "calibrate_refusal": "circuits.calibration",
+    "calibrated_decode": "circuits.calibration",
+    "calibration_curves": "circuits.calibration_views",
+    "calibration_roc": "circuits.calibration_views",
     "classify": "circuits.behaviour",
     "build_organism": "circuits.organism",
     "generate_pairs": "circuits.organism",
@@ -120,6 +135,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AuditConfig",
     "AuditResult",
+    "CategoryCalibration",
     "GroupMetrics",
     "GuardEvaluation",
     "HeadFinding",
@@ -130,8 +146,14 @@ __all__ = [
     "MetricCheck",
     "ModelChecks",
     "PairBehaviour",
+    "RefusalCalibration",
     "SteeringResult",
     "build_organism",
+    "by_category",
+    "calibrate_refusal",
+    "calibrated_decode",
+    "calibration_curves",
+    "calibration_roc",
     "cascade_chart",
     "causal_figure",
     "check_model",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from patching.chat import ChatPrompt, format_chat
     from patching.checks import check_distinct_texts, check_pairs_fit
     from patching.components import ResidualDecomposition, decompose_residual
-    from patching.decoding import greedy_decode
+    from patching.decoding import ForceAbove, LogitBias, greedy_decode
     from patching.engine import clean_runs, run_rows
     from patching.errors import (
         ChatTemplateError,
@@ -74,6 +74,8 @@ _EXPORTS: dict[str, str] = {
     "run": "patching.executor",
     "run_and_cache": "patching.executor",
     "greedy_decode": "patching.decoding",
+    "LogitBias": "patching.decoding",
+    "ForceAbove": "patching.decoding",
     "clean_runs": "patching.engine",
     "run_rows": "patching.engine",
     "ResidualDecomposition": "patching.components",
@@ -103,10 +105,12 @@ __all__ = [
     "ChatPrompt",
     "ChatTemplateError",
     "DeviceError",
+    "ForceAbove",
     "HeadIndexError",
     "HeadIntervention",
     "HookedModel",
     "Interchange",
+    "LogitBias",
     "ModelLoadError",
     "ModelMismatchError",
     "OptionError",

@@ -25,11 +25,21 @@ Where interventions act is explicit (``intervene``):
 
 Labels (``t_inst``, ``t_post_inst``) always name prompt positions; ``last`` is the
 newest token in ``"every_step"`` mode and the prompt's last in ``"prompt"`` mode.
+
+**First-token edits** (``first_token=``): prompt i's logits at the first response
+position pass through ``first_token[i]`` before the argmax, and later steps are
+left alone. :class:`LogitBias` adds a constant to a set of tokens (refusal-rate
+calibration, ``docs/science.md#refusal-rate-calibration``); :class:`ForceAbove`
+forces the most likely token of the set when the set's probability reaches a
+threshold, and forbids the set otherwise. The edit acts on the logits the model
+returned, so it commutes with every intervention and with the cache.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -47,7 +57,46 @@ from patching.rows import check_rows
 Intervene = Literal["every_step", "prompt"]
 INTERVENE: tuple[Intervene, ...] = ("every_step", "prompt")
 
-__all__ = ["INTERVENE", "Intervene", "greedy_decode"]
+__all__ = ["INTERVENE", "FirstTokenEdit", "ForceAbove", "Intervene", "LogitBias", "greedy_decode"]
+
+
+@dataclass(frozen=True)
+class LogitBias:
+    """Add ``value`` to the logits of ``token_ids`` (one prompt's first-token edit).
+
+    ``value`` may be ``inf`` (the most likely of the tokens is forced) or ``-inf``
+    (none of them can be chosen); an infinite value never produces NaN.
+    """
+
+    token_ids: tuple[int, ...]
+    value: float
+
+    def __call__(self, logits: Float[Tensor, " d_vocab"]) -> Float[Tensor, " d_vocab"]:
+        ids = torch.tensor(self.token_ids, device=logits.device, dtype=torch.long)
+        if self.value == math.inf:  # logits + inf would tie every token of the set
+            out = torch.full_like(logits, -math.inf)
+            out[ids] = logits[ids]
+            return out
+        out = logits.clone()
+        out[ids] = -math.inf if self.value == -math.inf else out[ids] + self.value
+        return out
+
+
+@dataclass(frozen=True)
+class ForceAbove:
+    """Force the most likely of ``token_ids`` when their total probability is at least
+    ``threshold``, forbid them otherwise (the "Refusal Tokens" paper's threshold rule)."""
+
+    token_ids: tuple[int, ...]
+    threshold: float
+
+    def __call__(self, logits: Float[Tensor, " d_vocab"]) -> Float[Tensor, " d_vocab"]:
+        ids = torch.tensor(self.token_ids, device=logits.device, dtype=torch.long)
+        p = float(torch.softmax(logits.double(), dim=-1)[ids].sum())
+        return LogitBias(self.token_ids, math.inf if p >= self.threshold else -math.inf)(logits)
+
+
+FirstTokenEdit = Callable[[Tensor], Tensor]
 
 
 def greedy_decode(
@@ -60,6 +109,7 @@ def greedy_decode(
     stop_at_eos: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     use_cache: bool = True,
+    first_token: Sequence[FirstTokenEdit | None] | None = None,
 ) -> list[list[int]]:
     """Each prompt's greedy continuation of up to ``n_tokens`` token ids.
 
@@ -70,6 +120,9 @@ def greedy_decode(
             token (included); otherwise take exactly ``n_tokens`` argmax tokens.
         use_cache: decode with a key/value cache where that is exact (module docstring);
             ``False`` recomputes every step in full (the reference the tests use).
+        first_token: ``first_token[i]`` edits prompt i's logits at the first response
+            position only (:class:`LogitBias`, :class:`ForceAbove`, any callable
+            ``[d_vocab] -> [d_vocab]``); ``None`` entries leave a prompt alone.
 
     ``greedy_decode(model, prompts, 1)`` gives each prompt's greedy first token.
     """
@@ -77,6 +130,8 @@ def greedy_decode(
         raise ValueError(f"unknown intervene {intervene!r}; use one of {', '.join(INTERVENE)}")
     if rows is not None and len(rows) != len(prompts):
         raise ValueError(f"{len(rows)} rows of interventions for {len(prompts)} prompts")
+    if first_token is not None and len(first_token) != len(prompts):
+        raise ValueError(f"{len(first_token)} first-token edits for {len(prompts)} prompts")
     eos = model.tokenizer.eos_token_id if stop_at_eos else None
     pairs = [prompt_labels(p) for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
@@ -84,8 +139,9 @@ def greedy_decode(
     for idx in length_batches([len(t) for t, _ in pairs], batch_size):
         if cached:
             batch_rows = [rows[i] for i in idx] if rows is not None else None
+            edits = [first_token[i] for i in idx] if first_token is not None else None
             made = _decode_cached(
-                model, [pairs[i] for i in idx], n_tokens, batch_rows, intervene, eos
+                model, [pairs[i] for i in idx], n_tokens, batch_rows, intervene, eos, edits
             )
             for i, ids in zip(idx, made, strict=True):
                 out[i] = ids
@@ -94,7 +150,7 @@ def greedy_decode(
         labels = [pairs[i][1] for i in idx]
         prompt_lengths = [len(s) for s in seqs]
         done = torch.zeros(len(idx), dtype=torch.bool)
-        for _ in range(n_tokens):
+        for step in range(n_tokens):
             lengths = [len(s) for s in seqs]
             step_labels = (
                 labels
@@ -108,6 +164,8 @@ def greedy_decode(
                 step_labels,
                 intervene_lengths=prompt_lengths if intervene == "prompt" else None,
             ).logits[:, -1]
+            if step == 0 and first_token is not None:
+                logits = _edit_first(logits, [first_token[i] for i in idx])
             nxt = logits.argmax(dim=-1).cpu()
             if eos is not None:
                 nxt = torch.where(done, torch.full_like(nxt, int(eos)), nxt)
@@ -121,6 +179,15 @@ def greedy_decode(
                 ids = ids[: ids.index(eos) + 1]
             out[i] = [int(t) for t in ids]
     return out
+
+
+def _edit_first(
+    logits: Float[Tensor, "batch d_vocab"], edits: Sequence[FirstTokenEdit | None]
+) -> Float[Tensor, "batch d_vocab"]:
+    """Each row's first-position logits through its edit (rows without one unchanged)."""
+    return torch.stack(
+        [row if edit is None else edit(row) for row, edit in zip(logits, edits, strict=True)]
+    )
 
 
 def _cache_exact(model: HookedModel, rows: Rows | None, intervene: Intervene) -> bool:
@@ -146,12 +213,15 @@ def _decode_cached(
     rows: Rows | None,
     intervene: Intervene,
     eos: int | None,
+    first_token: Sequence[FirstTokenEdit | None] | None = None,
 ) -> list[list[int]]:
     """Greedy decoding of one batch: the prompts once, then one new token a step."""
     done = torch.zeros(len(prompts), dtype=torch.bool)
     made: list[list[int]] = [[] for _ in prompts]
 
     def greedy(logits: Tensor) -> Tensor | None:
+        if first_token is not None and not made[0]:
+            logits = _edit_first(logits, first_token)
         nxt = logits.argmax(dim=-1).cpu()
         if eos is not None:
             nxt = torch.where(done, torch.full_like(nxt, int(eos)), nxt)

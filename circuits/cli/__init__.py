@@ -1,9 +1,10 @@
 """The ``refusal-circuits`` command line.
 
 One module per command (``dla``, ``screen``, ``organism``, ``audit``,
-``compare``, ``check``, ``guard``), each with a ``register(subparsers)`` function that
-imports nothing heavy: a command's implementation (torch, the model, the
-methods) is imported by its handler, so ``--help`` answers at once. The shared
+``compare``, ``check``, ``directions``, ``guard``, ``calibrate``), each with a
+``register(subparsers)`` function that imports nothing heavy: a command's
+implementation (torch, the model, the methods) is imported by its handler, so
+``--help`` answers at once. The shared
 options and their checks live in :mod:`circuits.cli.common`, the input
 preparation every model command runs first in :mod:`circuits.cli.inputs`.
 
@@ -46,7 +47,17 @@ class _VersionAction(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole parser; imports no command implementation (no torch)."""
-    from circuits.cli import audit, check, compare, directions, dla, guard, organism, screen
+    from circuits.cli import (
+        audit,
+        calibrate,
+        check,
+        compare,
+        directions,
+        dla,
+        guard,
+        organism,
+        screen,
+    )
     from circuits.cli.common import HelpFormatter
 
     parser = argparse.ArgumentParser(
@@ -60,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (dla, screen, organism, audit, compare, check, directions, guard):
+    for command in (dla, screen, organism, audit, compare, check, directions, guard, calibrate):
         command.register(sub)
     _show_defaults(parser, HelpFormatter)
     return parser

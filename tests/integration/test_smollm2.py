@@ -103,3 +103,20 @@ def test_directions_and_steering_mechanics_on_real_weights(smol) -> None:
             smol, harmless, 4, rows, intervene=where, stop_at_eos=False, use_cache=False
         )
         assert cached == full
+
+
+def test_calibration_mechanics_on_real_weights(smol) -> None:
+    """The chosen bias gives the nearest reachable first-token rate, and the generation
+    hook's first tokens (a cached decoding) make exactly that rate (a batched pass)."""
+    from circuits.calibration import by_category, calibrate_refusal, calibrated_decode
+
+    groups = by_category(builtin_pairs())
+    groups = {name: groups[name][:5] for name in ("weapons", "drugs")}
+    result = calibrate_refusal(smol, groups, {"weapons": 0.4, "drugs": 0.6}, gen_tokens=3)
+    ids = set(result.refusal_ids)
+    for entry in result.categories:
+        assert entry.harmful_at == pytest.approx(entry.target)
+        prompts = [format_chat(smol.tokenizer, p.harmful) for p in groups[entry.category]]
+        first = calibrated_decode(smol, prompts, [entry.category] * 5, result, n_tokens=1)
+        assert sum(row[0] in ids for row in first) / 5 == pytest.approx(entry.harmful_at)
+        assert len(entry.harmful_text) == 5 and 0.0 <= entry.harmful_generated <= 1.0

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from patching.components import decompose_residual
-from patching.decoding import greedy_decode
+from patching.decoding import ForceAbove, LogitBias, greedy_decode
 from patching.engine import run_rows_full
 from patching.executor import run, run_and_cache
 from patching.interventions import Ablation, AddVector, Intervention, Scale, z_hook
@@ -111,6 +111,52 @@ def test_greedy_decode_stops_at_eos(models) -> None:
     stopped = greedy_decode(model, _prompts(), 6)
     for f, s in zip(full, stopped, strict=True):
         assert s == (f[: f.index(eos) + 1] if eos in f else f)
+
+
+@pytest.mark.parametrize("arch", ARCHS[:2])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_first_token_edit_is_the_argmax_of_the_biased_logits(models, arch, use_cache) -> None:
+    """The first token is the argmax of logits + bias (by hand); later steps are unedited."""
+    model = models[arch]
+    prompts = _prompts((8, 13, 10, 13))
+    logits = run(model, prompts)[:, -1].double().numpy()
+    ids = tuple(int(i) for i in logits[0].argsort()[-12:-4])  # near the top, not the top
+    biases = [30.0, -3.0, 0.5]
+    edits = [*(LogitBias(ids, b) for b in biases), None]
+    got = greedy_decode(
+        model, prompts, 4, first_token=edits, stop_at_eos=False, use_cache=use_cache
+    )
+    for i, row in enumerate(logits):
+        biased = row.copy()
+        if edits[i] is not None:
+            biased[list(ids)] += biases[i]
+        assert got[i][0] == int(biased.argmax())
+        # Only the first position is edited: the rest is the plain continuation of it.
+        rest = greedy_decode(
+            model, [torch.cat([prompts[i], torch.tensor(got[i][:1])])], 3, stop_at_eos=False
+        )[0]
+        assert got[i][1:] == rest
+    assert any(got[i][0] in ids for i in range(3))  # the bias did change a choice
+
+
+def test_force_above_and_infinite_biases(models) -> None:
+    model = models["qwen2"]
+    prompts = _prompts((9, 11))
+    logits = run(model, prompts)[:, -1].double()
+    ids = (5, 50, 120)
+    p = torch.softmax(logits, dim=-1)[:, list(ids)].sum(dim=-1)
+    in_set = [ids[int(logits[r, list(ids)].argmax())] for r in range(2)]
+    outside = logits.clone()
+    outside[:, list(ids)] = float("-inf")
+    for edits, want in (
+        ([ForceAbove(ids, 0.0)] * 2, in_set),
+        ([ForceAbove(ids, float(p.max()) + 1e-9)] * 2, outside.argmax(-1).tolist()),
+        ([LogitBias(ids, float("inf"))] * 2, in_set),
+        ([LogitBias(ids, float("-inf"))] * 2, outside.argmax(-1).tolist()),
+    ):
+        assert [t[0] for t in greedy_decode(model, prompts, 1, first_token=edits)] == want
+    with pytest.raises(ValueError, match="1 first-token edits for 2 prompts"):
+        greedy_decode(model, prompts, 1, first_token=[None])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
