@@ -19,7 +19,7 @@ def test_the_walkthroughs_exist() -> None:
         "01_quickstart.ipynb",
         "02_audit_a_real_model.ipynb",
         "03_compare_models.ipynb",
-        "03_directions_guard_calibration.ipynb",
+        "04_directions_guard_calibration.ipynb",
     ]
 
 
