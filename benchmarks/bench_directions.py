@@ -23,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -77,33 +78,41 @@ def bench(name: str, model: HookedModel, pairs: list[PromptPair], args: argparse
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+Bench = Callable[[str, HookedModel, list[PromptPair], argparse.Namespace], str]
+
+
+def print_table(description: str, columns: list[str], bench: Bench, variant: str = "exact") -> None:
+    """Parse the shared options, run ``bench`` on the organism and/or Qwen, print a table row
+    each (shared with ``bench_guard.py``, which times the beliefs organism)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", choices=("organism", "qwen", "all"), default="organism")
     parser.add_argument("--n", type=int, default=24, help="pairs (each gives two prompts)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    rows = [
-        "| model | prompts | layers | plain forward s | extraction s | plain / extraction |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     if args.model in ("organism", "all"):
         from circuits.organism import organism_dir
 
-        directory = organism_dir()
+        directory = organism_dir(variant=variant)
         pairs = read_pairs(directory / "pairs.jsonl", n=args.n)
-        rows.append(bench("organism", load_model(directory), pairs, args))
+        name = "organism" if variant == "exact" else f"organism ({variant})"
+        rows.append(bench(name, load_model(directory), pairs, args))
     if args.model in ("qwen", "all"):
         from patching.bundled import qwen_coder_gguf
 
         path = qwen_coder_gguf(required=False)
         if path is None:
-            rows.append("| qwen | - | - | - | - | absent: not run |")
+            rows.append("| qwen | " + "- | " * (len(columns) - 2) + "absent: not run |")
         else:
             rows.append(bench("Qwen2.5-Coder-0.5B", load_model(path), builtin_pairs(args.n), args))
     for row in rows:
         print(row)
+
+
+def main() -> None:
+    columns = ["model", "prompts", "layers", "plain forward s", "extraction s"]
+    print_table(__doc__.splitlines()[0], [*columns, "plain / extraction"], bench)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch.set_flush_denormal(True)
 
 from attribution.latent_guard import LatentGuard  # noqa: E402
-from benchmarks.bench_directions import best, plain_forward  # noqa: E402
+from benchmarks.bench_directions import best, plain_forward, print_table  # noqa: E402
 from patching.chat import format_chat  # noqa: E402
-from patching.loading import load_model  # noqa: E402
 from patching.model import HookedModel  # noqa: E402
-from patching.prompts import PromptPair, builtin_pairs, read_pairs  # noqa: E402
+from patching.prompts import PromptPair  # noqa: E402
 
 
 def bench(name: str, model: HookedModel, pairs: list[PromptPair], args: argparse.Namespace) -> str:
@@ -54,32 +53,8 @@ def bench(name: str, model: HookedModel, pairs: list[PromptPair], args: argparse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("organism", "qwen", "all"), default="organism")
-    parser.add_argument("--n", type=int, default=24, help="pairs (each gives two prompts)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    rows = [
-        "| model | prompts | layers read | plain forward s | guard score s | plain / guard |",
-        "|---|---|---|---|---|---|",
-    ]
-    if args.model in ("organism", "all"):
-        from circuits.organism import organism_dir
-
-        directory = organism_dir(variant="beliefs")
-        pairs = read_pairs(directory / "pairs.jsonl", n=args.n)
-        rows.append(bench("organism (beliefs)", load_model(directory), pairs, args))
-    if args.model in ("qwen", "all"):
-        from patching.bundled import qwen_coder_gguf
-
-        path = qwen_coder_gguf(required=False)
-        if path is None:
-            rows.append("| qwen | - | - | - | - | absent: not run |")
-        else:
-            rows.append(bench("Qwen2.5-Coder-0.5B", load_model(path), builtin_pairs(args.n), args))
-    for row in rows:
-        print(row)
+    columns = ["model", "prompts", "layers read", "plain forward s", "guard score s"]
+    print_table(__doc__.splitlines()[0], [*columns, "plain / guard"], bench, variant="beliefs")
 
 
 if __name__ == "__main__":
