@@ -33,7 +33,7 @@ from circuits.behaviour import PairBehaviour, classify, greedy_continuations
 from circuits.cascade import (
     CascadeResult,
     amplifier_change,
-    knockout_dla,
+    knockout_contrast,
     null_heads,
     percent_change,
 )
@@ -185,19 +185,18 @@ def knocked(ctx: AuditContext, heads: Sequence[Head]) -> np.ndarray:
     s = ctx.config
 
     def run() -> dict[str, Any]:
-        def mean_dla(prompts: Sequence[Any]) -> list[Any]:
-            return knockout_dla(
-                ctx.model,
-                prompts,
-                ctx.refusal_ids,
-                ctx.answers,
-                heads,
-                s.knockout,
-                ctx.reference,
-                s.seed,
-            ).tolist()
-
-        return {"harmful": mean_dla(ctx.harmful), "control": mean_dla(ctx.control)}
+        harmful, control = knockout_contrast(
+            ctx.model,
+            ctx.harmful,
+            ctx.control,
+            ctx.refusal_ids,
+            ctx.answers,
+            heads,
+            s.knockout,
+            ctx.reference,
+            s.seed,
+        )
+        return {"harmful": harmful.tolist(), "control": control.tolist()}
 
     deps = {**ctx.base, "knockout": s.knockout, "seed": s.seed, "heads": [list(h) for h in heads]}
     data = ctx.store.step("knockout", {**deps, "prompts": "harmful and control"}, run)

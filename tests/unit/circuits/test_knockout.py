@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from attribution.dla import attribute
-from circuits.knockout import intervened_dla, knockouts
+from circuits.cascade import knockout_contrast, knockout_dla
+from circuits.knockout import capture_z, intervened_dla, knockouts
+from patching.chat import ChatPrompt
 from patching.components import decompose_residual
 from patching.interventions import Ablation, Scale
 
@@ -63,6 +65,21 @@ def test_knockout_dla_equals_each_prompt_alone(models, arch) -> None:
             np.testing.assert_allclose(got[i], alone.heads[0].cpu().numpy(), atol=1e-5)
             np.testing.assert_allclose(diff[i], float(alone.logit_diff[0]), atol=1e-5)
     assert model.clean_blocks  # the clean passes were kept for the next knockout
+
+
+def test_knockout_contrast_equals_two_sides_apart(models) -> None:
+    """Harmful and control knocked out in shared batches == each side's own knockout_dla."""
+    model = models["qwen2"]
+    prompts = [ChatPrompt("", "", t, t_inst=len(t) - 2, t_post_inst=len(t) - 1) for t in _prompts()]
+    harmful, control = prompts[:3], prompts[2:]
+    answers = torch.tensor([7, 8, 9])
+    ref = capture_z(model, control, range(model.n_layers))
+    for kind in ("zero", "resample"):
+        got = knockout_contrast(model, harmful, control, [3, 4], answers, [(1, 0)], kind, ref, 2)
+        for side, mine in zip((harmful, control), got, strict=True):
+            apart = knockout_dla(model, side, [3, 4], answers, [(1, 0)], kind, ref, 2)
+            np.testing.assert_allclose(mine, apart, atol=1e-5)
+    assert np.abs(got[0] - got[1]).max() > 1e-4  # the two sides differ
 
 
 def _prefixed(lengths: tuple[int, ...] = (3, 8, 5, 8, 1), prefix: int = 6) -> list[torch.Tensor]:
