@@ -260,7 +260,7 @@ def attribute(
     )
 
 
-def _run(
+def prompts_dla(
     model: HookedModel,
     prompts: Sequence[ChatPrompt],
     refusal_ids: list[int],
@@ -327,8 +327,8 @@ def direct_logit_attribution(
         fixed = torch.full((len(pairs),), int(ids[0]), dtype=torch.long)
     total = 2 * count_batches(len(pairs), batch_size)
     with tqdm(total=total, desc="DLA", unit="batch", disable=not progress) as bar:
-        control, answers = _run(model, controls, refusal_ids, fixed, batch_size, bar)
-        harmful, _ = _run(model, harmfuls, refusal_ids, answers, batch_size, bar)
+        control, answers = prompts_dla(model, controls, refusal_ids, fixed, batch_size, bar)
+        harmful, _ = prompts_dla(model, harmfuls, refusal_ids, answers, batch_size, bar)
     cap = model.logit_soft_cap
     note = (
         ""

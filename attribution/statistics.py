@@ -239,6 +239,35 @@ def bootstrap_mean_ci(
     return low, high
 
 
+def bootstrap_ratio_ci(
+    numerator: Float[np.ndarray, " n"],
+    denominator: Float[np.ndarray, " n"],
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    level: float = DEFAULT_CI_LEVEL,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(numerator) / mean(denominator)``.
+
+    The two arrays are paired (one entry per pair, resampled together); resamples whose
+    denominator mean is 0 are dropped (NaN interval when all are).
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    if num.shape != den.shape or num.ndim != 1 or num.size == 0:
+        raise ValueError("bootstrap_ratio_ci needs two equal-length, non-empty 1-D arrays")
+    idx = np.random.default_rng(seed).integers(0, num.size, size=(n_boot, num.size))
+    top, bottom = num[idx].mean(axis=1), den[idx].mean(axis=1)
+    ok = bottom != 0
+    if not ok.any():
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(top[ok] / bottom[ok], [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 # -- sign-flip test ---------------------------------------------------------------
 def _flip_signs(n: int, max_exact: int, n_perm: int, seed: int) -> tuple[np.ndarray, bool]:
     if 2**n <= max_exact:

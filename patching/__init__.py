@@ -40,7 +40,14 @@ if TYPE_CHECKING:
         UnsupportedArchitectureError,
     )
     from patching.executor import run, run_and_cache
-    from patching.interventions import Ablation, AddVector, HeadIntervention, Interchange, Scale
+    from patching.interventions import (
+        Ablation,
+        AddVector,
+        Clamp,
+        HeadIntervention,
+        Interchange,
+        Scale,
+    )
     from patching.loading import load_model
     from patching.model import SUPPORTED_ARCHITECTURES, HookedModel
     from patching.prompts.pairs import Prompt, PromptPair, builtin_pairs, read_pairs, write_pairs
@@ -67,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "check_distinct_texts": "patching.checks",
     "check_pairs_fit": "patching.checks",
     "Ablation": "patching.interventions",
+    "Clamp": "patching.interventions",
     "AddVector": "patching.interventions",
     "HeadIntervention": "patching.interventions",
     "Interchange": "patching.interventions",
@@ -101,6 +109,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
     "Ablation",
+    "Clamp",
     "AddVector",
     "ChatPrompt",
     "ChatTemplateError",

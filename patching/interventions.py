@@ -12,6 +12,7 @@ exactly "patching head h's output".
 - :class:`Ablation`: ``kind="zero"`` (0), ``"mean"`` (a mean over a reference
   set) or ``"resample"`` (the output on another prompt).
 - :class:`Scale`: multiply the head's output by ``alpha``.
+- :class:`Clamp`: hold the head's output at one vector from a position on.
 - :class:`AddVector`: add a vector at any hook (a residual-stream hook for
   steering, or ``hook_z`` of one head).
 
@@ -125,6 +126,27 @@ class Ablation(HeadIntervention):
         if self.kind == "zero" or self.reference is None:
             return torch.zeros_like(z)
         return _at(self.reference, positions, z)
+
+
+@dataclass(frozen=True)
+class Clamp(HeadIntervention):
+    """Hold the head's output at one ``[d_head]`` vector from position ``start`` on.
+
+    With ``positions="all"`` in :func:`patching.decoding.greedy_decode`, ``start`` the
+    prompt's last index: under ``intervene="prompt"`` only the prompt's last position is
+    clamped; under ``"every_step"`` that position and every generated one are (each step's
+    positions resolve against the grown sequence). Cipher contrast's gate injection
+    (``docs/science.md#cipher-contrast``).
+    """
+
+    value: Tensor | None = None
+    start: int = 0
+
+    def apply(self, z: Tensor, positions: list[int]) -> Tensor:
+        if self.value is None:
+            raise ValueError(f"Clamp at L{self.layer}H{self.head} has no value")
+        held = torch.tensor([p >= self.start for p in positions], device=z.device)
+        return torch.where(held[:, None], _at(self.value, positions, z), z)
 
 
 @dataclass(frozen=True)
