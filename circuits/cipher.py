@@ -231,8 +231,7 @@ class CipherContrast(Result):
             "n_pairs": self.n_pairs,
             "refusal_rate": {s: self.refusal_rate(s) for s in ("plain", "cipher", "control")},
             "behaviour_shares": {
-                s: class_shares(getattr(self, f"{s}_class"))
-                for s in ("plain", "cipher", "control")
+                s: class_shares(getattr(self, f"{s}_class")) for s in ("plain", "cipher", "control")
             },
             "per_head_plain": self.plain_heads.mean(axis=0),
             "per_head_cipher": self.cipher_heads.mean(axis=0),
@@ -264,9 +263,7 @@ def parse_head(text: str, model: HookedModel | None = None) -> Head:
         head = (int(layer_text), int(head_text))
     except ValueError:
         raise OptionError(f"--gate {text!r}: write the head as LAYER.HEAD, e.g. 3.2") from None
-    if model is not None and not (
-        0 <= head[0] < model.n_layers and 0 <= head[1] < model.n_heads
-    ):
+    if model is not None and not (0 <= head[0] < model.n_layers and 0 <= head[1] < model.n_heads):
         raise OptionError(
             f"--gate {text}: the model has {model.n_layers} layers x {model.n_heads} heads; "
             f"pick a layer below {model.n_layers} and a head below {model.n_heads}"

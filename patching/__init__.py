@@ -109,10 +109,10 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
     "Ablation",
-    "Clamp",
     "AddVector",
     "ChatPrompt",
     "ChatTemplateError",
+    "Clamp",
     "DeviceError",
     "ForceAbove",
     "HeadIndexError",

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         audit,
         calibrate,
         check,
+        cipher,
         compare,
         directions,
         dla,
@@ -71,7 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (dla, screen, organism, audit, compare, check, directions, guard, calibrate):
+    for command in (
+        dla,
+        screen,
+        organism,
+        audit,
+        compare,
+        check,
+        directions,
+        guard,
+        calibrate,
+        cipher,
+    ):
         command.register(sub)
     _show_defaults(parser, HelpFormatter)
     return parser

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import dataclass
+
 from patching.errors import OptionError
 from patching.prompts.pairs import PromptPair
 
