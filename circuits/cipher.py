@@ -52,6 +52,7 @@ from attribution.statistics import (
 from circuits.behaviour import class_shares, classify, greedy_continuations
 from patching.batching import count_batches
 from patching.chat import ChatPrompt, format_chat
+from patching.decoding import Intervene
 from patching.errors import OptionError, PairError
 from patching.executor import run, run_and_cache
 from patching.interventions import Clamp, Interchange, z_hook
@@ -349,7 +350,11 @@ def inject_gate(
     score = refusal_score(logits, refusal_ids).cpu().numpy()
     first = [int(t) in set(refusal_ids) for t in logits.argmax(dim=-1).tolist()]
     out = []
-    for variant, mode in (("last_position", "prompt"), ("every_step", "every_step")):
+    modes: tuple[tuple[str, Intervene], ...] = (
+        ("last_position", "prompt"),
+        ("every_step", "every_step"),
+    )
+    for variant, mode in modes:
         texts = greedy_continuations(
             model, cipher_prompts, gen_tokens, rows, batch_size, intervene=mode
         )

@@ -1,0 +1,210 @@
+"""Cipher contrast on the exact organism: every number against a lone run, and the truth.
+
+The organism's gate (L3H2) reads plain-text harmful topic words; the cipher variant swaps
+the topic word for its ROT13 twin (same meaning, no harmful flag). So, by construction:
+the cipher prompts are answered, the gate's interchange necessity collapses to 0 under
+cipher, the amplifiers (which read the gate's HARM feature) are the cipher-sensitive heads
+of DLA while the gate's own DLA is 0, and the plain gate output clamped into the cipher run
+restores every refusal (``circuits/organism/ground_truth.py``: "cipher",
+"cipher gate injection").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attribution.metrics import greedy_token, refusal_direction, refusal_score
+from attribution.refusal_tokens import refusal_token_ids
+from circuits.cipher import CipherContrast, cipher_contrast, parse_head
+from circuits.cli import main
+from patching.chat import format_chat
+from patching.decoding import INTERVENE, greedy_decode
+from patching.errors import OptionError, PairError
+from patching.interventions import Clamp
+
+N = 6
+
+
+@pytest.fixture(scope="module")
+def organism():
+    from circuits.organism import load_ground_truth, organism_dir
+    from patching.loading import load_model
+    from patching.prompts import read_pairs
+
+    d = organism_dir()
+    plain = read_pairs(d / "pairs.jsonl", n=N)
+    cipher = read_pairs(d / "pairs_cipher.jsonl", n=N)
+    return load_model(d), plain, cipher, load_ground_truth(d)
+
+
+@pytest.fixture(scope="module")
+def result(organism) -> CipherContrast:
+    model, plain, cipher, truth = organism
+    return cipher_contrast(model, plain, cipher, gate=truth.gate, n_boot=200, progress=False)
+
+
+def _lone(model, text: str) -> tuple[torch.Tensor, dict]:
+    """Logits and cache of one unbatched, unhooked ``run_with_cache`` of ``text``."""
+    tokens = format_chat(model.tokenizer, text).tokens[None].to(model.device)
+    with torch.no_grad():
+        logits, cache = model.bridge.run_with_cache(tokens)
+    return logits[0, -1], cache
+
+
+def _lone_dla(model, text: str, answer: torch.Tensor) -> np.ndarray:
+    """Per-head DLA from ``hook_z``, ``W_O`` and an RMS of the final residual computed here."""
+    _, cache = _lone(model, text)
+    final = cache[f"blocks.{model.n_layers - 1}.hook_resid_post"][0, -1].double()
+    scale = torch.sqrt(final.pow(2).mean() + 1e-6)
+    ids = refusal_token_ids(model.tokenizer)
+    direction = refusal_direction(model.W_U, ids, answer.view(1))[0]
+    out = np.zeros((model.n_layers, model.n_heads))
+    for layer in range(model.n_layers):
+        z = cache[f"blocks.{layer}.attn.hook_z"][0, -1].double()  # [head, d_head]
+        heads = torch.einsum("hd,hdm->hm", z, model.W_O(layer).double())
+        out[layer] = ((heads / scale * model.final_norm_gain.double()) @ direction).cpu().numpy()
+    return out
+
+
+def test_per_head_dla_and_contrast_equal_lone_runs(organism, result) -> None:
+    model, plain, cipher, _ = organism
+    plain_dla, cipher_dla = [], []
+    for p, c in zip(plain, cipher, strict=True):
+        answer = greedy_token(_lone(model, p.control)[0][None])
+        plain_dla.append(_lone_dla(model, p.harmful, answer))
+        cipher_dla.append(_lone_dla(model, c.harmful, answer))
+    np.testing.assert_allclose(result.plain_heads, plain_dla, atol=1e-4)
+    np.testing.assert_allclose(result.cipher_heads, cipher_dla, atol=1e-4)
+    hand = np.mean(plain_dla, axis=0) - np.mean(cipher_dla, axis=0)
+    np.testing.assert_allclose(result.difference, hand, atol=1e-4)
+    np.testing.assert_allclose(result.contrast, np.abs(hand), atol=1e-4)
+    ranked = [(s.layer, s.head) for s in result.top(3)]
+    order = np.argsort(-np.abs(hand).ravel())[:3]
+    assert ranked == [divmod(int(i), model.n_heads) for i in order]
+    low, high = result.difference_ci
+    assert np.all(low <= result.difference + 1e-12) and np.all(result.difference <= high + 1e-12)
+
+
+def test_organism_truth_cipher_contrast_ranks_the_gates_readers_first(organism, result) -> None:
+    _, _, _, truth = organism
+    top = result.top(len(truth.amplifiers))
+    assert {(s.layer, s.head) for s in top} == set(truth.amplifiers)
+    assert all(s.value > 1.0 and s.ci_low > 0 for s in top)
+    # The gate writes a feature the unembedding ignores: 0 on both, as planted.
+    layer, head = truth.gate
+    assert abs(result.plain_heads[:, layer, head]).max() < 1e-4
+    assert abs(result.cipher_heads[:, layer, head]).max() < 1e-4
+
+
+def test_organism_truth_refusal_rates_necessity_collapse_and_injection(result) -> None:
+    assert result.refusal_rate("plain") == 1.0
+    assert result.refusal_rate("cipher") == 0.0
+    assert result.refusal_rate("control") == 0.0
+    nec = result.necessity
+    assert nec is not None
+    assert nec.necessity_plain == pytest.approx(1.0, abs=0.05)
+    assert nec.collapse_pct >= 90.0 and nec.collapse_ci_pct[0] >= 90.0
+    assert [i.variant for i in result.injections] == ["last_position", "every_step"]
+    for inj in result.injections:
+        assert result.restored_share(inj) >= 0.9
+        assert all(inj.first_token_refusal)
+
+
+def _hooked_logits(model, text: str, layer: int, head: int, value: torch.Tensor) -> torch.Tensor:
+    """Lone run with the head's output at the last position set to ``value``."""
+    tokens = format_chat(model.tokenizer, text).tokens[None].to(model.device)
+
+    def hook(z, hook):
+        z = z.clone()
+        z[0, -1, head] = value
+        return z
+
+    with torch.no_grad():
+        logits = model.bridge.run_with_hooks(
+            tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hook)]
+        )
+    return logits[0, -1]
+
+
+def test_injection_and_necessity_equal_lone_hooked_runs(organism, result) -> None:
+    model, plain, cipher, truth = organism
+    layer, head = truth.gate
+    ids = refusal_token_ids(model.tokenizer)
+    nec = result.necessity
+    assert nec is not None
+    for i, (p, c) in enumerate(zip(plain, cipher, strict=True)):
+        plain_z = _lone(model, p.harmful)[1][f"blocks.{layer}.attn.hook_z"][0, -1, head]
+        injected = _hooked_logits(model, c.harmful, layer, head, plain_z)
+        score = float(refusal_score(injected[None], ids)[0])
+        assert result.injections[0].injected_score[i] == pytest.approx(score, abs=1e-4)
+        assert result.injections[0].first_token_refusal[i] == (int(injected.argmax()) in ids)
+        clean = float(refusal_score(_lone(model, c.harmful)[0][None], ids)[0])
+        control_z = _lone(model, c.control)[1][f"blocks.{layer}.attn.hook_z"][0, -1, head]
+        patched = _hooked_logits(model, c.harmful, layer, head, control_z)
+        drop = clean - float(refusal_score(patched[None], ids)[0])
+        assert nec.cipher_drop[i] == pytest.approx(drop, abs=1e-4)
+
+
+def test_clamped_decoding_cached_equals_full_passes(organism) -> None:
+    model, plain, cipher, truth = organism
+    layer, head = truth.gate
+    prompts = [format_chat(model.tokenizer, c.harmful) for c in cipher[:3]]
+    z = _lone(model, plain[0].harmful)[1][f"blocks.{layer}.attn.hook_z"][0, -1, head]
+    rows = [[Clamp(layer, head, value=z, start=len(p) - 1)] for p in prompts]
+    for mode in INTERVENE:
+        cached = greedy_decode(model, prompts, 6, rows, intervene=mode)
+        assert cached == greedy_decode(model, prompts, 6, rows, intervene=mode, use_cache=False)
+
+
+def test_result_round_trips_through_json(result, tmp_path: Path) -> None:
+    path = result.to_json(tmp_path / "cipher.json")
+    data = json.loads(path.read_text())
+    assert CipherContrast.from_dict(data).to_dict() == data
+    assert data["refusal_rate"] == {"plain": 1.0, "cipher": 0.0, "control": 0.0}
+    assert set(data["injection"]) == {"last_position", "every_step"}
+    assert data["necessity"]["collapse_pct"] == pytest.approx(result.necessity.collapse_pct)
+    assert len(data["ranked_heads"]) == result.n_layers * result.n_heads
+
+
+def test_mismatched_pairs_and_bad_heads_are_refused(organism) -> None:
+    model, plain, cipher, _ = organism
+    with pytest.raises(PairError, match="cipher pairs"):
+        cipher_contrast(model, plain, cipher[:-1], progress=False)
+    with pytest.raises(OptionError, match=r"LAYER\.HEAD"):
+        parse_head("3-2")
+    with pytest.raises(OptionError, match="8 layers"):
+        parse_head("9.0", model)
+
+
+def test_command_writes_json_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "cipher"
+    argv = ["cipher", "--n", "4", "--gate", "3.2", "--n-boot", "100", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    data = json.loads((out / "cipher.json").read_text())
+    assert data["gate"] == [3, 2] and data["gate_source"] == "given by --gate"
+    assert data["injection"]["every_step"]["restored_share"] == 1.0
+    assert "plotly" in (out / "report.html").read_text()
+
+
+def test_command_finds_the_gate_itself(tmp_path: Path) -> None:
+    out = tmp_path / "found"
+    assert main(["cipher", "--n", "4", "--n-boot", "50", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "cipher.json").read_text())["gate"] == [3, 2]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--gate", "x"], "LAYER.HEAD"),
+        (["--template", "no placeholders"], "missing"),
+        (["--cipher-key", "abc"], "permutation"),
+    ],
+)
+def test_command_refuses_bad_options_before_loading(tmp_path, capsys, extra, says) -> None:
+    assert main(["cipher", "--out", str(tmp_path / "x"), *extra]) == 2
+    assert says in capsys.readouterr().err
