@@ -74,6 +74,8 @@ class AuditConfig:
     pairs: str = "all"
     metric_check: bool = True
     n_check_heads: int = 6
+    cipher: bool = False
+    cipher_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.exact not in EXACT:

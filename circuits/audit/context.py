@@ -22,6 +22,7 @@ from circuits.ablation_compare import AblationComparison
 from circuits.audit.config import AuditConfig
 from circuits.behaviour import Judge, PairBehaviour
 from circuits.cascade import CascadeResult
+from circuits.cipher import CipherContrast
 from circuits.dose_response import DoseResponse
 from circuits.knockout import Head, capture_z
 from circuits.metric_check import MetricCheck
@@ -50,6 +51,7 @@ class AuditContext:
     config: AuditConfig
     store: StepStore
     jailbreak: list[Any] = field(default_factory=list)
+    cipher_pairs: list[Any] = field(default_factory=list)  # pair i encodes pair i
     judge: Judge | None = None
     progress: bool = True
     # Findings, in the order the steps set them.
@@ -73,6 +75,7 @@ class AuditContext:
     negative: NegativeHeadsResult | None = None
     comparison: AblationComparison | None = None
     metric_check: MetricCheck | None = None
+    cipher: CipherContrast | None = None
 
     # What is derived from the pairs, recomputed after :meth:`restrict`.
     _PAIR_DERIVED = ("harmful", "control", "answers", "reference", "base")

@@ -84,6 +84,9 @@ def steps_for(config: AuditConfig) -> list[Step]:
             f"the top {config.n_check_heads} heads under the {OTHER_METRIC[config.metric]} metric"
         )
         listed.append(Step("metric_check", title, steps.metric_check))
+    if config.cipher:
+        title = "cipher contrast, gate necessity under cipher, gate injection"
+        listed.append(Step("cipher", title, steps.cipher))
     return listed
 
 
@@ -121,6 +124,7 @@ def audit(
     progress: bool = True,
     *,
     jailbreak: Sequence[Any] = (),
+    cipher_pairs: Sequence[Any] = (),
     judge: Judge | None = None,
     run: dict[str, Any] | None = None,
 ) -> AuditResult:
@@ -131,6 +135,8 @@ def audit(
         out_dir: where steps, ``audit.json``, ``report.html`` and figures go; a rerun
             with the same directory loads every finished step.
         jailbreak: jailbreak-framed pairs for the negative-head step (optional).
+        cipher_pairs: with ``config.cipher``, pair i encoding pair i (default: every pair
+            encoded with ``Cipher.from_seed(config.cipher_seed)``).
         judge: behaviour classifier ``str -> class``; the keyword judge by default.
         run: the command's run record (:func:`circuits.provenance.run_record`), kept in
             ``audit.json`` under ``"run"``.
@@ -152,6 +158,12 @@ def audit(
     # property of n, not of the model.
     check_enough_pairs(len(pairs), config.alpha)
     jailbreak = list(jailbreak)[: config.n] if config.n else list(jailbreak)
+    cipher_pairs = list(cipher_pairs)[: config.n] if config.n else list(cipher_pairs)
+    if cipher_pairs and len(cipher_pairs) != len(pairs):
+        raise RefusalCircuitsError(
+            f"{len(cipher_pairs)} cipher pairs for {len(pairs)} pairs; pair i of the cipher set "
+            "must encode pair i"
+        )
     out = Path(out_dir) if out_dir is not None else None
     # Every step is keyed on the model's fingerprint (weights, config, tokenizer,
     # chat template, dtype, device kind, toolkit version): nothing stored for
@@ -170,6 +182,7 @@ def audit(
         config=config,
         store=store,
         jailbreak=jailbreak,
+        cipher_pairs=cipher_pairs,
         judge=judge,
         progress=progress,
     )
@@ -224,6 +237,7 @@ def result_of(ctx: AuditContext, *, seconds: float, run: dict[str, Any] | None) 
         behaviour=ctx.behaviour,
         kept_pairs=ctx.kept,
         metric_check=ctx.metric_check,
+        cipher=ctx.cipher,
         settings={
             **ctx.config.settings(),
             "n_jailbreak": len(ctx.jailbreak),

@@ -15,6 +15,8 @@ from attribution.statistics import EffectStats, HeadStat
 from circuits.ablation_compare import AblationComparison
 from circuits.behaviour import PairBehaviour
 from circuits.cascade import CascadeResult
+from circuits.cipher import CipherContrast
+from circuits.cipher_views import cipher_summary
 from circuits.dose_response import DoseResponse
 from circuits.knockout import Head
 from circuits.metric_check import MetricCheck
@@ -105,6 +107,7 @@ class AuditResult(Result):
     behaviour: PairBehaviour | None = None  # every given pair's judged continuations
     kept_pairs: list[int] | None = None  # pairs="refused": the given pairs' indices kept
     metric_check: MetricCheck | None = None  # the top heads under the other metric
+    cipher: CipherContrast | None = None  # cipher contrast (optional step)
     # The published rule's gate (largest necessity + sufficiency among DLA-dark band heads),
     # why the top band heads are or are not the gate, and the gate's amplifier drop tests.
     published_gate: HeadFinding | None = None
@@ -188,6 +191,8 @@ class AuditResult(Result):
             )
         if self.metric_check is not None:
             lines.append(self.metric_check.line())
+        if self.cipher is not None:
+            lines += cipher_summary(self.cipher)
         if self.dose_response is not None:
             d = self.dose_response
             walk = ", ".join(f"{a:g}:{b}" for a, b in zip(d.alphas, d.dominant(), strict=True))

@@ -37,6 +37,7 @@ from circuits.cascade import (
     null_heads,
     percent_change,
 )
+from circuits.cipher import CipherContrast, cipher_contrast
 from circuits.dose_response import DoseResponse, dose_response
 from circuits.knockout import Head, capture_z, intervened_dla, knockouts
 from circuits.metric_check import OTHER_METRIC, MetricCheck
@@ -65,6 +66,7 @@ from patching.chat import ChatPrompt
 from patching.gradient_estimate import output_attribution
 from patching.interchange import interchange as patch_interchange
 from patching.interventions import Ablation
+from patching.prompts import Cipher
 
 
 # -- 1. interchange -----------------------------------------------------------
@@ -588,3 +590,26 @@ def metric_check(ctx: AuditContext) -> None:
     ctx.metric_check = MetricCheck.of(
         heads, s.metric, other, s.alpha, main, (stats("necessity"), stats("sufficiency"))
     )
+
+
+def cipher(ctx: AuditContext) -> None:
+    """Cipher contrast of the audited pairs, with the audit's gate (``circuits.cipher``)."""
+    s = ctx.config
+    if ctx.cipher_pairs:
+        kept = ctx.kept if ctx.kept is not None else range(len(ctx.cipher_pairs))
+        encoded, described = [ctx.cipher_pairs[i] for i in kept], "given cipher pairs"
+    else:
+        code = Cipher.from_seed(s.cipher_seed)
+        encoded, described = code.encode_pairs(ctx.pairs), f"key {code.key}"
+    gate = ctx.gate[0] if ctx.gate else None
+    texts = [[p.harmful, p.control] for p in encoded]
+    deps = {**ctx.base, "cipher": digest(texts), "gate": gate, "gen_tokens": s.gen_tokens}
+
+    def run() -> dict[str, Any]:
+        return cipher_contrast(
+            ctx.model, ctx.pairs, encoded, gate=gate, gate_source="the audit's gate",
+            cipher=described, refusal_words=s.refusal_words, gen_tokens=s.gen_tokens,
+            n_boot=s.n_boot, seed=s.seed, progress=ctx.progress,
+        ).to_dict()  # fmt: skip
+
+    ctx.cipher = CipherContrast.from_dict(ctx.store.step("cipher", deps, run))

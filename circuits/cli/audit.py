@@ -98,6 +98,19 @@ def register(subparsers: Any) -> None:
         default=16,
         help="heads measured exactly per ranking of the screen (and of the depth band)",
     )
+    parser.add_argument(
+        "--cipher",
+        action="store_true",
+        help="add the cipher-contrast step (refusal on plain vs cipher prompts, cipher-sensitive "
+        "heads, the gate's necessity under cipher, gate injection)",
+    )
+    parser.add_argument(
+        "--cipher-pairs",
+        type=Path,
+        default=None,
+        help="with --cipher: pairs aligned with --pairs, pair i encoding pair i (default: the "
+        "organism's own for the organism, else the pairs encoded with a seeded cipher)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip PNG/SVG export")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(handler=run)
@@ -117,6 +130,24 @@ def _jailbreak(args: argparse.Namespace) -> tuple[list[PromptPair], Path | None]
         path = organism_path() / "pairs_jailbreak.jsonl"
         return read_pairs(path), path
     return [], None
+
+
+def _cipher_pairs(args: argparse.Namespace) -> list[PromptPair]:
+    """The aligned cipher pairs, read with the same ``--n``/``--sample`` rule as the pairs."""
+    from circuits.cli.inputs import organism_path
+    from patching.errors import OptionError
+    from patching.prompts import read_pairs
+
+    if not args.cipher:
+        if args.cipher_pairs is not None:
+            raise OptionError("--cipher-pairs without --cipher: add --cipher, or drop it")
+        return []
+    seed = args.seed if args.sample else None
+    if args.cipher_pairs is not None:
+        return read_pairs(args.cipher_pairs, n=args.n, seed=seed)
+    if args.model == ORGANISM and args.pairs is None:
+        return read_pairs(organism_path() / "pairs_cipher.jsonl", n=args.n, seed=seed)
+    return []
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
         exact=args.exact,
         screen_k=args.screen_k,
         screen_band_k=args.screen_k,
+        cipher=args.cipher,
     )
+    cipher_pairs = _cipher_pairs(args)
     jailbreak, jailbreak_file = _jailbreak(args)
     check_distinct_texts(jailbreak)
     prepared = prepare(
@@ -165,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         prepared.out,
         progress=not args.quiet,
         jailbreak=jailbreak,
+        cipher_pairs=cipher_pairs,
         run=prepared.run,
     )
     for line in result.summary():

@@ -95,3 +95,25 @@ def test_cli_options(tmp_path) -> None:
     assert data["kept_pairs"] == list(range(12)) and data["behaviour"]["n_refused_pairs"] == 12
     page = (out / "report.html").read_text()
     assert "What the model does with each pair" in page
+
+
+def test_cipher_step_uses_the_audits_gate_and_matches_the_command(organism, tmp_path) -> None:
+    """The optional cipher step: the gate the audit found, the organism's truth, stored."""
+    from circuits.cipher import cipher_contrast
+
+    model, pairs, directory = organism
+    cipher = read_pairs(directory / "pairs_cipher.jsonl")[:N]
+    config = AuditConfig(**FAST, metric_check=False, cipher=True)
+    result = audit(model, pairs, config, tmp_path / "audit", progress=False, cipher_pairs=cipher)
+    truth = load_ground_truth(directory)
+    found = result.cipher
+    assert found is not None and found.gate == list(truth.gate)
+    assert found.necessity is not None and found.necessity.collapse_pct >= 90.0
+    assert {(s.layer, s.head) for s in found.top(3)} == set(truth.amplifiers)
+    direct = cipher_contrast(model, pairs, cipher, gate=truth.gate, n_boot=200, progress=False)
+    np.testing.assert_allclose(found.difference, direct.difference, atol=1e-9)
+    assert any(line.startswith("Gate L3H2") for line in result.summary())
+    data = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert data["cipher"]["injection"]["every_step"]["restored_share"] >= 0.9
+    again = audit(model, pairs, config, tmp_path / "audit", progress=False, cipher_pairs=cipher)
+    assert "cipher" in again.steps["loaded"]
