@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     )
     from circuits.calibration_views import calibration_curves, calibration_roc
     from circuits.checks import ModelChecks, check_model
+    from circuits.cipher import CipherContrast, GateNecessity, Injection, cipher_contrast
+    from circuits.cipher_views import cipher_figures, write_cipher_outputs
     from circuits.compare import compare_audits
     from circuits.direction_views import (
         causal_figure,
@@ -84,6 +86,12 @@ _EXPORTS: dict[str, str] = {
     "four_cluster_directions": "circuits.directions",
     "jailbreak_shift": "circuits.directions",
     "steer": "circuits.directions",
+    "CipherContrast": "circuits.cipher",
+    "GateNecessity": "circuits.cipher",
+    "Injection": "circuits.cipher",
+    "cipher_contrast": "circuits.cipher",
+    "cipher_figures": "circuits.cipher_views",
+    "write_cipher_outputs": "circuits.cipher_views",
     "GroupMetrics": "circuits.guard",
     "GuardEvaluation": "circuits.guard",
     "LabelledPrompt": "circuits.guard",
@@ -136,9 +144,12 @@ __all__ = [
     "AuditConfig",
     "AuditResult",
     "CategoryCalibration",
+    "CipherContrast",
+    "GateNecessity",
     "GroupMetrics",
     "GuardEvaluation",
     "HeadFinding",
+    "Injection",
     "Inversion",
     "JailbreakShift",
     "KeywordJudge",
@@ -157,6 +168,8 @@ __all__ = [
     "cascade_chart",
     "causal_figure",
     "check_model",
+    "cipher_contrast",
+    "cipher_figures",
     "classify",
     "compare_audits",
     "compare_figures",
@@ -187,6 +200,7 @@ __all__ = [
     "shuffle_labels",
     "steer",
     "steering_figure",
+    "write_cipher_outputs",
     "write_guard_outputs",
     "write_report",
 ]

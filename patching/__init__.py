@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     )
     from patching.loading import load_model
     from patching.model import SUPPORTED_ARCHITECTURES, HookedModel
+    from patching.prompts.cipher import Cipher
     from patching.prompts.pairs import Prompt, PromptPair, builtin_pairs, read_pairs, write_pairs
     from patching.prompts.readers import make_pairs, read_prompts
     from patching.residuals import residual_stream
@@ -75,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "check_pairs_fit": "patching.checks",
     "Ablation": "patching.interventions",
     "Clamp": "patching.interventions",
+    "Cipher": "patching.prompts.cipher",
     "AddVector": "patching.interventions",
     "HeadIntervention": "patching.interventions",
     "Interchange": "patching.interventions",
@@ -112,6 +114,7 @@ __all__ = [
     "AddVector",
     "ChatPrompt",
     "ChatTemplateError",
+    "Cipher",
     "Clamp",
     "DeviceError",
     "ForceAbove",
