@@ -20,6 +20,7 @@ def test_the_walkthroughs_exist() -> None:
         "02_audit_a_real_model.ipynb",
         "03_compare_models.ipynb",
         "04_directions_guard_calibration.ipynb",
+        "05_cipher.ipynb",
     ]
 
 
