@@ -8,7 +8,7 @@ harmful, cipher harmful, control: :func:`attribution.dla.prompts_dla`, the part 
 on every pair. The ratio is interchange time over contrast time. Each timing is the best
 of ``--repeats`` runs.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_cipher.py
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_cipher.py --n 16
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_cipher.py --model qwen --n 8
 """
 
@@ -32,11 +32,11 @@ torch.set_flush_denormal(True)
 from attribution.dla import prompts_dla  # noqa: E402
 from attribution.interchange import interchange_test  # noqa: E402
 from attribution.refusal_tokens import refusal_token_ids  # noqa: E402
-from benchmarks.bench_directions import best  # noqa: E402
+from benchmarks.bench_directions import best, print_table  # noqa: E402
+from circuits.organism import generate_pairs  # noqa: E402
 from patching.chat import format_chat  # noqa: E402
-from patching.loading import load_model  # noqa: E402
 from patching.model import HookedModel  # noqa: E402
-from patching.prompts import Cipher, PromptPair, builtin_pairs, read_pairs  # noqa: E402
+from patching.prompts import Cipher, PromptPair  # noqa: E402
 
 
 def contrast(
@@ -54,13 +54,15 @@ def contrast(
         prompts_dla(model, coded, ids, answers, size, bar)
 
 
-def bench(
-    name: str,
-    model: HookedModel,
-    pairs: list[PromptPair],
-    cipher: list[PromptPair],
-    args: argparse.Namespace,
-) -> str:
+def cipher_pairs(name: str, pairs: list[PromptPair]) -> list[PromptPair]:
+    """The organism's own ROT13 variant of its first pairs; a seeded cipher for a real model."""
+    if name.startswith("organism"):
+        return generate_pairs(len(pairs), 0, "cipher")
+    return Cipher.from_seed(0).encode_pairs(pairs)
+
+
+def bench(name: str, model: HookedModel, pairs: list[PromptPair], args: argparse.Namespace) -> str:
+    cipher = cipher_pairs(name, pairs)
     contrast(model, pairs, cipher, args.batch_size)  # warm-up
     fast = best(lambda: contrast(model, pairs, cipher, args.batch_size), args.repeats)
     slow = best(lambda: interchange_test(model, pairs, progress=False), args.repeats)
@@ -69,36 +71,8 @@ def bench(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("organism", "qwen", "all"), default="organism")
-    parser.add_argument("--n", type=int, default=16, help="pairs")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    rows = [
-        "| model | pairs | heads | cipher contrast s | per-head interchange s | "
-        "interchange / contrast |",
-        "|---|---|---|---|---|---|",
-    ]
-    if args.model in ("organism", "all"):
-        from circuits.organism import organism_dir
-
-        directory = organism_dir()
-        pairs = read_pairs(directory / "pairs.jsonl", n=args.n)
-        cipher = read_pairs(directory / "pairs_cipher.jsonl", n=args.n)
-        rows.append(bench("organism", load_model(directory), pairs, cipher, args))
-    if args.model in ("qwen", "all"):
-        from patching.bundled import qwen_coder_gguf
-
-        path = qwen_coder_gguf(required=False)
-        if path is None:
-            rows.append("| qwen | - | - | - | - | absent: not run |")
-        else:
-            pairs = builtin_pairs(args.n)
-            cipher = Cipher.from_seed(0).encode_pairs(pairs)
-            rows.append(bench("Qwen2.5-Coder-0.5B", load_model(path), pairs, cipher, args))
-    for row in rows:
-        print(row)
+    columns = ["model", "pairs", "heads", "cipher contrast s", "per-head interchange s"]
+    print_table(__doc__.splitlines()[0], [*columns, "interchange / contrast"], bench)
 
 
 if __name__ == "__main__":
