@@ -26,6 +26,7 @@ from patching.chat import format_chat
 from patching.decoding import INTERVENE, greedy_decode
 from patching.errors import OptionError, PairError
 from patching.interventions import Clamp
+from tests.helpers.figures import assert_units
 
 N = 6
 
@@ -208,3 +209,17 @@ def test_command_finds_the_gate_itself(tmp_path: Path) -> None:
 def test_command_refuses_bad_options_before_loading(tmp_path, capsys, extra, says) -> None:
     assert main(["cipher", "--out", str(tmp_path / "x"), *extra]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_every_cipher_figure_names_its_units(result) -> None:
+    from circuits.cipher_views import cipher_figures, cipher_summary
+
+    figures = cipher_figures(result)
+    assert set(figures) == {"cipher_heatmap", "cipher_top_heads", "cipher_behaviour"}
+    for stem, fig in figures.items():
+        assert_units(stem, fig)
+    heat = figures["cipher_heatmap"].data[0]
+    np.testing.assert_allclose(np.asarray(heat.z, dtype=float), result.difference)
+    bars = {b.name: list(b.y) for b in figures["cipher_behaviour"].data}
+    assert bars["refusal"][:3] == [100.0, 0.0, 0.0]  # plain, cipher, control
+    assert any("collapse 100%" in line for line in cipher_summary(result))
