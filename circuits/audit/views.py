@@ -38,6 +38,7 @@ from circuits.ablation_compare import AblationComparison
 from circuits.audit.result import AuditResult, HeadFinding
 from circuits.behaviour import BEHAVIOURS
 from circuits.cascade import CascadeResult
+from circuits.cipher_views import cipher_figures
 from circuits.export import save_figures
 from circuits.knockout import Head
 from circuits.roles import DropTest, GateCheck
@@ -574,6 +575,8 @@ def audit_figures(result: AuditResult) -> dict[str, go.Figure]:
         "ablation_vs_interchange": ranking_comparison(result),
         "ranking_table": ranking_table(result),
     }
+    if result.cipher is not None:
+        figures.update(cipher_figures(result.cipher))
     return figures
 
 

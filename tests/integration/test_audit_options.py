@@ -115,5 +115,6 @@ def test_cipher_step_uses_the_audits_gate_and_matches_the_command(organism, tmp_
     assert any(line.startswith("Gate L3H2") for line in result.summary())
     data = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert data["cipher"]["injection"]["every_step"]["restored_share"] >= 0.9
+    assert "Cipher contrast: DLA to refusal" in (tmp_path / "audit" / "report.html").read_text()
     again = audit(model, pairs, config, tmp_path / "audit", progress=False, cipher_pairs=cipher)
     assert "cipher" in again.steps["loaded"]
