@@ -180,3 +180,16 @@ def test_effects_under_the_numerical_resolution_are_never_significant() -> None:
     # One floor per pair (per-pair scale): pair i's effect is rounding under its own floor.
     per_pair = resolution_floor(gaps, np.abs(gaps))
     assert effect_stats(effects, n_boot=50, floor=per_pair).p[0, 0] == 1.0
+
+
+def test_bootstrap_ratio_ci_equals_a_hand_resampled_ratio_of_means() -> None:
+    from attribution.statistics import bootstrap_ratio_ci
+
+    rng = np.random.default_rng(5)
+    num, den = rng.normal(1.0, 0.5, 12), rng.normal(2.0, 0.3, 12)
+    low, high = bootstrap_ratio_ci(num, den, n_boot=500, level=0.9, seed=3)
+    idx = np.random.default_rng(3).integers(0, 12, size=(500, 12))
+    ratios = [num[i].mean() / den[i].mean() for i in idx]
+    assert (low, high) == pytest.approx(tuple(np.quantile(ratios, [0.05, 0.95])))
+    assert bootstrap_ratio_ci(2 * den, den) == pytest.approx((2.0, 2.0))
+    assert np.isnan(bootstrap_ratio_ci(num, np.zeros(12))[0])

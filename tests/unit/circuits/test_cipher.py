@@ -223,3 +223,35 @@ def test_every_cipher_figure_names_its_units(result) -> None:
     bars = {b.name: list(b.y) for b in figures["cipher_behaviour"].data}
     assert bars["refusal"][:3] == [100.0, 0.0, 0.0]  # plain, cipher, control
     assert any("collapse 100%" in line for line in cipher_summary(result))
+
+
+def test_every_step_injection_equals_a_lone_clamped_generation(organism) -> None:
+    """Greedy tokens with the gate held at the plain value from the prompt's last position on,
+    by a hand-written loop of lone hooked passes (no executor, no cache)."""
+    model, plain, cipher, truth = organism
+    layer, head = truth.gate
+    for p, c in list(zip(plain, cipher, strict=True))[:2]:
+        value = _lone(model, p.harmful)[1][f"blocks.{layer}.attn.hook_z"][0, -1, head]
+        prompt = format_chat(model.tokenizer, c.harmful)
+        start = len(prompt) - 1
+
+        def hold(z, hook, start=start, value=value):
+            z = z.clone()
+            z[0, start:, head] = value
+            return z
+
+        tokens = prompt.tokens[None].to(model.device)
+        made: list[int] = []
+        with torch.no_grad():
+            for _ in range(6):
+                logits = model.bridge.run_with_hooks(
+                    tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hold)]
+                )
+                nxt = int(logits[0, -1].argmax())
+                made.append(nxt)
+                if nxt == model.tokenizer.eos_token_id:
+                    break
+                tokens = torch.cat([tokens, torch.tensor([[nxt]], device=model.device)], dim=1)
+        rows = [[Clamp(layer, head, value=value, start=start)]]
+        assert greedy_decode(model, [prompt], 6, rows, intervene="every_step") == [made]
+        assert made[0] in refusal_token_ids(model.tokenizer)  # the refusal is restored
