@@ -13,7 +13,7 @@ from circuits.cli.common import HelpFormatter, add_out_arg, add_seed_arg, check_
 
 # circuits.organism.build.ORGANISM_VARIANTS, spelled out: importing the builder
 # here would load torch for every command (test_organism_realistic checks they agree).
-VARIANTS = ("exact", "realistic", "beliefs")
+VARIANTS = ("exact", "realistic", "beliefs", "thinking")
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -25,6 +25,11 @@ the ranges a correct measurement falls in (``truth.effect_sizes``).
 (``r`` at ``t_post_inst``) as separate, known directions, and answers a reply-inversion
 question (``with_inversion_question``) from ``h``: ``truth.beliefs`` says where
 (``circuits.organism.beliefs``, docs/science.md#organism-beliefs-variant).
+
+``organism_dir(variant="thinking")`` adds a ``<think>`` segment to the template and a
+planted refusal cliff at its end (``circuits.organism.thinking``): ``truth.thinking``
+names the cliff head, the cliff position and the planted attack success
+(docs/science.md#refusal-cliff).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from circuits.organism.ground_truth import (
     GroundTruth,
     GroundTruthError,
     HeadRole,
+    ThinkingTruth,
     load_ground_truth,
 )
 from circuits.organism.prompts import (
@@ -58,6 +64,7 @@ from circuits.organism.prompts import (
     write_xstest,
 )
 from circuits.organism.realistic import REALISTIC_VERSION
+from circuits.organism.thinking import THINKING_VERSION
 
 __all__ = [
     "BELIEFS_VERSION",
@@ -66,6 +73,7 @@ __all__ = [
     "ORGANISM_VERSION",
     "PAIR_FILES",
     "REALISTIC_VERSION",
+    "THINKING_VERSION",
     "VARIANTS",
     "XSTEST_FILE",
     "BeliefsTruth",
@@ -74,6 +82,7 @@ __all__ = [
     "GroundTruth",
     "GroundTruthError",
     "HeadRole",
+    "ThinkingTruth",
     "build_organism",
     "cache_root",
     "generate_pairs",

@@ -30,6 +30,14 @@ from circuits.organism import layout, prompts, vocab
 from circuits.organism.beliefs import BELIEFS_VERSION, beliefs_state_dict
 from circuits.organism.ground_truth import build_ground_truth, write_ground_truth
 from circuits.organism.realistic import REALISTIC_VERSION, realistic_state_dict
+from circuits.organism.thinking import CHAT_TEMPLATE as THINKING_TEMPLATE
+from circuits.organism.thinking import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    THINKING_VERSION,
+    THINKING_VOCAB,
+    thinking_state_dict,
+)
 from circuits.organism.weights import organism_state_dict
 from patching.bundled import CACHE_ENV, cache_root
 from patching.errors import OutputDirError
@@ -40,10 +48,11 @@ ORGANISM_VERSION = 2
 N_PAIRS = 64
 # "exact": every planted role carries its whole effect (a perfect switch);
 # "realistic": the same roles at a real model's effect sizes (circuits.organism.realistic);
-# "beliefs": harmfulness and refusal as separate planted directions (circuits.organism.beliefs).
-ORGANISM_VARIANTS = ("exact", "realistic", "beliefs")
+# "beliefs": harmfulness and refusal as separate planted directions (circuits.organism.beliefs);
+# "thinking": a reasoning trace and a planted refusal cliff (circuits.organism.thinking).
+ORGANISM_VARIANTS = ("exact", "realistic", "beliefs", "thinking")
 VARIANT_VERSIONS = {"exact": ORGANISM_VERSION, "realistic": REALISTIC_VERSION,
-                    "beliefs": BELIEFS_VERSION}  # fmt: skip
+                    "beliefs": BELIEFS_VERSION, "thinking": THINKING_VERSION}  # fmt: skip
 # The beliefs organism also writes its plain pairs with the reply-inversion question,
 # and an XSTest-format file of scary-but-safe prompts with plain harmful contrasts.
 INVERSION_PAIR_FILE = "pairs_inversion.jsonl"
@@ -90,14 +99,20 @@ def build_organism(out_dir: str | Path, seed: int = 0, variant: str = "exact") -
     ``"realistic"`` (the same roles at a real model's effect sizes) or ``"beliefs"``
     (harmfulness and refusal as separate planted directions, with the reply-inversion
     question; its pairs with the question go to ``pairs_inversion.jsonl``, its
-    over-refusal prompts with harmful contrasts to ``xstest.csv``).
+    over-refusal prompts with harmful contrasts to ``xstest.csv``) or ``"thinking"``
+    (a ``<think>`` segment in the template and a planted refusal cliff at its end).
     """
     check_variant(variant)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    beliefs = variant == "beliefs"
-    extra = vocab.BELIEFS_WORDS if beliefs else ()
-    tokenizer = vocab.build_tokenizer(extra)
+    beliefs, thinking = variant == "beliefs", variant == "thinking"
+    extra = vocab.BELIEFS_WORDS if beliefs else THINKING_VOCAB if thinking else ()
+    if thinking:
+        tokenizer = vocab.build_tokenizer(
+            extra, markers=(THINK_OPEN, THINK_CLOSE), template=THINKING_TEMPLATE
+        )
+    else:
+        tokenizer = vocab.build_tokenizer(extra)
     token_ids = {tok: i for i, tok in enumerate(vocab.vocabulary(extra))}
     config = organism_config(token_ids)
     with torch.device("meta"):
@@ -108,6 +123,7 @@ def build_organism(out_dir: str | Path, seed: int = 0, variant: str = "exact") -
         "exact": organism_state_dict,
         "realistic": realistic_state_dict,
         "beliefs": beliefs_state_dict,
+        "thinking": thinking_state_dict,
     }
     state, version = builders[variant](token_ids, seed), VARIANT_VERSIONS[variant]
     model.load_state_dict(state, strict=True, assign=True)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuits.organism import beliefs, layout, realistic, vocab
+from circuits.organism import beliefs, layout, realistic, thinking, vocab
 from circuits.organism.layout import PlantedHead
 from patching.errors import RefusalCircuitsError
 
@@ -111,6 +111,75 @@ class BeliefsTruth:
         return _basis(self.d_model, self.refusal_dim)
 
 
+@dataclass(frozen=True)
+class ThinkingTruth:
+    """Where the thinking organism plants its refusal cliff (docs/science.md#refusal-cliff).
+
+    The chat template's generation prompt ends with ``think_open``; the model writes
+    ``thinking_words``, then ``think_close``, then its answer. ``cliff_head`` writes
+    against refusal at ``think_close`` (``cliff_position``: the last position before
+    the answer) on harmful prompts whose topic is one of ``susceptible_words``; the
+    probe sees it in the residual from ``cliff_layers`` on (residual indices), along
+    ``refusal_dim``. ``planted_attack_success``: the share of topic words (per category)
+    that are susceptible; a set of harmful prompts with thinking is answered at the
+    share of its prompts whose topic is susceptible, and at 0 with the cliff head
+    ablated.
+    """
+
+    cliff_head: tuple[int, int]
+    think_open: str
+    think_close: str
+    thinking_words: tuple[str, ...]
+    cliff_position: str
+    cliff_layers: tuple[int, ...]
+    refusal_dim: int
+    susceptible_words: tuple[str, ...]
+    planted_attack_success: float
+
+
+def _thinking_truth(seed: int) -> ThinkingTruth:
+    return ThinkingTruth(
+        cliff_head=(thinking.CLIFF.layer, thinking.CLIFF.head),
+        think_open=thinking.THINK_OPEN,
+        think_close=thinking.THINK_CLOSE,
+        thinking_words=thinking.THINKING_WORDS,
+        cliff_position="think_close",
+        cliff_layers=thinking.CLIFF_LAYERS,
+        refusal_dim=layout.READOUT,
+        susceptible_words=thinking.susceptible_words(seed),
+        planted_attack_success=thinking.SUSCEPTIBLE_SHARE,
+    )
+
+
+def _thinking_to_json(t: ThinkingTruth) -> dict:
+    return {
+        "residual_index": RESIDUAL_INDEX,
+        "cliff_head": list(t.cliff_head),
+        "think_open": t.think_open,
+        "think_close": t.think_close,
+        "thinking_words": list(t.thinking_words),
+        "cliff_position": t.cliff_position,
+        "cliff_layers": list(t.cliff_layers),
+        "refusal_dim": t.refusal_dim,
+        "susceptible_words": list(t.susceptible_words),
+        "planted_attack_success": t.planted_attack_success,
+    }
+
+
+def _thinking_from_json(data: dict) -> ThinkingTruth:
+    return ThinkingTruth(
+        cliff_head=(int(data["cliff_head"][0]), int(data["cliff_head"][1])),
+        think_open=data["think_open"],
+        think_close=data["think_close"],
+        thinking_words=tuple(data["thinking_words"]),
+        cliff_position=data["cliff_position"],
+        cliff_layers=tuple(int(x) for x in data["cliff_layers"]),
+        refusal_dim=int(data["refusal_dim"]),
+        susceptible_words=tuple(data["susceptible_words"]),
+        planted_attack_success=float(data["planted_attack_success"]),
+    )
+
+
 def _basis(d_model: int, dim: int) -> list[float]:
     return [1.0 if i == dim else 0.0 for i in range(d_model)]
 
@@ -133,6 +202,7 @@ class GroundTruth:
     variant: str = "exact"
     effect_sizes: tuple[EffectSize, ...] = ()
     beliefs: BeliefsTruth | None = None  # the beliefs variant's planted directions
+    thinking: ThinkingTruth | None = None  # the thinking variant's planted cliff
 
     def with_role(self, role: str) -> list[tuple[int, int]]:
         """(layer, head) of every head with this role, in layer-head order."""
@@ -304,6 +374,7 @@ def build_ground_truth(seed: int, version: int, variant: str = "exact") -> Groun
         "exact": layout.PLANTED,
         "realistic": realistic.PLANTED,
         "beliefs": beliefs.PLANTED,
+        "thinking": thinking.PLANTED,
     }[variant]
     planted = {(h.layer, h.head): h for h in planted_heads}
     heads = tuple(
@@ -336,6 +407,7 @@ def build_ground_truth(seed: int, version: int, variant: str = "exact") -> Groun
         variant=variant,
         effect_sizes=_effect_sizes(variant),
         beliefs=_beliefs_truth(seed) if variant == "beliefs" else None,
+        thinking=_thinking_truth(seed) if variant == "thinking" else None,
     )
 
 
@@ -358,6 +430,8 @@ def ground_truth_to_json(truth: GroundTruth) -> dict:
     beliefs_section: dict = {}
     if truth.beliefs is not None:
         beliefs_section["beliefs"] = _beliefs_to_json(truth.beliefs)
+    if truth.thinking is not None:
+        beliefs_section["thinking"] = _thinking_to_json(truth.thinking)
     return {
         "format": FORMAT,
         "version": truth.version,
@@ -502,4 +576,5 @@ def load_ground_truth(model_dir: str | Path) -> GroundTruth:
             for e in data.get("expected_effect_sizes", [])
         ),
         beliefs=_beliefs_from_json(data["beliefs"]) if "beliefs" in data else None,
+        thinking=_thinking_from_json(data["thinking"]) if "thinking" in data else None,
     )

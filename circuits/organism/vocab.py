@@ -178,8 +178,17 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(extra: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
-    """A word-level fast tokenizer with the organism's vocabulary (plus ``extra``) and template."""
+def build_tokenizer(
+    extra: tuple[str, ...] = (),
+    *,
+    markers: tuple[str, ...] = (),
+    template: str = CHAT_TEMPLATE,
+) -> PreTrainedTokenizerFast:
+    """A word-level fast tokenizer with the organism's vocabulary (plus ``extra``) and template.
+
+    ``markers``: words of ``extra`` matched whole before pre-tokenization (the thinking
+    variant's ``<think>``/``</think>``, which whitespace splitting would cut at ``<``).
+    """
     vocab = {tok: i for i, tok in enumerate(vocabulary(extra))}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = Whitespace()
@@ -188,13 +197,15 @@ def build_tokenizer(extra: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     backend.add_special_tokens(
         [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
     )
+    if markers:
+        backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in markers])
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,
         eos_token=EOS,
         unk_token=UNK,
         pad_token=PAD,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=template,
         model_max_length=256,
     )
 

@@ -88,13 +88,14 @@ def _unembedding(
     embeddings: Float[Tensor, "vocab d_model"],
     generator: torch.Generator,
     continuations: dict[str, str] = vocab.CONTINUATIONS,
+    silent: tuple[str, ...] = (vocab.ASSISTANT,),
 ) -> Float[Tensor, "vocab d_model"]:
     """Response tokens read READOUT (slope) and CONST (bias); nothing reads HARM.
 
     The IDENTITY columns hold the continuation bigrams: solved so that the
     current token's identity vector gives its successor CONTINUATION_LOGIT and
-    ``<assistant>``'s gives every token exactly 0 (the first response token is
-    decided by the circuit alone). The remaining freedom is random noise for
+    ``<assistant>``'s (every ``silent`` token's) gives every token exactly 0 (the first
+    response token is decided by the circuit alone). The remaining freedom is random noise for
     non-response words, orthogonal to every constrained identity vector.
     """
     n_vocab = len(token_ids)
@@ -113,10 +114,10 @@ def _unembedding(
             # The final norm multiplies READOUT by READOUT_GAIN; undo it here.
             row[layout.READOUT] = slope / layout.READOUT_GAIN
 
-    current = [vocab.ASSISTANT, *continuations]
+    current = [*silent, *continuations]
     ids = embeddings[[token_ids[w] for w in current]][:, layout.IDENTITY].T  # [identity, m]
     targets = torch.zeros(n_vocab, len(current))
-    for column, word in enumerate(current[1:], start=1):
+    for column, word in enumerate(current[len(silent) :], start=len(silent)):
         targets[token_ids[continuations[word]], column] = CONTINUATION_LOGIT
     pinv = torch.linalg.pinv(ids)
     noise = RANDOM_UNEMBED_SCALE * torch.randn(n_vocab, len(layout.IDENTITY), generator=generator)
