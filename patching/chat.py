@@ -60,8 +60,18 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render(tokenizer: Any, instruction: str, *, system: str | None = None) -> str:
-    """The chat-template text of a one-turn user message, ending at the response."""
+def render(
+    tokenizer: Any,
+    instruction: str,
+    *,
+    system: str | None = None,
+    template_kwargs: dict[str, Any] | None = None,
+) -> str:
+    """The chat-template text of a one-turn user message, ending at the response.
+
+    ``template_kwargs`` are passed to the template (``{"enable_thinking": False}`` turns
+    a thinking template's reasoning segment off; templates ignore variables they lack).
+    """
     if not has_chat_template(tokenizer):
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         raise ChatTemplateError(
@@ -73,7 +83,9 @@ def render(tokenizer: Any, instruction: str, *, system: str | None = None) -> st
     messages = [{"role": "user", "content": instruction}]
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, **(template_kwargs or {})
+    )
     return str(text)
 
 
@@ -86,7 +98,13 @@ def _last_token_covering(offsets: list[tuple[int, int]], char: int) -> int:
     return index
 
 
-def format_chat(tokenizer: Any, instruction: str, *, system: str | None = None) -> ChatPrompt:
+def format_chat(
+    tokenizer: Any,
+    instruction: str,
+    *,
+    system: str | None = None,
+    template_kwargs: dict[str, Any] | None = None,
+) -> ChatPrompt:
     """Render ``instruction`` through the chat template and label its positions.
 
     Raises:
@@ -96,7 +114,7 @@ def format_chat(tokenizer: Any, instruction: str, *, system: str | None = None) 
     instruction = instruction.strip()
     if not instruction:
         raise ChatTemplateError("an instruction is empty; every prompt needs text")
-    text = render(tokenizer, instruction, system=system)
+    text = render(tokenizer, instruction, system=system, template_kwargs=template_kwargs)
     start = text.rfind(instruction)
     if start < 0:
         raise ChatTemplateError(

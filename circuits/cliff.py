@@ -1,0 +1,749 @@
+"""The refusal cliff: a refusal probe read along reasoning traces, and the heads that cause it.
+
+"Refusal Falls off a Cliff" finds that reasoning models keep a strong refusal intention
+through their thinking and lose it in the last tokens before the answer. This module
+measures that on any model (docs/science.md#refusal-cliff):
+
+- :func:`probe_examples` + :func:`probe_sweep`: a refusal probe (scikit-learn logistic
+  regression on standardised features) on the residual stream at the position that
+  predicts the answer, trained on the model's own behaviour: refused harmful prompts
+  against complied harmful (the control that keeps it from reading harmfulness) and
+  complied harmless ones; held-out accuracy and AUC at every layer.
+- :func:`generate_traces` / :func:`read_traces` and :func:`cliff_curves`: the probe's
+  refusal probability at every token of prompt + reasoning trace + answer opening,
+  averaged aligned on the end-of-thinking marker and on relative position (missing
+  positions excluded, bootstrap bands), and each trace's cliff score: the maximum
+  over the thinking segment minus the value at the last position before the answer.
+- :func:`trace_heads`: each head's output scaled by 0.1 (or zero / mean ablated), the
+  change of the probe's log-odds at the last position before the answer, with
+  significance over traces; heads that suppress refusal rank first.
+- :func:`ablate_top_heads`: attack success (share of harmful prompts answered, by the
+  behaviour classifier, with thinking) with the top k% of those heads ablated, against
+  as many random heads. A plain ablation; ``renormalise=True`` (labelled in the
+  output) scales the layer's other heads up as the paper's code does.
+- :func:`judge_traces`: Cliff-as-a-Judge, the traces ranked by cliff score.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from attribution.classification import roc_auc
+from attribution.result import Result
+from attribution.statistics import EffectStats, HeadStat, bootstrap_mean_ci, effect_stats
+from circuits.behaviour import Judge, classify
+from patching.chat import ChatPrompt, format_chat, render
+from patching.decoding import greedy_decode
+from patching.errors import PromptFileError, RefusalCircuitsError
+from patching.executor import DEFAULT_BATCH_SIZE, run_and_cache
+from patching.interventions import Ablation, Intervention, Scale, z_hook
+from patching.model import HookedModel
+from patching.residuals import residual_hooks, residual_stream
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Asked of a model whose template has no thinking mode, after the instruction.
+REASON_SUFFIX = (
+    f"First reason step by step between {THINK_OPEN} and {THINK_CLOSE}, then give your answer."
+)
+MIN_CLASS = 4  # fewest examples a side (refused / complied) a probe is trained on
+DEFAULT_TEST_SHARE = 0.3
+DEFAULT_ALPHA = 0.1
+DEFAULT_TOP_PERCENT = (1.5, 3.0, 10.0)
+DEFAULT_RANDOM_DRAWS = 3
+DEFAULT_ANSWER_TOKENS = 8
+DEFAULT_BINS = 10  # relative-position bins per segment (prompt, thinking, answer)
+TRACE_ABLATIONS = ("scale", "zero", "mean")
+TraceAblation = Literal["scale", "zero", "mean"]
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_TOP_PERCENT",
+    "MIN_CLASS",
+    "REASON_SUFFIX",
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "CliffCurves",
+    "CliffResult",
+    "HeadTrace",
+    "ProbeData",
+    "ProbeLayer",
+    "ProbeSweep",
+    "RefusalProbe",
+    "TooFewExamplesError",
+    "TopKAblation",
+    "Trace",
+    "TraceTokens",
+    "ablate_top_heads",
+    "attack_success",
+    "cliff_curves",
+    "generate_traces",
+    "has_thinking_template",
+    "judge_traces",
+    "probe_examples",
+    "probe_sweep",
+    "read_traces",
+    "tokenize_trace",
+    "trace_heads",
+    "write_judge_subset",
+]
+
+
+class TooFewExamplesError(RefusalCircuitsError):
+    """Too few refused or complied examples to train a refusal probe."""
+
+
+# -- traces ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Trace(Result):
+    """One reasoning trace: the user prompt, the thinking text, the answer."""
+
+    prompt: str
+    thinking: str
+    response: str
+
+
+def has_thinking_template(tokenizer: Any) -> bool:
+    """Whether the chat template has a thinking segment (it names the open marker)."""
+    return THINK_OPEN in str(getattr(tokenizer, "chat_template", None) or "")
+
+
+def read_traces(path: str | Path) -> list[Trace]:
+    """Traces from a JSONL file, one ``{"prompt", "thinking", "response"}`` object a line.
+
+    Raises:
+        PromptFileError: unreadable file, a line that is not such an object, or no traces.
+    """
+    p = Path(path).expanduser()
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptFileError(f"{p}: cannot be read ({exc}); pass a UTF-8 JSONL file") from None
+    traces = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            traces.append(Trace(str(row["prompt"]), str(row["thinking"]), str(row["response"])))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise PromptFileError(
+                f"{p} line {i}: not a trace; write one JSON object a line with the keys "
+                f'"prompt", "thinking" and "response"'
+            ) from None
+    if not traces:
+        raise PromptFileError(f"{p} has no traces; write one JSON object a line")
+    return traces
+
+
+def generation_prompt(model: HookedModel, instruction: str) -> ChatPrompt:
+    """The prompt a trace is generated from: the thinking template's own, else the
+    instruction asked to reason between the markers first (:data:`REASON_SUFFIX`)."""
+    if has_thinking_template(model.tokenizer):
+        return format_chat(model.tokenizer, instruction)
+    return format_chat(model.tokenizer, f"{instruction} {REASON_SUFFIX}")
+
+
+def _split(text: str) -> tuple[str, str] | None:
+    if THINK_CLOSE not in text:
+        return None
+    thinking, response = text.split(THINK_CLOSE, 1)
+    return thinking.replace(THINK_OPEN, "").strip(), response.strip()
+
+
+def generate_traces(
+    model: HookedModel,
+    instructions: Sequence[str],
+    n_tokens: int,
+    rows: Sequence[Sequence[Intervention]] | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[Trace | None]:
+    """Greedy traces of the instructions (``None`` where no end-of-thinking marker came
+    within ``n_tokens``), ``rows[i]`` applied at every step."""
+    prompts = [generation_prompt(model, s) for s in instructions]
+    ids = greedy_decode(
+        model, prompts, n_tokens, [list(r) for r in rows] if rows else None, batch_size=batch_size
+    )
+    tok = model.tokenizer
+    out: list[Trace | None] = []
+    for prompt, row in zip(prompts, ids, strict=True):
+        parts = _split(str(tok.decode(row, skip_special_tokens=True)))
+        out.append(None if parts is None else Trace(prompt.instruction, *parts))
+    return out
+
+
+@dataclass(frozen=True)
+class TraceTokens:
+    """A trace's tokens and segments: prompt ``[0, think)``, thinking ``[think, close)``
+    (the open marker and the reasoning), the close marker ``[close, answer)`` and the
+    answer opening ``[answer, len)``. ``answer - 1`` is the last position before the
+    answer (the close marker's last token): the cliff is measured there."""
+
+    tokens: Int[Tensor, " pos"]
+    think: int
+    close: int
+    answer: int
+
+    @property
+    def last_before_answer(self) -> int:
+        return self.answer - 1
+
+
+def tokenize_trace(
+    tokenizer: Any, trace: Trace, *, answer_tokens: int = DEFAULT_ANSWER_TOKENS
+) -> TraceTokens:
+    """The trace as the model reads it: chat template (with thinking), open marker,
+    thinking, close marker, the first ``answer_tokens`` answer tokens. Segments are
+    tokenized apart so that their bounds are exact."""
+    head = render(tokenizer, trace.prompt)
+    if head.rstrip().endswith(THINK_OPEN):
+        head = head.rstrip()[: -len(THINK_OPEN)]
+
+    def ids(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    pieces = [ids(head), ids(THINK_OPEN), ids(trace.thinking), ids(THINK_CLOSE)]
+    answer = ids(trace.response)[:answer_tokens]
+    think = len(pieces[0])
+    close = think + len(pieces[1]) + len(pieces[2])
+    start = close + len(pieces[3])
+    tokens = torch.tensor([t for p in pieces for t in p] + answer, dtype=torch.long)
+    return TraceTokens(tokens=tokens, think=think, close=close, answer=start)
+
+
+# -- probe ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProbeData(Result):
+    """Residuals at the position that predicts the answer, labelled by behaviour.
+
+    ``residuals``: ``[example, layer, d_model]`` (layer ``l`` = block ``l``'s input, the
+    last = the final residual); ``refused``: the label; ``kind``: ``refused_harmful``,
+    ``complied_harmful`` or ``complied_harmless``. ``stream_mean``/``stream_scale``: each
+    feature's mean and standard deviation over every position of the same prompts but
+    the first (the probe is read at every token, so it standardises by the spread over
+    tokens: a feature constant at the answer position but large elsewhere would blow up).
+    """
+
+    residuals: Float[np.ndarray, "example layer d_model"] = field(metadata={"group": "data"})
+    refused: np.ndarray = field(metadata={"group": "data"})
+    kind: list[str] = field(metadata={"group": "data"})
+    stream_mean: Float[np.ndarray, "layer d_model"] = field(metadata={"group": "data"})
+    stream_scale: Float[np.ndarray, "layer d_model"] = field(metadata={"group": "data"})
+
+    @property
+    def class_sizes(self) -> dict[str, int]:
+        return {k: self.kind.count(k) for k in KINDS}
+
+    def derived(self) -> dict[str, Any]:
+        return {"class_sizes": self.class_sizes}
+
+
+KINDS = ("refused_harmful", "complied_harmful", "complied_harmless")
+
+
+def probe_examples(
+    model: HookedModel,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    gen_tokens: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    judge: Judge | None = None,
+    min_class: int = MIN_CLASS,
+) -> ProbeData:
+    """The model's own behaviour as probe labels (answers without thinking).
+
+    Each prompt is rendered with ``enable_thinking=False`` (ignored by templates without
+    it), answered greedily and classified; refused harmful prompts are the positives,
+    complied harmful and complied harmless ones the negatives (evasions and refused
+    harmless prompts are left out).
+
+    Raises:
+        TooFewExamplesError: fewer than ``min_class`` refused or complied examples.
+    """
+    tok = model.tokenizer
+    texts = [*harmful, *harmless]
+    prompts = [format_chat(tok, t, template_kwargs={"enable_thinking": False}) for t in texts]
+    ids = greedy_decode(model, prompts, gen_tokens, batch_size=batch_size)
+    labels = classify([str(tok.decode(r, skip_special_tokens=True)).strip() for r in ids], judge)
+    kinds: list[str | None] = []
+    for i, label in enumerate(labels):
+        side = "harmful" if i < len(harmful) else "harmless"
+        kind = {"refusal": "refused", "answer": "complied"}.get(label)
+        kinds.append(None if kind is None or f"{kind}_{side}" not in KINDS else f"{kind}_{side}")
+    keep = [i for i, k in enumerate(kinds) if k is not None]
+    kept = [str(kinds[i]) for i in keep]
+    refused = np.array([k == "refused_harmful" for k in kept])
+    n_pos, n_neg = int(refused.sum()), int((~refused).sum())
+    if min(n_pos, n_neg) < min_class:
+        sizes = {k: kept.count(k) for k in KINDS}
+        raise TooFewExamplesError(
+            f"the model refused {n_pos} and complied with {n_neg} of {len(texts)} prompts "
+            f"({sizes}); a refusal probe needs at least {min_class} of each: pass more pairs "
+            f"(--n), or harmful prompts it refuses and prompts it answers"
+        )
+    hooks = residual_hooks(model)
+    _, caches = run_and_cache(
+        model,
+        [prompts[i] for i in keep],
+        names={str(j): h for j, h in enumerate(hooks)},
+        batch_size=batch_size,
+        to_cpu=True,
+    )
+    streams = [
+        torch.stack([c[str(j)] for j in range(len(hooks))], dim=1).double() for c in caches
+    ]  # [pos, layer, d_model] per prompt
+    last = torch.stack([st[prompts[i].t_post_inst] for st, i in zip(streams, keep, strict=True)])
+    tokens = torch.cat([st[1:] for st in streams])
+    scale = tokens.std(dim=0)
+    return ProbeData(
+        residuals=last.float().numpy(),
+        refused=refused,
+        kind=kept,
+        stream_mean=tokens.mean(dim=0).numpy(),
+        stream_scale=torch.where(scale > 0, scale, torch.ones_like(scale)).numpy(),
+    )
+
+
+@dataclass(frozen=True)
+class RefusalProbe(Result):
+    """A fitted probe: ``logit(x) = ((x - mean) / scale) @ coef + intercept``."""
+
+    layer: int
+    mean: Float[np.ndarray, " d_model"]
+    scale: Float[np.ndarray, " d_model"]
+    coef: Float[np.ndarray, " d_model"]
+    intercept: float
+
+    def logit(self, x: Float[np.ndarray, "n d_model"]) -> Float[np.ndarray, " n"]:
+        """The probe's log-odds of refusal."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        return np.asarray(z @ self.coef + self.intercept)
+
+    def probability(self, x: Float[np.ndarray, "n d_model"]) -> Float[np.ndarray, " n"]:
+        """The probe's refusal probability."""
+        return np.asarray(1.0 / (1.0 + np.exp(-self.logit(x))))
+
+
+def fit_probe(
+    x: Float[np.ndarray, "n d_model"],
+    y: np.ndarray,
+    layer: int,
+    mean: Float[np.ndarray, " d_model"],
+    scale: Float[np.ndarray, " d_model"],
+    *,
+    c: float = 1.0,
+) -> RefusalProbe:
+    """scikit-learn's L2 logistic regression (``C=c``) on features standardised by
+    ``mean`` and ``scale`` (:class:`ProbeData`'s over-the-stream statistics)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+    reg = LogisticRegression(C=c, max_iter=5000).fit((np.asarray(x) - mean) / scale, y)
+    return RefusalProbe(
+        layer=layer,
+        mean=mean,
+        scale=scale,
+        coef=np.asarray(reg.coef_[0], dtype=np.float64),
+        intercept=float(reg.intercept_[0]),
+    )
+
+
+@dataclass(frozen=True)
+class ProbeLayer(Result):
+    """One layer's probe, fitted on the training split, scored on the held-out one."""
+
+    layer: int
+    accuracy: float
+    auc: float
+    n_train: int
+    n_test: int
+
+
+@dataclass(frozen=True)
+class ProbeSweep(Result):
+    """Held-out accuracy and AUC at every residual layer; ``probe`` is refitted on all
+    examples at ``layer`` (the best held-out AUC, then accuracy, then depth, unless
+    chosen)."""
+
+    layers: list[ProbeLayer]
+    layer: int
+    probe: RefusalProbe
+    class_sizes: dict[str, int]
+    min_class: int
+    test_share: float
+
+    def derived(self) -> dict[str, Any]:
+        # Without complied harmful prompts the probe may read harmfulness, not refusal.
+        return {"controls_harmfulness": self.class_sizes.get("complied_harmful", 0) > 0}
+
+
+def probe_sweep(
+    data: ProbeData,
+    *,
+    layer: int | None = None,
+    test_share: float = DEFAULT_TEST_SHARE,
+    seed: int = 0,
+    min_class: int = MIN_CLASS,
+) -> ProbeSweep:
+    """Fit a probe at every layer on a stratified split; pick (or take) the probe layer."""
+    from sklearn.model_selection import train_test_split
+
+    n_layers = data.residuals.shape[1]
+    if layer is not None and not 0 <= layer < n_layers:
+        raise ValueError(
+            f"probe layer {layer} outside 0..{n_layers - 1} (the last is the final residual)"
+        )
+    if not 0.0 < test_share < 1.0:
+        raise ValueError(f"test share {test_share}: pass a share strictly between 0 and 1")
+    y = data.refused.astype(int)
+    if min(int(y.sum()), int((1 - y).sum())) < min_class:
+        raise TooFewExamplesError(
+            f"{int(y.sum())} refused and {int((1 - y).sum())} complied examples; a probe "
+            f"needs at least {min_class} of each: pass more prompts"
+        )
+    train, test = train_test_split(
+        np.arange(len(y)), test_size=test_share, random_state=seed, stratify=y
+    )
+    rows = []
+    for lay in range(n_layers):
+        x = data.residuals[:, lay]
+        probe = fit_probe(x[train], y[train], lay, data.stream_mean[lay], data.stream_scale[lay])
+        scores = probe.logit(x[test])
+        accuracy = float(np.mean((scores > 0) == y[test].astype(bool)))
+        auc = roc_auc(scores, y[test].astype(bool))
+        rows.append(ProbeLayer(lay, accuracy, auc, len(train), len(test)))
+    best = max(rows, key=lambda r: (r.auc, r.accuracy, r.layer)).layer if layer is None else layer
+    full = fit_probe(
+        data.residuals[:, best], y, best, data.stream_mean[best], data.stream_scale[best]
+    )
+    return ProbeSweep(rows, best, full, data.class_sizes, min_class, test_share)
+
+
+def _hook(model: HookedModel, layer: int) -> str:
+    return residual_hooks(model, list(range(model.n_layers)))[layer]
+
+
+def probe_positions(
+    model: HookedModel,
+    probe: RefusalProbe,
+    tokens: Sequence[Tensor],
+    rows: Sequence[Sequence[Intervention]] | None = None,
+    *,
+    at: str | Sequence[int] = "all",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[np.ndarray]:
+    """The probe's log-odds at positions ``at`` of every token sequence (under ``rows``)."""
+    _, caches = run_and_cache(
+        model,
+        list(tokens),
+        [list(r) for r in rows] if rows is not None else None,
+        names={"r": _hook(model, probe.layer)},
+        at=at,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        to_cpu=True,
+    )
+    return [probe.logit(c["r"].float().numpy()) for c in caches]
+
+
+# -- curves ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CliffCurves(Result):
+    """The probe's refusal probability along traces, averaged two ways.
+
+    ``offsets``: positions relative to the last position before the answer (0; the
+    thinking segment and prompt before, the answer opening after); ``mean``/``ci_*``
+    over the traces that have that position (``count``), never padded. ``bins``:
+    relative position, ``[-1, 0)`` the prompt, ``[0, 1)`` the thinking segment,
+    ``[1, 2)`` the answer opening; each trace's positions in a bin are averaged first.
+    ``cliff_scores``: per trace, the maximum over the thinking segment minus the value
+    at the last position before the answer (probability units).
+    """
+
+    offsets: Int[np.ndarray, " offset"]
+    mean: Float[np.ndarray, " offset"]
+    ci_low: Float[np.ndarray, " offset"]
+    ci_high: Float[np.ndarray, " offset"]
+    count: Int[np.ndarray, " offset"]
+    bins: Float[np.ndarray, " bin"]
+    bin_mean: Float[np.ndarray, " bin"]
+    bin_low: Float[np.ndarray, " bin"]
+    bin_high: Float[np.ndarray, " bin"]
+    bin_count: Int[np.ndarray, " bin"]
+    cliff_scores: Float[np.ndarray, " trace"]
+    per_trace: list[list[float]] = field(metadata={"group": "per_trace"})
+    segments: list[list[int]] = field(metadata={"group": "per_trace"})
+
+    def derived(self) -> dict[str, Any]:
+        return {"mean_cliff_score": float(np.mean(self.cliff_scores))}
+
+
+def cliff_score(probability: Float[np.ndarray, " pos"], tt: TraceTokens) -> float:
+    """Max over the thinking segment minus the value at the last position before the answer."""
+    return float(np.max(probability[tt.think : tt.close]) - probability[tt.last_before_answer])
+
+
+def _mean_band(values: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
+    count = np.isfinite(values).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        mean = np.nansum(values, axis=0) / np.where(count > 0, count, np.nan)
+    low, high = bootstrap_mean_ci(values, seed=seed) if len(values) else (mean, mean)
+    return mean, low, high, count
+
+
+def cliff_curves(
+    probabilities: Sequence[Float[np.ndarray, " pos"]],
+    segments: Sequence[TraceTokens],
+    *,
+    n_bins: int = DEFAULT_BINS,
+    seed: int = 0,
+) -> CliffCurves:
+    """Average per-position probe probabilities of traces (see :class:`CliffCurves`)."""
+    if not probabilities:
+        raise ValueError("no traces to average; pass at least one complete trace")
+    before = max(tt.last_before_answer for tt in segments)
+    after = max(len(tt.tokens) - tt.answer for tt in segments)
+    offsets = np.arange(-before, after + 1)
+    aligned = np.full((len(probabilities), len(offsets)), np.nan)
+    binned = np.full((len(probabilities), 3 * n_bins), np.nan)
+    for i, (p, tt) in enumerate(zip(probabilities, segments, strict=True)):
+        aligned[i, before - tt.last_before_answer : before - tt.last_before_answer + len(p)] = p
+        for s, (lo, hi) in enumerate(((0, tt.think), (tt.think, tt.answer), (tt.answer, len(p)))):
+            if hi <= lo:
+                continue
+            which = s * n_bins + np.minimum((np.arange(hi - lo) * n_bins) // (hi - lo), n_bins - 1)
+            for b in np.unique(which):
+                binned[i, b] = float(np.mean(p[lo:hi][which == b]))
+    mean, low, high, count = _mean_band(aligned, seed)
+    bmean, blow, bhigh, bcount = _mean_band(binned, seed)
+    return CliffCurves(
+        offsets=offsets,
+        mean=mean,
+        ci_low=low,
+        ci_high=high,
+        count=count,
+        bins=(np.arange(3 * n_bins) + 0.5) / n_bins - 1.0,
+        bin_mean=bmean,
+        bin_low=blow,
+        bin_high=bhigh,
+        bin_count=bcount,
+        cliff_scores=np.array([cliff_score(p, tt) for p, tt in zip(probabilities, segments)]),
+        per_trace=[[float(v) for v in p] for p in probabilities],
+        segments=[[tt.think, tt.close, tt.answer] for tt in segments],
+    )
+
+
+def trace_probabilities(
+    model: HookedModel,
+    probe: RefusalProbe,
+    segments: Sequence[TraceTokens],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[np.ndarray]:
+    """The probe's refusal probability at every position of every trace."""
+    logits = probe_positions(model, probe, [tt.tokens for tt in segments], batch_size=batch_size)
+    return [1.0 / (1.0 + np.exp(-x)) for x in logits]
+
+
+# -- head tracing --------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeadTrace(Result):
+    """Per head: the change of the probe's log-odds of refusal at the last position before
+    the answer when the head's output is scaled by ``alpha`` (``ablation="scale"``),
+    zeroed or mean-ablated; > 0 means the head suppresses refusal. Heads at or after
+    the probe layer cannot move it (NaN)."""
+
+    ablation: str
+    alpha: float
+    probe_layer: int
+    stats: EffectStats
+    ranked: list[HeadStat]
+
+    def derived(self) -> dict[str, Any]:
+        return {"top": [h.label for h in self.ranked[:5]]}
+
+
+def _head_rows(
+    layer: int, head: int, ablation: str, alpha: float, means: Tensor | None
+) -> Intervention:
+    if ablation == "scale":
+        return Scale(layer, head, "all", alpha)
+    if ablation == "mean" and means is not None:
+        return Ablation(layer, head, "all", "mean", means[layer, head])
+    return Ablation(layer, head, "all")
+
+
+def head_means(
+    model: HookedModel, tokens: Sequence[Tensor], *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Float[Tensor, "layer head d_head"]:
+    """Every head's output (``hook_z``) averaged over all positions of ``tokens``."""
+    names = {str(layer): z_hook(layer) for layer in range(model.n_layers)}
+    _, caches = run_and_cache(model, list(tokens), names=names, batch_size=batch_size, to_cpu=True)
+    return torch.stack(
+        [torch.cat([c[str(layer)].double() for c in caches]).mean(0) for layer in range(model.n_layers)]
+    ).float()
+
+
+def trace_heads(
+    model: HookedModel,
+    probe: RefusalProbe,
+    segments: Sequence[TraceTokens],
+    *,
+    ablation: TraceAblation = "scale",
+    alpha: float = DEFAULT_ALPHA,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> HeadTrace:
+    """Each head's effect on the probe at the last position before the answer."""
+    if ablation not in TRACE_ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; use one of {', '.join(TRACE_ABLATIONS)}")
+    # The model is causal: nothing after the last position before the answer matters.
+    tokens = [tt.tokens[: tt.answer] for tt in segments]
+    means = head_means(model, tokens, batch_size=batch_size) if ablation == "mean" else None
+    clean = np.array([x[0] for x in probe_positions(model, probe, tokens, at=[-1])])
+    effects = np.full((len(tokens), model.n_layers, model.n_heads), np.nan)
+    heads = [(a, b) for a in range(min(probe.layer, model.n_layers)) for b in range(model.n_heads)]
+    for layer, head in tqdm(heads, desc="heads", unit="head", disable=not progress):
+        iv = _head_rows(layer, head, ablation, alpha, means)
+        got = probe_positions(
+            model, probe, tokens, [[iv]] * len(tokens), at=[-1], batch_size=batch_size
+        )
+        effects[:, layer, head] = np.array([x[0] for x in got]) - clean
+    stats = effect_stats(effects, seed=seed)
+    ranked = stats.top(len(heads))
+    return HeadTrace(ablation, alpha if ablation == "scale" else 0.0, probe.layer, stats, ranked)
+
+
+# -- top-k% ablation and attack success ---------------------------------------------
+def attack_success(
+    model: HookedModel,
+    harmful: Sequence[str],
+    n_tokens: int,
+    heads: Sequence[tuple[int, int]] = (),
+    *,
+    renormalise: bool = False,
+    judge: Judge | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tuple[float, int]:
+    """Share of harmful prompts answered with thinking, ``heads`` zero-ablated at every
+    step, and how many traces never closed (counted as not answered).
+
+    ``renormalise``: the other heads of each touched layer are scaled by
+    ``n_heads / (n_heads - k)`` (the paper's code; boosts them).
+    """
+    ivs: list[Intervention] = [Ablation(a, b, "all") for a, b in heads]
+    if renormalise:
+        for layer in sorted({a for a, _ in heads}):
+            gone = {b for a, b in heads if a == layer}
+            if len(gone) < model.n_heads:
+                boost = model.n_heads / (model.n_heads - len(gone))
+                ivs += [Scale(layer, b, "all", boost) for b in range(model.n_heads) if b not in gone]
+    rows = [ivs] * len(harmful) if ivs else None
+    traces = generate_traces(model, harmful, n_tokens, rows, batch_size=batch_size)
+    done = [t for t in traces if t is not None]
+    labels = classify([t.response for t in done], judge) if done else []
+    return sum(1 for x in labels if x == "answer") / len(harmful), len(traces) - len(done)
+
+
+@dataclass(frozen=True)
+class TopKAblation(Result):
+    """Attack success with the top ``percent``% refusal-suppressing heads ablated, and
+    with as many random heads (``random_attack_success``, one per draw)."""
+
+    percent: float
+    heads: list[list[int]]
+    attack_success: float
+    random_heads: list[list[list[int]]]
+    random_attack_success: list[float]
+    renormalised: bool
+
+    def derived(self) -> dict[str, Any]:
+        return {"n_heads": len(self.heads), "random_mean": float(np.mean(self.random_attack_success))}
+
+
+def ablate_top_heads(
+    model: HookedModel,
+    trace: HeadTrace,
+    harmful: Sequence[str],
+    n_tokens: int,
+    *,
+    percents: Sequence[float] = DEFAULT_TOP_PERCENT,
+    random_draws: int = DEFAULT_RANDOM_DRAWS,
+    renormalise: bool = False,
+    seed: int = 0,
+    judge: Judge | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[TopKAblation]:
+    """For each k in ``percents``: ablate the top k% of heads (at least one), measure
+    attack success, and the same for ``random_draws`` sets of as many random heads."""
+    total = model.n_layers * model.n_heads
+    rng = np.random.default_rng(seed)
+    out = []
+    for pct in percents:
+        if not 0.0 < pct <= 100.0:
+            raise ValueError(f"top {pct}% of heads: pass percentages in (0, 100]")
+        k = max(1, round(pct / 100.0 * total))
+        top = [(h.layer, h.head) for h in trace.ranked[:k]]
+        asr, _ = attack_success(
+            model, harmful, n_tokens, top, renormalise=renormalise, judge=judge,
+            batch_size=batch_size,
+        )  # fmt: skip
+        draws, rates = [], []
+        for _ in range(random_draws):
+            pick = rng.choice(total, size=k, replace=False)
+            heads = [(int(i) // model.n_heads, int(i) % model.n_heads) for i in pick]
+            rate, _ = attack_success(
+                model, harmful, n_tokens, heads, renormalise=renormalise, judge=judge,
+                batch_size=batch_size,
+            )  # fmt: skip
+            draws.append([list(h) for h in heads])
+            rates.append(rate)
+        out.append(TopKAblation(pct, [list(h) for h in top], asr, draws, rates, renormalise))
+    return out
+
+
+# -- Cliff-as-a-Judge ----------------------------------------------------------------
+def judge_traces(
+    traces: Sequence[Trace], scores: Float[np.ndarray, " trace"], top_frac: float
+) -> list[dict[str, Any]]:
+    """The ``top_frac`` share of traces with the largest cliff scores (at least one),
+    largest first, each row with its ``cliff_score``."""
+    if not 0.0 < top_frac <= 1.0:
+        raise ValueError(f"top fraction {top_frac}: pass a share in (0, 1], e.g. 0.1")
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    keep = order[: max(1, round(top_frac * len(traces)))]
+    return [{**traces[i].to_dict(), "cliff_score": float(scores[i])} for i in keep]
+
+
+def write_judge_subset(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    out = Path(path)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+# -- the whole step ------------------------------------------------------------------
+@dataclass(frozen=True)
+class CliffResult(Result):
+    """The ``cliff`` step's output (docs/science.md#refusal-cliff)."""
+
+    model: str
+    sweep: ProbeSweep
+    curves: CliffCurves
+    n_traces: int
+    n_incomplete: int
+    traces_source: str
+    tracing: HeadTrace | None = None
+    attack_success: float = float("nan")
+    ablations: list[TopKAblation] = field(default_factory=list)
+    traces: list[Trace] = field(default_factory=list, metadata={"group": "per_trace"})
