@@ -1,7 +1,7 @@
 """The ``refusal-circuits`` command line.
 
 One module per command (``dla``, ``screen``, ``organism``, ``audit``,
-``compare``, ``check``, ``directions``, ``guard``, ``calibrate``), each with a
+``compare``, ``check``, ``directions``, ``guard``, ``calibrate``, ``cliff``), each with a
 ``register(subparsers)`` function that imports nothing heavy: a command's
 implementation (torch, the model, the methods) is imported by its handler, so
 ``--help`` answers at once. The shared
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         calibrate,
         check,
         cipher,
+        cliff,
         compare,
         directions,
         dla,
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         guard,
         calibrate,
         cipher,
+        cliff,
     ):
         command.register(sub)
     _show_defaults(parser, HelpFormatter)

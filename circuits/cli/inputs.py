@@ -24,18 +24,20 @@ from patching.model import HookedModel
 from patching.prompts import PromptPair, builtin_pairs, read_pairs
 
 
-def organism_path() -> Path:
+def organism_path(variant: str = "exact") -> Path:
     """The built-in organism's directory (built into the cache on first use)."""
     from circuits.organism import organism_dir
 
-    return organism_dir()
+    return organism_dir(variant=variant)
 
 
-def resolve_model(args: argparse.Namespace) -> tuple[HookedModel, Path | None]:
-    """Load ``--model``; for the organism also return its directory (for its pairs)."""
+def resolve_model(
+    args: argparse.Namespace, variant: str = "exact"
+) -> tuple[HookedModel, Path | None]:
+    """Load ``--model``; for the organism (its ``variant``) also return its directory."""
     allow_pickle = bool(getattr(args, "allow_pickle", False))
     if args.model == ORGANISM:
-        directory = organism_path()
+        directory = organism_path(variant)
         model = load_model(
             directory, device=args.device, dtype=args.dtype, allow_pickle=allow_pickle
         )
@@ -95,6 +97,7 @@ def prepare(
     ci: bool = False,
     extra_tokens: int = 0,
     extra: dict[str, Any] | None = None,
+    variant: str = "exact",
 ) -> Prepared:
     """Check every input, load the model, write ``DIR/run.json`` (module docstring).
 
@@ -104,9 +107,11 @@ def prepare(
         ci: the command reports bootstrap intervals; refuse a single pair.
         extra_tokens: positions the command appends after each prompt.
         extra: more fields for the run record.
+        variant: the organism variant ``--model organism`` means (the ``cliff`` command's
+            default is the thinking organism).
     """
     check_common(args)
-    organism = organism_path() if args.model == ORGANISM else None
+    organism = organism_path(variant) if args.model == ORGANISM else None
     pairs = resolve_pairs(args, organism)
     check_distinct_texts(pairs)
     if ci:
@@ -114,7 +119,7 @@ def prepare(
     if significance is not None:
         check_enough_pairs(len(pairs), significance)
     out = check_output_dir(args.out)
-    model, _ = resolve_model(args)
+    model, _ = resolve_model(args, variant)
     check_pairs_fit(model, pairs, extra_tokens=extra_tokens)
     # The DLA identity and the engine's self-check on the user's own model and first
     # pair, before the work: every output records them (circuits.checks).
