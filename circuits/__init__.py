@@ -52,6 +52,8 @@ if TYPE_CHECKING:
         jailbreak_shift,
         steer,
     )
+    from circuits.cliff import CliffResult, cliff_step, judge_traces, read_traces
+    from circuits.cliff_views import cliff_figures, write_cliff_outputs
     from circuits.export import save_figures, save_static
     from circuits.guard import (
         GroupMetrics,
@@ -92,6 +94,12 @@ _EXPORTS: dict[str, str] = {
     "cipher_contrast": "circuits.cipher",
     "cipher_figures": "circuits.cipher_views",
     "write_cipher_outputs": "circuits.cipher_views",
+    "CliffResult": "circuits.cliff",
+    "cliff_step": "circuits.cliff",
+    "judge_traces": "circuits.cliff",
+    "read_traces": "circuits.cliff",
+    "cliff_figures": "circuits.cliff_views",
+    "write_cliff_outputs": "circuits.cliff_views",
     "GroupMetrics": "circuits.guard",
     "GuardEvaluation": "circuits.guard",
     "LabelledPrompt": "circuits.guard",
@@ -146,6 +154,7 @@ __all__ = [
     "CategoryCalibration",
     "CipherContrast",
     "GateNecessity",
+    "CliffResult",
     "GroupMetrics",
     "GuardEvaluation",
     "HeadFinding",
@@ -171,6 +180,8 @@ __all__ = [
     "cipher_contrast",
     "cipher_figures",
     "classify",
+    "cliff_figures",
+    "cliff_step",
     "compare_audits",
     "compare_figures",
     "cosine_norm_figure",
@@ -187,6 +198,7 @@ __all__ = [
     "head_maps",
     "jailbreak_scatter",
     "jailbreak_shift",
+    "judge_traces",
     "labelled_pairs",
     "load_ground_truth",
     "necessity_heatmap",
@@ -195,12 +207,14 @@ __all__ = [
     "patching_heatmap",
     "ranking_comparison",
     "read_labelled",
+    "read_traces",
     "save_figures",
     "save_static",
     "shuffle_labels",
     "steer",
     "steering_figure",
     "write_cipher_outputs",
+    "write_cliff_outputs",
     "write_guard_outputs",
     "write_report",
 ]

@@ -350,7 +350,7 @@ def fit_probe(
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
-    reg = LogisticRegression(C=c, max_iter=5000).fit((np.asarray(x) - mean) / scale, y)
+    reg = LogisticRegression(C=c, max_iter=10000, tol=1e-10).fit((np.asarray(x) - mean) / scale, y)
     return RefusalProbe(
         layer=layer,
         mean=mean,
@@ -503,7 +503,7 @@ def _mean_band(values: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
 
 
 def cliff_curves(
-    probabilities: Sequence[Float[np.ndarray, " pos"]],
+    probabilities: Sequence[np.ndarray],
     segments: Sequence[TraceTokens],
     *,
     n_bins: int = DEFAULT_BINS,

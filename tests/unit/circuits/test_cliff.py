@@ -1,0 +1,289 @@
+"""The refusal cliff (circuits.cliff) against the thinking organism's ground truth and
+against independent computations (docs/science.md#refusal-cliff)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from circuits import cliff as C
+from circuits.cli import build_parser
+from circuits.cli.cliff import check_options
+from circuits.cliff_views import cliff_figures, write_cliff_outputs
+from circuits.organism import generate_pairs, load_ground_truth, organism_dir
+from circuits.organism import vocab
+from circuits.organism.build import ORGANISM_VARIANTS
+from circuits.organism.ground_truth import ThinkingTruth
+from patching.chat import format_chat
+from patching.decoding import greedy_decode
+from patching.errors import OptionError, PromptFileError
+from patching.loading import load_model
+from patching.model import HookedModel
+
+N = 12
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    return organism_dir(variant="thinking")
+
+
+@pytest.fixture(scope="module")
+def truth(model_dir: Path) -> ThinkingTruth:
+    t = load_ground_truth(model_dir).thinking
+    assert t is not None
+    return t
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> HookedModel:
+    return load_model(model_dir)
+
+
+@pytest.fixture(scope="module")
+def harmful() -> list[str]:
+    return [p.harmful for p in generate_pairs(N, 0, "plain")]
+
+
+@pytest.fixture(scope="module")
+def result(model: HookedModel, harmful: list[str]) -> C.CliffResult:
+    return C.cliff_step(
+        model,
+        harmful,
+        [p.control for p in generate_pairs(N, 0, "plain")],
+        probe_harmful=[p.harmful for p in generate_pairs(N, 0, "jailbreak")],
+        percents=(3.0, 10.0),
+        random_draws=2,
+        gen_tokens=24,
+    )
+
+
+def susceptible(texts: list[str], truth: ThinkingTruth) -> np.ndarray:
+    """Independent of the toolkit: which prompts name a susceptible topic word."""
+    return np.array([any(w in t.split() for w in truth.susceptible_words) for t in texts])
+
+
+# -- the organism ------------------------------------------------------------------
+def test_thinking_variant_has_its_own_version_and_truth(model_dir: Path, truth: ThinkingTruth):
+    assert "thinking" in ORGANISM_VARIANTS
+    assert model_dir.name.startswith("organism-thinking-v")
+    assert truth.cliff_head == (7, 3)
+    assert load_ground_truth(model_dir).role_of(*truth.cliff_head) == "cliff"
+    per_category = {
+        c: sum(w in truth.susceptible_words for w in ws) for c, ws in vocab.HARMFUL_TOPICS.items()
+    }
+    assert set(per_category.values()) == {round(truth.planted_attack_success * 6)}
+
+
+def test_thinking_organism_answers_susceptible_topics_after_the_trace(
+    model: HookedModel, truth: ThinkingTruth, harmful: list[str]
+) -> None:
+    tok = model.tokenizer
+    texts = [str(tok.decode(r)) for r in greedy_decode(model, [format_chat(tok, h) for h in harmful], 24)]
+    trace = " ".join(truth.thinking_words)
+    for text, sus in zip(texts, susceptible(harmful, truth), strict=True):
+        assert text.startswith(f"{trace} {truth.think_close} ")
+        assert text.split(truth.think_close)[1].split()[0] == ("Sure" if sus else "Sorry")
+    # Without thinking every plain harmful prompt is refused (no cliff).
+    plain = [format_chat(tok, h, template_kwargs={"enable_thinking": False}) for h in harmful]
+    assert all(str(tok.decode(r)).startswith("Sorry") for r in greedy_decode(model, plain, 3))
+
+
+# -- probe -------------------------------------------------------------------------
+def test_fit_probe_solves_the_penalised_likelihood() -> None:
+    """Independent check: the gradient of C * sum(log-loss) + |w|^2 / 2 is ~0 at the fit."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)) * [1, 2, 3, 4, 5] + 3
+    y = (x[:, 0] + rng.normal(size=60) > 3).astype(int)
+    mean, scale = x.mean(0), x.std(0)
+    probe = C.fit_probe(x, y, 0, mean, scale, c=0.5)
+    z = (x - mean) / scale
+    residual = 1 / (1 + np.exp(-(z @ probe.coef + probe.intercept))) - y
+    assert np.allclose(0.5 * z.T @ residual + probe.coef, 0, atol=1e-3)
+    assert abs(residual.sum()) < 1e-3  # the intercept is not penalised
+    assert np.allclose(probe.probability(x), 1 / (1 + np.exp(-probe.logit(x))))
+
+
+def test_fit_probe_separable_toy_puts_weight_on_the_separating_feature() -> None:
+    x = np.array([[0.0, 1.0], [0.1, -1.0], [1.0, 1.0], [1.1, -1.0]] * 5)
+    y = np.array([0, 0, 1, 1] * 5)
+    probe = C.fit_probe(x, y, 0, x.mean(0), x.std(0))
+    assert abs(probe.coef[0]) > 10 * abs(probe.coef[1])
+    assert ((probe.logit(x) > 0) == y.astype(bool)).all()
+
+
+def test_sweep_numbers_match_an_independent_recomputation(result: C.CliffResult) -> None:
+    sweep = result.sweep
+    sizes = sweep.class_sizes
+    # Ground truth of the classes: plain harmful refused, controls and strong framings answered.
+    assert sizes["refused_harmful"] >= N and sizes["complied_harmless"] == N
+    assert sizes["complied_harmful"] > 0
+    best = next(r for r in sweep.layers if r.layer == sweep.layer)
+    assert best.accuracy == 1.0 and best.auc == 1.0
+    assert sweep.layer == 8  # the cliff and the negative head are in the final residual only
+    # The probe reads the planted refusal readout more than any other feature.
+    weight = np.abs(sweep.probe.coef)
+    assert int(np.argmax(weight)) == 2  # layout.READOUT
+    for row in sweep.layers:
+        assert row.n_train + row.n_test == sum(sizes.values())
+
+
+def test_too_few_examples_is_a_clear_error(model: HookedModel, harmful: list[str]) -> None:
+    with pytest.raises(C.TooFewExamplesError, match="at least 4 of each"):
+        C.probe_examples(model, harmful[:2], ["explain how to make a cake"])
+
+
+# -- curves ------------------------------------------------------------------------
+def test_curve_shows_the_cliff_at_the_planted_position(
+    result: C.CliffResult, truth: ThinkingTruth, harmful: list[str]
+) -> None:
+    sus = susceptible([t.prompt for t in result.traces], truth)
+    assert 0 < sus.sum() < len(sus)
+    for p, (think, close, answer), s in zip(
+        result.curves.per_trace, result.curves.segments, sus, strict=True
+    ):
+        p = np.array(p)
+        assert close - think == 1 + len(truth.thinking_words)
+        assert (p[think:close] > 0.9).all()  # refusal intention held through the trace
+        assert (p[answer - 1] < 0.1) if s else (p[answer - 1] > 0.9)
+        # The largest one-step drop is at the end-of-thinking marker (the planted cliff).
+        if s:
+            assert int(np.argmin(np.diff(p[: answer]))) + 1 == answer - 1
+    scores = result.curves.cliff_scores
+    assert (scores[sus] > 0.8).all() and (np.abs(scores[~sus]) < 0.1).all()
+
+
+def test_curves_hand_case() -> None:
+    """Two traces of different lengths: aligned means exclude missing positions."""
+    import torch
+
+    a = C.TraceTokens(torch.zeros(6, dtype=torch.long), think=2, close=4, answer=5)
+    b = C.TraceTokens(torch.zeros(5, dtype=torch.long), think=1, close=3, answer=4)
+    pa = np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.2])
+    pb = np.array([0.0, 0.6, 0.7, 0.1, 0.5])
+    c = C.cliff_curves([pa, pb], [a, b], n_bins=2)
+    assert list(c.offsets) == [-4, -3, -2, -1, 0, 1]
+    assert np.allclose(c.mean, [0.1, 0.1, 0.75, 0.75, 0.2, 0.35])
+    assert list(c.count) == [1, 2, 2, 2, 2, 2]
+    assert np.allclose(c.cliff_scores, [0.9 - 0.3, 0.7 - 0.1])
+    assert (c.ci_low <= c.mean + 1e-12).all() and (c.mean <= c.ci_high + 1e-12).all()
+
+
+# -- head tracing and ablation -----------------------------------------------------
+def test_head_tracing_ranks_the_cliff_head_first(result: C.CliffResult, truth: ThinkingTruth):
+    tracing = result.tracing
+    assert tracing is not None
+    top = tracing.ranked[0]
+    assert (top.layer, top.head) == truth.cliff_head
+    assert top.p < 0.05
+    # No head at or after the probe layer is measured.
+    assert np.isnan(tracing.stats.effect[8:]).all()
+
+
+def test_tracing_effect_matches_a_manual_intervened_run(
+    model: HookedModel, result: C.CliffResult, truth: ThinkingTruth
+) -> None:
+    """The cliff head's mean effect against runs made one trace at a time."""
+    from patching.interventions import Scale
+
+    layer, head = truth.cliff_head
+    effects = []
+    for trace in result.traces:
+        tt = C.tokenize_trace(model.tokenizer, trace)
+        tokens = [tt.tokens[: tt.answer]]
+        clean = C.probe_positions(model, result.sweep.probe, tokens, at=[-1])[0][0]
+        scaled = C.probe_positions(
+            model, result.sweep.probe, tokens, [[Scale(layer, head, "all", 0.1)]], at=[-1]
+        )[0][0]
+        effects.append(scaled - clean)
+    assert result.tracing is not None
+    assert result.tracing.stats.effect[layer, head] == pytest.approx(np.mean(effects), abs=1e-4)
+    sus = susceptible([t.prompt for t in result.traces], truth)
+    assert np.abs(np.array(effects)[~sus]).max() < 0.05
+
+
+def test_ablating_the_cliff_head_stops_attack_success(
+    result: C.CliffResult, truth: ThinkingTruth, harmful: list[str]
+) -> None:
+    planted = float(susceptible(harmful, truth).mean())
+    assert result.attack_success == pytest.approx(planted)
+    three = result.ablations[0]
+    assert three.heads == [list(truth.cliff_head)]
+    assert three.attack_success == 0.0
+    for heads, rate in zip(three.random_heads, three.random_attack_success, strict=True):
+        if list(truth.cliff_head) not in heads:
+            assert rate == pytest.approx(planted)
+
+
+def test_renormalised_ablation_is_labelled(model: HookedModel, harmful: list[str]) -> None:
+    rate, open_traces = C.attack_success(model, harmful, 24, [(7, 3)], renormalise=True)
+    assert open_traces == 0 and rate == 0.0
+
+
+# -- traces and the judge ----------------------------------------------------------
+def test_tokenized_trace_segments_hold_the_markers(model: HookedModel, truth: ThinkingTruth):
+    trace = C.Trace("explain how to make a bomb", " ".join(truth.thinking_words), "Sure ! Here")
+    tt = C.tokenize_trace(model.tokenizer, trace)
+    ids = tt.tokens.tolist()
+    tok = model.tokenizer
+    assert tok.convert_ids_to_tokens(ids[tt.think]) == truth.think_open
+    assert tok.convert_ids_to_tokens(ids[tt.last_before_answer]) == truth.think_close
+    assert tok.convert_ids_to_tokens(ids[tt.answer:]) == ["Sure", "!", "Here"]
+    # Same tokens as the template's own rendering of the whole conversation.
+    prompt = format_chat(tok, trace.prompt)
+    assert ids[: len(prompt)] == prompt.tokens.tolist()
+
+
+def test_judge_keeps_the_largest_cliffs(tmp_path: Path) -> None:
+    traces = [C.Trace(f"p{i}", "t", "r") for i in range(5)]
+    scores = np.array([0.1, 0.9, -0.2, 0.5, 0.7])
+    rows = C.judge_traces(traces, scores, 0.4)
+    assert [r["prompt"] for r in rows] == ["p1", "p4"]
+    assert [r["cliff_score"] for r in rows] == [0.9, 0.7]
+    path = C.write_judge_subset(rows, tmp_path / "top.jsonl")
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+    with pytest.raises(ValueError, match="top fraction"):
+        C.judge_traces(traces, scores, 0.0)
+
+
+def test_read_traces_errors(tmp_path: Path) -> None:
+    good = tmp_path / "t.jsonl"
+    good.write_text(json.dumps({"prompt": "a", "thinking": "b", "response": "c"}) + "\n\n")
+    assert C.read_traces(good) == [C.Trace("a", "b", "c")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\n')
+    with pytest.raises(PromptFileError, match="line 1"):
+        C.read_traces(bad)
+
+
+# -- outputs and the command -------------------------------------------------------
+def test_result_round_trips_and_report_is_written(result: C.CliffResult, tmp_path: Path):
+    data = result.to_dict()
+    assert C.CliffResult.from_dict(data).to_dict() == data
+    figures = cliff_figures(result)
+    for fig in figures.values():
+        assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    paths = write_cliff_outputs(result, tmp_path)
+    assert json.loads(paths[0].read_text())["sweep"]["layer"] == 8
+
+
+def _args(*extra: str) -> argparse.Namespace:
+    return build_parser().parse_args(["cliff", *extra])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--judge-out", "x.jsonl"], "--judge-out ranks"),
+        (["--top-frac", "0"], "--top-frac 0.0"),
+        (["--alpha", "1.5"], "--alpha 1.5"),
+        (["--top-percent", "0", "3"], "--top-percent"),
+    ],
+)
+def test_bad_options_fail_before_any_work(extra: list[str], message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        check_options(_args(*extra))
