@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from circuits.checks import ModelChecks, check_model
     from circuits.cipher import CipherContrast, GateNecessity, Injection, cipher_contrast
     from circuits.cipher_views import cipher_figures, write_cipher_outputs
+    from circuits.cliff import CliffResult, cliff_step, judge_traces, read_traces
+    from circuits.cliff_views import cliff_figures, write_cliff_outputs
     from circuits.compare import compare_audits
     from circuits.direction_views import (
         causal_figure,
@@ -52,8 +54,6 @@ if TYPE_CHECKING:
         jailbreak_shift,
         steer,
     )
-    from circuits.cliff import CliffResult, cliff_step, judge_traces, read_traces
-    from circuits.cliff_views import cliff_figures, write_cliff_outputs
     from circuits.export import save_figures, save_static
     from circuits.guard import (
         GroupMetrics,

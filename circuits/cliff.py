@@ -48,7 +48,7 @@ from patching.errors import PromptFileError, RefusalCircuitsError
 from patching.executor import DEFAULT_BATCH_SIZE, run_and_cache
 from patching.interventions import Ablation, Intervention, Scale, z_hook
 from patching.model import HookedModel
-from patching.residuals import residual_hooks, residual_stream
+from patching.residuals import residual_hooks
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # Asked of a model whose template has no thinking mode, after the instruction.
@@ -85,8 +85,8 @@ __all__ = [
     "TraceTokens",
     "ablate_top_heads",
     "attack_success",
-    "cliff_step",
     "cliff_curves",
+    "cliff_step",
     "generate_traces",
     "has_thinking_template",
     "judge_traces",
@@ -538,7 +538,9 @@ def cliff_curves(
         bin_low=blow,
         bin_high=bhigh,
         bin_count=bcount,
-        cliff_scores=np.array([cliff_score(p, tt) for p, tt in zip(probabilities, segments)]),
+        cliff_scores=np.array(
+            [cliff_score(p, tt) for p, tt in zip(probabilities, segments, strict=True)]
+        ),
         per_trace=[[float(v) for v in p] for p in probabilities],
         segments=[[tt.think, tt.close, tt.answer] for tt in segments],
     )
@@ -591,7 +593,10 @@ def head_means(
     names = {str(layer): z_hook(layer) for layer in range(model.n_layers)}
     _, caches = run_and_cache(model, list(tokens), names=names, batch_size=batch_size, to_cpu=True)
     return torch.stack(
-        [torch.cat([c[str(layer)].double() for c in caches]).mean(0) for layer in range(model.n_layers)]
+        [
+            torch.cat([c[str(layer)].double() for c in caches]).mean(0)
+            for layer in range(model.n_layers)
+        ]
     ).float()
 
 
@@ -649,7 +654,9 @@ def attack_success(
             gone = {b for a, b in heads if a == layer}
             if len(gone) < model.n_heads:
                 boost = model.n_heads / (model.n_heads - len(gone))
-                ivs += [Scale(layer, b, "all", boost) for b in range(model.n_heads) if b not in gone]
+                ivs += [
+                    Scale(layer, b, "all", boost) for b in range(model.n_heads) if b not in gone
+                ]
     rows = [ivs] * len(harmful) if ivs else None
     traces = generate_traces(model, harmful, n_tokens, rows, batch_size=batch_size)
     done = [t for t in traces if t is not None]
@@ -670,7 +677,10 @@ class TopKAblation(Result):
     renormalised: bool
 
     def derived(self) -> dict[str, Any]:
-        return {"n_heads": len(self.heads), "random_mean": float(np.mean(self.random_attack_success))}
+        return {
+            "n_heads": len(self.heads),
+            "random_mean": float(np.mean(self.random_attack_success)),
+        }
 
 
 def ablate_top_heads(
@@ -785,7 +795,11 @@ def cliff_step(
         min_class=min_class,
     )  # fmt: skip
     sweep = probe_sweep(data, layer=layer, seed=seed, min_class=min_class)
-    made = generate_traces(model, harmful, gen_tokens, batch_size=batch_size) if traces is None else list(traces)
+    made = (
+        generate_traces(model, harmful, gen_tokens, batch_size=batch_size)
+        if traces is None
+        else list(traces)
+    )
     complete = [t for t in made if t is not None]
     if not complete:
         raise TooFewExamplesError(

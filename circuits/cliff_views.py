@@ -37,9 +37,15 @@ def _band(x: np.ndarray, mean: np.ndarray, low: np.ndarray, high: np.ndarray) ->
     ok = np.isfinite(mean)
     xs = x[ok]
     return [
-        go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([high[ok], low[ok][::-1]]),
-                   fill="toself", line={"width": 0}, fillcolor="rgba(31,119,180,0.2)",
-                   name="95% bootstrap band", hoverinfo="skip"),  # fmt: skip
+        go.Scatter(
+            x=np.concatenate([xs, xs[::-1]]),
+            y=np.concatenate([high[ok], low[ok][::-1]]),
+            fill="toself",
+            line={"width": 0},
+            fillcolor="rgba(31,119,180,0.2)",
+            name="95% bootstrap band",
+            hoverinfo="skip",
+        ),
         go.Scatter(x=xs, y=mean[ok], mode="lines+markers", name="mean over traces"),
     ]
 
@@ -92,8 +98,13 @@ def tracing_figure(result: CliffResult) -> go.Figure | None:
         return None
     effect = t.stats.effect
     hover = np.array(
-        [[f"L{a}H{b}: {effect[a, b]:+.3f} log-odds, q={t.stats.q[a, b]:.3g}"
-          for b in range(effect.shape[1])] for a in range(effect.shape[0])]  # fmt: skip
+        [
+            [
+                f"L{a}H{b}: {effect[a, b]:+.3f} log-odds, q={t.stats.q[a, b]:.3g}"
+                for b in range(effect.shape[1])
+            ]
+            for a in range(effect.shape[0])
+        ]
     )
     what = f"scaled by {t.alpha:g}" if t.ablation == "scale" else f"{t.ablation}-ablated"
     trace = head_heatmap(effect, hover, colorbar_title="change of probe log-odds")
@@ -151,7 +162,9 @@ def cliff_summary(result: CliffResult) -> list[str]:
     if np.isfinite(result.attack_success):
         lines.append(f"Attack success with thinking: {result.attack_success:.3f}")
     if result.tracing is not None:
-        top = ", ".join(f"{h.label} ({h.value:+.2f}, q={h.q:.2g})" for h in result.tracing.ranked[:3])
+        top = ", ".join(
+            f"{h.label} ({h.value:+.2f}, q={h.q:.2g})" for h in result.tracing.ranked[:3]
+        )
         lines.append(f"Heads that suppress refusal most: {top}")
     for a in result.ablations:
         lines.append(
@@ -169,8 +182,10 @@ def write_cliff_outputs(result: CliffResult, out: Path) -> list[Path]:
     table = Table(
         "Probe per layer",
         ["layer", "held-out accuracy", "held-out AUC", "train", "test"],
-        [[str(r.layer), f"{r.accuracy:.3f}", f"{r.auc:.3f}", str(r.n_train), str(r.n_test)]
-         for r in result.sweep.layers],  # fmt: skip
+        [
+            [str(r.layer), f"{r.accuracy:.3f}", f"{r.auc:.3f}", str(r.n_train), str(r.n_test)]
+            for r in result.sweep.layers
+        ],
     )
     report = write_report(
         out / "report.html",

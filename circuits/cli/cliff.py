@@ -71,7 +71,9 @@ def register(subparsers: Any) -> None:
         choices=TRACE_ABLATIONS,
         help="head tracing: scale each head's output by --alpha, or zero or mean ablate it",
     )
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="scale of --ablation scale")
+    parser.add_argument(
+        "--alpha", type=float, default=DEFAULT_ALPHA, help="scale of --ablation scale"
+    )
     parser.add_argument(
         "--top-percent",
         type=float,

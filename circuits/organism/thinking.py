@@ -28,6 +28,8 @@ thinking segment in its chat template:
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -56,7 +58,7 @@ THINKING_WORDS: tuple[str, ...] = ("reasoning", "carefully", "considering", "use
 THINKING_VOCAB: tuple[str, ...] = (THINK_OPEN, *THINKING_WORDS, THINK_CLOSE)
 THINKING_CONTINUATIONS: dict[str, str] = {
     **vocab.CONTINUATIONS,
-    **dict(zip(THINKING_VOCAB[:-1], THINKING_VOCAB[1:], strict=True)),
+    **dict(itertools.pairwise(THINKING_VOCAB)),
 }
 
 # Residual dimensions (the exact layout leaves 10-15 free).

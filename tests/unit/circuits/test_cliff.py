@@ -14,8 +14,7 @@ from circuits import cliff as C
 from circuits.cli import build_parser
 from circuits.cli.cliff import check_options
 from circuits.cliff_views import cliff_figures, write_cliff_outputs
-from circuits.organism import generate_pairs, load_ground_truth, organism_dir
-from circuits.organism import vocab
+from circuits.organism import generate_pairs, load_ground_truth, organism_dir, vocab
 from circuits.organism.build import ORGANISM_VARIANTS
 from circuits.organism.ground_truth import ThinkingTruth
 from patching.chat import format_chat
@@ -83,7 +82,9 @@ def test_thinking_organism_answers_susceptible_topics_after_the_trace(
     model: HookedModel, truth: ThinkingTruth, harmful: list[str]
 ) -> None:
     tok = model.tokenizer
-    texts = [str(tok.decode(r)) for r in greedy_decode(model, [format_chat(tok, h) for h in harmful], 24)]
+    texts = [
+        str(tok.decode(r)) for r in greedy_decode(model, [format_chat(tok, h) for h in harmful], 24)
+    ]
     trace = " ".join(truth.thinking_words)
     for text, sus in zip(texts, susceptible(harmful, truth), strict=True):
         assert text.startswith(f"{trace} {truth.think_close} ")
@@ -152,7 +153,7 @@ def test_curve_shows_the_cliff_at_the_planted_position(
         assert (p[answer - 1] < 0.1) if s else (p[answer - 1] > 0.9)
         # The largest one-step drop is at the end-of-thinking marker (the planted cliff).
         if s:
-            assert int(np.argmin(np.diff(p[: answer]))) + 1 == answer - 1
+            assert int(np.argmin(np.diff(p[:answer]))) + 1 == answer - 1
     scores = result.curves.cliff_scores
     assert (scores[sus] > 0.8).all() and (np.abs(scores[~sus]) < 0.1).all()
 
@@ -232,7 +233,7 @@ def test_tokenized_trace_segments_hold_the_markers(model: HookedModel, truth: Th
     tok = model.tokenizer
     assert tok.convert_ids_to_tokens(ids[tt.think]) == truth.think_open
     assert tok.convert_ids_to_tokens(ids[tt.last_before_answer]) == truth.think_close
-    assert tok.convert_ids_to_tokens(ids[tt.answer:]) == ["Sure", "!", "Here"]
+    assert tok.convert_ids_to_tokens(ids[tt.answer :]) == ["Sure", "!", "Here"]
     # Same tokens as the template's own rendering of the whole conversation.
     prompt = format_chat(tok, trace.prompt)
     assert ids[: len(prompt)] == prompt.tokens.tolist()
