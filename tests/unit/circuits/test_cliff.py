@@ -288,3 +288,12 @@ def _args(*extra: str) -> argparse.Namespace:
 def test_bad_options_fail_before_any_work(extra: list[str], message: str) -> None:
     with pytest.raises(OptionError, match=message):
         check_options(_args(*extra))
+
+
+def test_cli_mirrors_the_library_defaults() -> None:
+    from circuits.cli import cliff as cli
+
+    assert cli.TRACE_ABLATIONS == C.TRACE_ABLATIONS
+    assert cli.DEFAULT_TOP_PERCENT == C.DEFAULT_TOP_PERCENT
+    assert cli.DEFAULT_ALPHA == C.DEFAULT_ALPHA
+    assert cli.MIN_CLASS == C.MIN_CLASS
