@@ -57,7 +57,8 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="write the --top-frac traces of --traces with the largest cliff scores as JSONL",
+        help="write the --top-frac traces of --traces with the largest cliff scores as JSONL "
+        "(default: not written)",
     )
     parser.add_argument(
         "--top-frac", type=float, default=0.1, help="share of traces --judge-out keeps"
