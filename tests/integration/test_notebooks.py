@@ -21,6 +21,7 @@ def test_the_walkthroughs_exist() -> None:
         "03_compare_models.ipynb",
         "04_directions_guard_calibration.ipynb",
         "05_cipher.ipynb",
+        "06_cliff.ipynb",
     ]
 
 
