@@ -90,6 +90,7 @@ __all__ = [
     "generate_traces",
     "has_thinking_template",
     "judge_traces",
+    "probe_data",
     "probe_examples",
     "probe_sweep",
     "read_traces",
@@ -293,24 +294,35 @@ def probe_examples(
             f"({sizes}); a refusal probe needs at least {min_class} of each: pass more pairs "
             f"(--n), or harmful prompts it refuses and prompts it answers"
         )
+    return probe_data(model, [prompts[i] for i in keep], kept, batch_size=batch_size)
+
+
+def probe_data(
+    model: HookedModel,
+    prompts: Sequence[ChatPrompt],
+    kinds: Sequence[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> ProbeData:
+    """Residuals of labelled prompts (``kinds``: one of ``KINDS`` each) at ``t_post_inst``,
+    with the over-the-stream statistics (:class:`ProbeData`)."""
     hooks = residual_hooks(model)
     _, caches = run_and_cache(
         model,
-        [prompts[i] for i in keep],
+        list(prompts),
         names={str(j): h for j, h in enumerate(hooks)},
         batch_size=batch_size,
         to_cpu=True,
     )
-    streams = [
-        torch.stack([c[str(j)] for j in range(len(hooks))], dim=1).double() for c in caches
-    ]  # [pos, layer, d_model] per prompt
-    last = torch.stack([st[prompts[i].t_post_inst] for st, i in zip(streams, keep, strict=True)])
+    # [pos, layer, d_model] per prompt
+    streams = [torch.stack([c[str(j)] for j in range(len(hooks))], dim=1).double() for c in caches]
+    last = torch.stack([st[p.t_post_inst] for st, p in zip(streams, prompts, strict=True)])
     tokens = torch.cat([st[1:] for st in streams])
     scale = tokens.std(dim=0)
     return ProbeData(
         residuals=last.float().numpy(),
-        refused=refused,
-        kind=kept,
+        refused=np.array([k == "refused_harmful" for k in kinds]),
+        kind=list(kinds),
         stream_mean=tokens.mean(dim=0).numpy(),
         stream_scale=torch.where(scale > 0, scale, torch.ones_like(scale)).numpy(),
     )
