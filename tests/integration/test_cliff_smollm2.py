@@ -8,7 +8,6 @@ heads traced for the last layers only.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
