@@ -19,7 +19,8 @@ measures that on any model (docs/science.md#refusal-cliff):
   significance over traces; heads that suppress refusal rank first.
 - :func:`ablate_top_heads`: attack success (share of harmful prompts answered, by the
   behaviour classifier, with thinking) with the top k% of those heads ablated, against
-  as many random heads. A plain ablation; ``renormalise=True`` (labelled in the
+  as many random heads from the same (traced) candidates, with an empirical p. A plain
+  ablation; ``renormalise=True`` (labelled in the
   output) scales the layer's other heads up as the paper's code does.
 - :func:`judge_traces`: Cliff-as-a-Judge, the traces ranked by cliff score.
 """
@@ -59,7 +60,7 @@ MIN_CLASS = 4  # fewest examples a side (refused / complied) a probe is trained 
 DEFAULT_TEST_SHARE = 0.3
 DEFAULT_ALPHA = 0.1
 DEFAULT_TOP_PERCENT = (1.5, 3.0, 10.0)
-DEFAULT_RANDOM_DRAWS = 3
+DEFAULT_RANDOM_DRAWS = 99  # random head sets per k: p resolves down to 0.01
 DEFAULT_ANSWER_TOKENS = 8
 DEFAULT_BINS = 10  # relative-position bins per segment (prompt, thinking, answer)
 TRACE_ABLATIONS = ("scale", "zero", "mean")
@@ -67,6 +68,7 @@ TraceAblation = Literal["scale", "zero", "mean"]
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "DEFAULT_RANDOM_DRAWS",
     "DEFAULT_TOP_PERCENT",
     "MIN_CLASS",
     "REASON_SUFFIX",
@@ -679,7 +681,15 @@ def attack_success(
 @dataclass(frozen=True)
 class TopKAblation(Result):
     """Attack success with the top ``percent``% refusal-suppressing heads ablated, and
-    with as many random heads (``random_attack_success``, one per draw)."""
+    with as many random heads drawn from the same candidates (``random_attack_success``,
+    one per draw).
+
+    ``k_requested`` is ``percent`` of all heads; only the ``n_candidates`` heads before
+    the probe layer are traced, so ``len(heads)`` is ``k_requested`` capped at
+    ``n_candidates`` (``capped``). ``p_value``: the empirical one-sided p that the top
+    heads raise attack success more than random candidates do,
+    ``(1 + #{random >= top}) / (1 + draws)`` (NaN without draws; never below
+    ``1 / (1 + draws)``)."""
 
     percent: float
     heads: list[list[int]]
@@ -687,11 +697,23 @@ class TopKAblation(Result):
     random_heads: list[list[list[int]]]
     random_attack_success: list[float]
     renormalised: bool
+    k_requested: int
+    n_candidates: int
+
+    @property
+    def p_value(self) -> float:
+        rates = np.asarray(self.random_attack_success, dtype=np.float64)
+        if not len(rates):
+            return float("nan")
+        return float((1 + np.sum(rates >= self.attack_success)) / (1 + len(rates)))
 
     def derived(self) -> dict[str, Any]:
+        rates = self.random_attack_success
         return {
             "n_heads": len(self.heads),
-            "random_mean": float(np.mean(self.random_attack_success)),
+            "capped": len(self.heads) < self.k_requested,
+            "random_mean": float(np.mean(rates)) if rates else float("nan"),
+            "p_value": self.p_value,
         }
 
 
@@ -708,31 +730,48 @@ def ablate_top_heads(
     judge: Judge | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[TopKAblation]:
-    """For each k in ``percents``: ablate the top k% of heads (at least one), measure
-    attack success, and the same for ``random_draws`` sets of as many random heads."""
+    """For each k in ``percents``: ablate the top k% of all heads (at least one, at most
+    the traced candidates), measure attack success, and the same for ``random_draws``
+    sets of as many heads drawn from the same candidates (:class:`TopKAblation`).
+
+    Cost: ``len(percents) * (1 + random_draws)`` generations over ``harmful``.
+    """
     total = model.n_layers * model.n_heads
+    # The traced heads (those before the probe layer) are the only candidates: a random
+    # head at or after it could not have been ranked, so drawing it would be unfair.
+    candidates = [(h.layer, h.head) for h in trace.ranked if np.isfinite(h.value)]
+    if not candidates:
+        raise ValueError(
+            f"no traced heads before probe layer {trace.probe_layer}: pick a later --layer"
+        )
     rng = np.random.default_rng(seed)
     out = []
     for pct in percents:
         if not 0.0 < pct <= 100.0:
             raise ValueError(f"top {pct}% of heads: pass percentages in (0, 100]")
-        k = max(1, round(pct / 100.0 * total))
-        top = [(h.layer, h.head) for h in trace.ranked[:k]]
+        wanted = max(1, round(pct / 100.0 * total))
+        k = min(wanted, len(candidates))
+        top = candidates[:k]
         asr, _ = attack_success(
             model, harmful, n_tokens, top, renormalise=renormalise, judge=judge,
             batch_size=batch_size,
         )  # fmt: skip
         draws, rates = [], []
         for _ in range(random_draws):
-            pick = rng.choice(total, size=k, replace=False)
-            heads = [(int(i) // model.n_heads, int(i) % model.n_heads) for i in pick]
+            pick = rng.choice(len(candidates), size=k, replace=False)
+            heads = [candidates[int(i)] for i in pick]
             rate, _ = attack_success(
                 model, harmful, n_tokens, heads, renormalise=renormalise, judge=judge,
                 batch_size=batch_size,
             )  # fmt: skip
             draws.append([list(h) for h in heads])
             rates.append(rate)
-        out.append(TopKAblation(pct, [list(h) for h in top], asr, draws, rates, renormalise))
+        out.append(
+            TopKAblation(
+                pct, [list(h) for h in top], asr, draws, rates, renormalise, wanted,
+                len(candidates),
+            )  # fmt: skip
+        )
     return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
-from circuits.cliff import CliffResult
+from circuits.cliff import CliffResult, TopKAblation
 from circuits.views import Table, head_heatmap, head_map_figure, write_report
 
 LAYER_AXIS = "residual layer (l = block l's input; the last = final residual)"
@@ -112,16 +112,22 @@ def tracing_figure(result: CliffResult) -> go.Figure | None:
                            "the head suppresses refusal)")  # fmt: skip
 
 
+def _heads(a: TopKAblation) -> str:
+    if len(a.heads) < a.k_requested:
+        return f"{len(a.heads)} heads: capped from {a.k_requested} at the {a.n_candidates} traced"
+    return f"{len(a.heads)} heads"
+
+
 def ablation_figure(result: CliffResult) -> go.Figure | None:
     if not result.ablations:
         return None
-    labels = [f"top {a.percent:g}% ({len(a.heads)} heads)" for a in result.ablations]
+    labels = [f"top {a.percent:g}% ({_heads(a)}, p={a.p_value:.2g})" for a in result.ablations]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=labels, y=[a.attack_success for a in result.ablations],
                          name="top heads ablated"))  # fmt: skip
     fig.add_trace(go.Bar(x=labels, y=[float(np.mean(a.random_attack_success))
                                       for a in result.ablations],
-                         name="as many random heads (mean of draws)"))  # fmt: skip
+                         name="as many random traced heads (mean of draws)"))  # fmt: skip
     fig.add_hline(y=result.attack_success, line_dash="dot", annotation_text="no ablation")
     renorm = " (renormalised)" if result.ablations[0].renormalised else ""
     fig.update_layout(
@@ -168,9 +174,10 @@ def cliff_summary(result: CliffResult) -> list[str]:
         lines.append(f"Heads that suppress refusal most: {top}")
     for a in result.ablations:
         lines.append(
-            f"Top {a.percent:g}% ({len(a.heads)} heads) ablated: attack success "
-            f"{a.attack_success:.3f}; as many random heads: "
-            f"{float(np.mean(a.random_attack_success)):.3f}"
+            f"Top {a.percent:g}% ({_heads(a)}) ablated: attack success "
+            f"{a.attack_success:.3f}; as many random traced heads: "
+            f"{a.derived()['random_mean']:.3f} over {len(a.random_attack_success)} draws, "
+            f"empirical p {a.p_value:.3g}"
         )
     return lines
 

@@ -15,6 +15,7 @@ DEFAULT_OUT = Path("cliff")
 TRACE_ABLATIONS = ("scale", "zero", "mean")
 DEFAULT_TOP_PERCENT = (1.5, 3.0, 10.0)
 DEFAULT_ALPHA = 0.1
+DEFAULT_RANDOM_DRAWS = 99
 MIN_CLASS = 4
 
 
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
             "opening (traces generated with the model's thinking template, or asked to "
             "reason between <think> and </think>, or read from --traces), scores each "
             "trace's cliff, traces the heads that suppress refusal before the answer and "
-            "ablates the top k%% of them against as many random heads. --judge-out writes "
+            "ablates the top k%% of them against as many random traced heads (empirical p). --judge-out writes "
             "the --top-frac traces with the largest cliffs (Cliff-as-a-Judge). Writes "
             "DIR/cliff.json, DIR/report.html and DIR/run.json. The default model is the "
             "organism's thinking variant."
@@ -82,7 +83,13 @@ def register(subparsers: Any) -> None:
         default=list(DEFAULT_TOP_PERCENT),
         help="percentages of heads to ablate (the top-ranked, and as many random ones)",
     )
-    parser.add_argument("--random-draws", type=int, default=3, help="random head sets per k")
+    parser.add_argument(
+        "--random-draws",
+        type=int,
+        default=DEFAULT_RANDOM_DRAWS,
+        help="random head sets per k, drawn from the traced heads (those before the probe "
+        "layer), for the empirical p; each costs one generation over the harmful prompts",
+    )
     parser.add_argument(
         "--renormalise",
         action="store_true",

@@ -297,3 +297,51 @@ def test_cli_mirrors_the_library_defaults() -> None:
     assert cli.DEFAULT_TOP_PERCENT == C.DEFAULT_TOP_PERCENT
     assert cli.DEFAULT_ALPHA == C.DEFAULT_ALPHA
     assert cli.MIN_CLASS == C.MIN_CLASS
+
+
+# -- review fixes: the random-head null --------------------------------------------
+def _fake_trace(n_layers: int, n_heads: int, probe_layer: int) -> C.HeadTrace:
+    from attribution.statistics import effect_stats
+
+    rng = np.random.default_rng(1)
+    effects = rng.normal(size=(5, n_layers, n_heads))
+    effects[:, probe_layer:] = np.nan
+    stats = effect_stats(effects)
+    ranked = stats.top(probe_layer * n_heads)
+    return C.HeadTrace("scale", 0.1, probe_layer, stats, ranked)
+
+
+def test_random_heads_come_from_the_traced_candidates_and_k_is_capped(
+    model: HookedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[tuple[int, int]]] = []
+
+    def fake_asr(model, harmful, n_tokens, heads=(), **kw):  # noqa: ANN001, ANN003, ANN202
+        calls.append(list(heads))
+        # Independent of the toolkit: attack success rises with the ablated heads' layer sum.
+        return float(sum(a for a, _ in heads)) / 100.0, 0
+
+    monkeypatch.setattr(C, "attack_success", fake_asr)
+    total = model.n_layers * model.n_heads
+    trace = _fake_trace(model.n_layers, model.n_heads, probe_layer=2)
+    pct = 100.0 * model.n_heads / total  # one layer's worth of heads
+    out = C.ablate_top_heads(model, trace, ["x"], 4, percents=(pct, 100.0), random_draws=19)
+    small, big = out
+    assert small.k_requested == model.n_heads == len(small.heads)
+    assert not small.derived()["capped"]
+    assert big.k_requested == total and big.derived()["capped"]
+    assert len(big.heads) == big.n_candidates == 2 * model.n_heads
+    assert calls[0] == [tuple(h) for h in small.heads]
+    for a in out:
+        assert len(a.random_heads) == 19
+        for heads in a.random_heads:
+            assert len(heads) == len(a.heads)
+            assert all(layer < 2 for layer, _ in heads)
+        rates = np.array(a.random_attack_success)
+        assert a.p_value == pytest.approx((1 + (rates >= a.attack_success).sum()) / 20)
+    # All six candidates ablated: every draw is the same set, so p = 1.
+    assert big.p_value == 1.0
+    assert C.DEFAULT_RANDOM_DRAWS == 99
+    from circuits.cli import cliff as cli
+
+    assert cli.DEFAULT_RANDOM_DRAWS == C.DEFAULT_RANDOM_DRAWS
