@@ -325,15 +325,34 @@ def run(args: argparse.Namespace) -> int:
         steering[which] = SteeringResult.from_dict(
             store.step(f"steer-{which}", deps, compute_steering)
         )
+    # The four-cluster harmful set holds the framed prompts: projecting them onto a
+    # direction they helped define would shift them by construction. The shift reads a
+    # harmfulness direction fitted on the plain harmful and harmless prompts only.
+    plain_directions = directions
+    if args.form == "four_cluster":
+        plain_directions = Directions.from_dict(
+            store.step(
+                "plain-directions",
+                {**base, "layer": causal, "min": args.min_per_cluster},
+                lambda: extract_directions(
+                    model,
+                    harmful,
+                    harmless,
+                    [causal],
+                    min_per_cluster=args.min_per_cluster,
+                    batch_size=args.batch_size,
+                ).to_dict(),
+            )
+        )
     shift = JailbreakShift.from_dict(
         store.step(
             "jailbreak",
-            {**dir_deps, "layer": causal},
+            {**dir_deps, "layer": causal, "plain_direction": True},
             lambda: jailbreak_shift(
                 model,
                 harmful,
                 framed,
-                directions,
+                plain_directions,
                 causal,
                 framing=args.framing or "",
                 batch_size=args.batch_size,

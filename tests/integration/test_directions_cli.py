@@ -80,3 +80,33 @@ def test_directions_command_on_the_beliefs_organism(tmp_path, capsys) -> None:
     # the framed twins of the organism's jailbreak file lower refusal
     assert data["jailbreak"]["refusal_shift_ci"][1] < 0
     assert "answers harmful a=0: 0%, a=2: 100%" in capsys.readouterr().out
+
+
+def test_four_cluster_jailbreak_shift_reads_a_plain_harmfulness_direction(tmp_path) -> None:
+    """The framed prompts define the four-cluster harmful mean; the shift must not use it."""
+    from attribution.directions import extract_directions
+    from circuits.organism import organism_dir
+    from patching.chat import format_chat
+    from patching.loading import load_model
+    from patching.prompts import read_pairs
+    from patching.residuals import residual_stream
+
+    out = tmp_path / "four"
+    argv = ["directions", "--form", "four_cluster", "--n", "8", "--out", str(out), "--quiet"]
+    argv += ["--steer-layers", "4", "--alphas", "0", "--min-per-cluster", "2"]
+    assert main(argv) == 0
+    shift = json.loads((out / "directions.json").read_text())["jailbreak"]
+    directory = organism_dir()
+    model = load_model(directory)
+    plain = read_pairs(directory / "pairs.jsonl", n=8)
+    framed = read_pairs(directory / "pairs_jailbreak.jsonl", n=8)
+    chat = lambda texts: [format_chat(model.tokenizer, t) for t in texts]  # noqa: E731
+    layer = shift["layer"]
+    d = extract_directions(
+        model, chat([p.harmful for p in plain]), chat([p.control for p in plain]), [layer]
+    ).at("harmfulness", layer)
+    unit = d / d.norm()
+    for key, pairs in (("harmfulness_plain", plain), ("harmfulness_framed", framed)):
+        streams = residual_stream(model, chat([p.harmful for p in pairs]), "t_inst", [layer])
+        expected = (streams[:, 0].double() @ unit.double()).numpy()
+        np.testing.assert_allclose(shift[key], expected, rtol=1e-4, atol=1e-4)
