@@ -239,33 +239,75 @@ def bootstrap_mean_ci(
     return low, high
 
 
-def bootstrap_ratio_ci(
+@dataclass(frozen=True)
+class RatioEstimate(Result):
+    """``mean(numerator) / mean(denominator)`` with its paired percentile bootstrap interval.
+
+    ``dropped``: resamples whose denominator mean was at or below the floor (counted, not
+    hidden); NaN value when the full-sample denominator is, NaN interval when the value is
+    NaN or more than one tail's share of resamples was dropped (the interval would then be
+    unbounded on one side).
+    """
+
+    value: float
+    ci_low: float
+    ci_high: float
+    dropped: int
+    n_boot: int
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return self.ci_low, self.ci_high
+
+
+def ratio_of_means(
     numerator: Float[np.ndarray, " n"],
     denominator: Float[np.ndarray, " n"],
     *,
+    floor: float = 0.0,
     n_boot: int = DEFAULT_N_BOOT,
     level: float = DEFAULT_CI_LEVEL,
     seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``mean(numerator) / mean(denominator)``.
-
-    The two arrays are paired (one entry per pair, resampled together); resamples whose
-    denominator mean is 0 are dropped (NaN interval when all are).
+) -> RatioEstimate:
+    """``mean(numerator) / mean(denominator)``, defined only when ``mean(denominator) >
+    floor`` (a positive denominator above its noise floor), with a paired percentile
+    bootstrap interval over the resamples whose denominator is too (:class:`RatioEstimate`).
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")
     num = np.asarray(numerator, dtype=np.float64)
     den = np.asarray(denominator, dtype=np.float64)
     if num.shape != den.shape or num.ndim != 1 or num.size == 0:
-        raise ValueError("bootstrap_ratio_ci needs two equal-length, non-empty 1-D arrays")
+        raise ValueError("a ratio of means needs two equal-length, non-empty 1-D arrays")
+    nan = float("nan")
+    if not den.mean() > floor:
+        return RatioEstimate(nan, nan, nan, n_boot, n_boot)
+    value = float(num.mean() / den.mean())
     idx = np.random.default_rng(seed).integers(0, num.size, size=(n_boot, num.size))
     top, bottom = num[idx].mean(axis=1), den[idx].mean(axis=1)
-    ok = bottom != 0
-    if not ok.any():
-        return float("nan"), float("nan")
+    ok = bottom > floor
+    dropped = int(n_boot - ok.sum())
     tail = (1.0 - level) / 2.0
+    if dropped > tail * n_boot:
+        return RatioEstimate(value, nan, nan, dropped, n_boot)
     low, high = np.quantile(top[ok] / bottom[ok], [tail, 1.0 - tail])
-    return float(low), float(high)
+    return RatioEstimate(value, float(low), float(high), dropped, n_boot)
+
+
+def bootstrap_ratio_ci(
+    numerator: Float[np.ndarray, " n"],
+    denominator: Float[np.ndarray, " n"],
+    *,
+    floor: float = 0.0,
+    n_boot: int = DEFAULT_N_BOOT,
+    level: float = DEFAULT_CI_LEVEL,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(numerator) / mean(denominator)``
+    (:func:`ratio_of_means`: NaN unless the denominator mean is above ``floor``)."""
+    return ratio_of_means(
+        numerator, denominator, floor=floor, n_boot=n_boot, level=level, seed=seed
+    ).ci
 
 
 # -- sign-flip test ---------------------------------------------------------------

@@ -15,7 +15,9 @@ decode it may then answer. :func:`cipher_contrast` measures, on aligned pairs (p
   model at all;
 - **gate necessity** under plain vs cipher: the drop of the refusal score when the
   gate's output at the prompt's last position is swapped for the control's; its
-  **collapse** is ``1 - mean cipher drop / mean plain drop`` (in %, bootstrap interval);
+  **collapse** is ``1 - mean cipher drop / mean plain drop`` (in %, bootstrap interval),
+  and the cipher necessity relative to the cipher's own harmful - control gap (which
+  tells "the gate is blind to the cipher" from "the cipher prompts carry no refusal");
 - **gate injection**: the plain run's gate output at its last position clamped into the
   cipher run (:class:`patching.interventions.Clamp`), in two labelled variants
   (``"last_position"``: the prompt's last position only; ``"every_step"``: that
@@ -44,9 +46,10 @@ from attribution.statistics import (
     DEFAULT_CI_LEVEL,
     DEFAULT_N_BOOT,
     HeadStat,
+    RatioEstimate,
     bootstrap_mean_ci,
-    bootstrap_ratio_ci,
     check_enough_pairs_for_ci,
+    ratio_of_means,
     top_heads,
 )
 from circuits.behaviour import class_shares, classify, greedy_continuations
@@ -69,52 +72,87 @@ INJECTIONS: dict[str, str] = {
 }
 
 
+# A ratio's denominator (a mean drop or gap of the refusal score) under this share of the
+# mean plain refusal gap is noise: the ratio is NaN rather than a large, meaningless number.
+RATIO_FLOOR_SHARE = 0.01
+
+
 @dataclass
 class GateNecessity(Result):
     """The gate's interchange necessity on plain and on cipher pairs (per pair drops).
 
     ``*_drop[i]``: refusal score of harmful prompt i minus the same with the gate's output
     at the last position taken from control i (plain: the plain control; cipher: the
-    cipher control). ``plain_gap[i]``: plain harmful minus plain control refusal score.
+    cipher control). ``plain_gap[i]`` / ``cipher_gap[i]``: harmful minus control refusal
+    score, plain / cipher. ``selected_on_pairs``: the gate was chosen on these same plain
+    pairs (its plain necessity is then optimistic). Every ratio is NaN, with a NaN
+    interval, when its denominator's mean is at or below :attr:`floor`
+    (docs/science.md#cipher-contrast).
     """
 
     gate: list[int]
     plain_drop: Float[np.ndarray, " pair"] = field(metadata=PER_PAIR)
     cipher_drop: Float[np.ndarray, " pair"] = field(metadata=PER_PAIR)
     plain_gap: Float[np.ndarray, " pair"] = field(metadata=PER_PAIR)
+    cipher_gap: Float[np.ndarray, " pair"] = field(metadata=PER_PAIR)
+    selected_on_pairs: bool = False
     seed: int = 0
     n_boot: int = DEFAULT_N_BOOT
     ci_level: float = DEFAULT_CI_LEVEL
 
     @property
+    def floor(self) -> float:
+        """``RATIO_FLOOR_SHARE`` of the mean absolute plain refusal gap."""
+        return RATIO_FLOOR_SHARE * float(np.mean(np.abs(self.plain_gap)))
+
+    def _ratio(self, num: np.ndarray, den: np.ndarray) -> RatioEstimate:
+        return ratio_of_means(
+            num, den, floor=self.floor, n_boot=self.n_boot, level=self.ci_level, seed=self.seed
+        )
+
+    @property
     def necessity_plain(self) -> float:
         """Mean plain drop over the mean plain gap (1: the gate carries the whole gap)."""
-        return float(self.plain_drop.mean() / self.plain_gap.mean())
+        return self._ratio(self.plain_drop, self.plain_gap).value
 
     @property
     def necessity_cipher(self) -> float:
         """Mean cipher drop over the same plain gap."""
-        return float(self.cipher_drop.mean() / self.plain_gap.mean())
+        return self._ratio(self.cipher_drop, self.plain_gap).value
+
+    @property
+    def necessity_cipher_own(self) -> RatioEstimate:
+        """Mean cipher drop over the cipher's own gap: the share of whatever refusal the
+        cipher prompts still carry that runs through the gate (NaN when they carry none)."""
+        return self._ratio(self.cipher_drop, self.cipher_gap)
+
+    @property
+    def collapse(self) -> RatioEstimate:
+        """Mean cipher drop over mean plain drop (``collapse_pct`` is ``100 (1 - this)``)."""
+        return self._ratio(self.cipher_drop, self.plain_drop)
 
     @property
     def collapse_pct(self) -> float:
-        """``100 * (1 - mean cipher drop / mean plain drop)``."""
-        return float(100.0 * (1.0 - self.cipher_drop.mean() / self.plain_drop.mean()))
+        """``100 * (1 - mean cipher drop / mean plain drop)``; NaN when the plain drop is
+        at or below the floor (the gate carries no plain refusal to lose)."""
+        return 100.0 * (1.0 - self.collapse.value)
 
     @property
     def collapse_ci_pct(self) -> tuple[float, float]:
-        low, high = bootstrap_ratio_ci(
-            self.cipher_drop, self.plain_drop, n_boot=self.n_boot, level=self.ci_level,
-            seed=self.seed,
-        )  # fmt: skip
+        low, high = self.collapse.ci
         return 100.0 * (1.0 - high), 100.0 * (1.0 - low)
 
     def derived(self) -> dict[str, Any]:
+        own = self.necessity_cipher_own
         return {
             "necessity_plain": self.necessity_plain,
             "necessity_cipher": self.necessity_cipher,
+            "necessity_cipher_own": own.value,
+            "necessity_cipher_own_ci": list(own.ci),
             "collapse_pct": self.collapse_pct,
             "collapse_ci_pct": list(self.collapse_ci_pct),
+            "collapse_dropped_resamples": self.collapse.dropped,
+            "ratio_floor": self.floor,
         }
 
 
@@ -210,21 +248,24 @@ class CipherContrast(Result):
         """Share of ``side``'s (``"plain"``, ``"cipher"``, ``"control"``) responses refused."""
         return _rate(getattr(self, f"{side}_class"))
 
-    def restored_share(self, injection: Injection) -> float:
-        """``(rate injected - rate cipher) / (rate plain - rate cipher)``; NaN without a gap."""
-        gap = self.refusal_rate("plain") - self.refusal_rate("cipher")
-        if gap <= 0:
-            return float("nan")
-        return (injection.refusal_rate - self.refusal_rate("cipher")) / gap
-
-    def restored_ci(self, injection: Injection) -> tuple[float, float]:
+    def restored(self, injection: Injection) -> RatioEstimate:
+        """``(rate injected - rate cipher) / (rate plain - rate cipher)`` with its paired
+        bootstrap interval; NaN (and a NaN interval) when the cipher does not lower the
+        refusal rate."""
         refused = np.array([c == "refusal" for c in injection.injected_class], dtype=np.float64)
         cipher = np.array([c == "refusal" for c in self.cipher_class], dtype=np.float64)
         plain = np.array([c == "refusal" for c in self.plain_class], dtype=np.float64)
-        return bootstrap_ratio_ci(
+        return ratio_of_means(
             refused - cipher, plain - cipher, n_boot=self.n_boot, level=self.ci_level,
             seed=self.seed,
         )  # fmt: skip
+
+    def restored_share(self, injection: Injection) -> float:
+        """:meth:`restored`'s value."""
+        return self.restored(injection).value
+
+    def restored_ci(self, injection: Injection) -> tuple[float, float]:
+        return self.restored(injection).ci
 
     def derived(self) -> dict[str, Any]:
         low, high = self.difference_ci
@@ -247,6 +288,7 @@ class CipherContrast(Result):
                     "first_token_refusal_rate": float(np.mean(inj.first_token_refusal)),
                     "restored_share": self.restored_share(inj),
                     "restored_share_ci": list(self.restored_ci(inj)),
+                    "restored_dropped_resamples": self.restored(inj).dropped,
                 }
                 for inj in self.injections
             },
@@ -302,6 +344,7 @@ def gate_necessity(
     batch_size: int = 16,
     seed: int = 0,
     n_boot: int = DEFAULT_N_BOOT,
+    selected_on_pairs: bool = False,
 ) -> tuple[GateNecessity, dict[str, torch.Tensor], list[torch.Tensor]]:
     """The gate's necessity on plain and cipher prompts (``prompts``: the four sets).
 
@@ -324,6 +367,8 @@ def gate_necessity(
         plain_drop=drops["plain"],
         cipher_drop=drops["cipher"],
         plain_gap=(scores["plain"] - scores["control"]).numpy(),
+        cipher_gap=(scores["cipher"] - scores["cipher_control"]).numpy(),
+        selected_on_pairs=selected_on_pairs,
         seed=seed,
         n_boot=n_boot,
     )
@@ -378,6 +423,7 @@ def cipher_contrast(
     *,
     gate: Head | None = None,
     gate_source: str = "",
+    gate_selected_on_pairs: bool = False,
     cipher: str = "",
     refusal_words: Sequence[str] = REFUSAL_WORDS,
     gen_tokens: int = 8,
@@ -394,6 +440,8 @@ def cipher_contrast(
             organism's ``pairs_cipher.jsonl``); its control is the gate-necessity control.
         gate: the gate ``(layer, head)``; without it necessity and injection are skipped.
         gate_source: how the gate was chosen (recorded).
+        gate_selected_on_pairs: the gate was chosen on these same plain pairs (recorded
+            and reported: its plain necessity is then selection-biased upwards).
         cipher: the cipher's description (its key and template), recorded.
     """
     check_aligned(pairs, cipher_pairs)
@@ -418,8 +466,9 @@ def cipher_contrast(
     necessity, injections = None, []
     if gate is not None:
         necessity, scores, plain_gate = gate_necessity(
-            model, sets, gate, refusal_ids, batch_size=batch_size, seed=seed, n_boot=n_boot
-        )
+            model, sets, gate, refusal_ids, batch_size=batch_size, seed=seed, n_boot=n_boot,
+            selected_on_pairs=gate_selected_on_pairs,
+        )  # fmt: skip
         injections = inject_gate(
             model, sets["cipher"], plain_gate, gate, refusal_ids,
             gen_tokens=gen_tokens, batch_size=batch_size,
@@ -460,6 +509,7 @@ def cipher_contrast(
 
 __all__ = [
     "INJECTIONS",
+    "RATIO_FLOOR_SHARE",
     "CipherContrast",
     "GateNecessity",
     "Injection",

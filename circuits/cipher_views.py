@@ -22,6 +22,15 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.0f}%"
 
 
+def _num(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
+def _dropped(dropped: int, n_boot: int) -> str:
+    """A note when bootstrap resamples had a denominator at or below its noise floor."""
+    return f" ({dropped} of {n_boot} resamples undefined, dropped)" if dropped else ""
+
+
 def contrast_heatmap(result: CipherContrast) -> go.Figure:
     """Layer x head map of mean plain DLA minus mean cipher DLA, interval on hover."""
     values = result.difference
@@ -121,18 +130,27 @@ def cipher_summary(result: CipherContrast) -> list[str]:
     nec = result.necessity
     if nec is not None and result.gate is not None:
         low, high = nec.collapse_ci_pct
+        own = nec.necessity_cipher_own
         lines.append(
             f"Gate L{result.gate[0]}H{result.gate[1]} ({result.gate_source}): interchange "
-            f"necessity {nec.necessity_plain:.2f} plain, {nec.necessity_cipher:.2f} cipher; "
-            f"collapse {nec.collapse_pct:.0f}% [{low:.0f}, {high:.0f}]."
+            f"necessity {_num(nec.necessity_plain)} plain, {_num(nec.necessity_cipher)} cipher "
+            f"(of the plain gap), {_num(own.value)} [{_num(own.ci_low)}, {_num(own.ci_high)}] "
+            f"of the cipher's own gap; collapse {_pct(nec.collapse_pct / 100)} "
+            f"[{_pct(low / 100)}, {_pct(high / 100)}]"
+            f"{_dropped(nec.collapse.dropped, nec.n_boot)}."
         )
+        if nec.selected_on_pairs:
+            lines.append(
+                "The gate was selected on these same pairs: its plain necessity (and so the "
+                "collapse) is selection-biased upwards; pass --gate from a separate run."
+            )
     for inj in result.injections:
         low, high = result.restored_ci(inj)
         lines.append(
             f"Injection ({inj.variant}): refusal {_pct(inj.refusal_rate)}, first token "
             f"{_pct(float(np.mean(inj.first_token_refusal)))}; restored "
             f"{_pct(result.restored_share(inj))} [{_pct(low)}, {_pct(high)}] of the plain − "
-            f"cipher refusal gap."
+            f"cipher refusal gap{_dropped(result.restored(inj).dropped, result.n_boot)}."
         )
     if result.gate is None:
         lines.append("No gate given: necessity and injection not measured (pass --gate L.H).")

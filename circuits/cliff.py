@@ -766,11 +766,9 @@ def ablate_top_heads(
             )  # fmt: skip
             draws.append([list(h) for h in heads])
             rates.append(rate)
+        heads_top = [list(h) for h in top]
         out.append(
-            TopKAblation(
-                pct, [list(h) for h in top], asr, draws, rates, renormalise, wanted,
-                len(candidates),
-            )  # fmt: skip
+            TopKAblation(pct, heads_top, asr, draws, rates, renormalise, wanted, len(candidates))
         )
     return out
 

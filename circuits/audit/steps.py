@@ -607,9 +607,10 @@ def cipher(ctx: AuditContext) -> None:
 
     def run() -> dict[str, Any]:
         return cipher_contrast(
-            ctx.model, ctx.pairs, encoded, gate=gate, gate_source="the audit's gate",
-            cipher=described, refusal_words=s.refusal_words, gen_tokens=s.gen_tokens,
-            n_boot=s.n_boot, seed=s.seed, progress=ctx.progress,
+            ctx.model, ctx.pairs, encoded, gate=gate,
+            gate_source="the audit's gate, selected on these pairs",
+            gate_selected_on_pairs=True, cipher=described, refusal_words=s.refusal_words,
+            gen_tokens=s.gen_tokens, n_boot=s.n_boot, seed=s.seed, progress=ctx.progress,
         ).to_dict()  # fmt: skip
 
     ctx.cipher = CipherContrast.from_dict(ctx.store.step("cipher", deps, run))

@@ -113,17 +113,22 @@ def _cipher_pairs(
 
 def _gate(
     args: argparse.Namespace, model: HookedModel, pairs: list[PromptPair]
-) -> tuple[tuple[int, int], str]:
+) -> tuple[tuple[int, int], str, bool]:
+    """The gate, how it was chosen, and whether it was chosen on these same pairs."""
     from attribution.interchange import interchange_test
     from circuits.cipher import parse_head
 
     if args.gate is not None:
-        return parse_head(args.gate, model), "given by --gate"
+        return parse_head(args.gate, model), "given by --gate", False
     screen = interchange_test(
         model, pairs, positions="last", seed=args.seed, progress=not args.no_progress
     )
     best = screen.top(1)[0]
-    return (best.layer, best.head), "largest interchange necessity at the last position"
+    return (
+        (best.layer, best.head),
+        "largest interchange necessity at the last position, selected on these pairs",
+        True,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,9 +148,10 @@ def run(args: argparse.Namespace) -> int:
     model = prepared.model
     for line in prepared.header():
         print(line)
-    gate, source = _gate(args, model, prepared.pairs)
+    gate, source, selected = _gate(args, model, prepared.pairs)
     result = cipher_contrast(
-        model, prepared.pairs, cipher_pairs, gate=gate, gate_source=source, cipher=cipher_text,
+        model, prepared.pairs, cipher_pairs, gate=gate, gate_source=source,
+        gate_selected_on_pairs=selected, cipher=cipher_text,
         gen_tokens=args.gen_tokens, batch_size=args.batch_size, n_boot=args.n_boot,
         seed=args.seed, progress=not args.no_progress,
     )  # fmt: skip

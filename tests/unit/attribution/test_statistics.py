@@ -193,3 +193,22 @@ def test_bootstrap_ratio_ci_equals_a_hand_resampled_ratio_of_means() -> None:
     assert (low, high) == pytest.approx(tuple(np.quantile(ratios, [0.05, 0.95])))
     assert bootstrap_ratio_ci(2 * den, den) == pytest.approx((2.0, 2.0))
     assert np.isnan(bootstrap_ratio_ci(num, np.zeros(12))[0])
+
+
+def test_ratio_of_means_drops_and_counts_resamples_below_the_floor() -> None:
+    from attribution.statistics import ratio_of_means
+
+    num = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    den = np.array([2.0, -1.8, 2.0, -1.8, 2.0, 0.1])  # mean 0.417: sign-changing resamples
+    r = ratio_of_means(num, den, n_boot=400, seed=1)
+    idx = np.random.default_rng(1).integers(0, 6, size=(400, 6))
+    bottom = den[idx].mean(axis=1)
+    assert r.value == pytest.approx(1.0 / den.mean())
+    assert r.dropped == int((bottom <= 0).sum()) > 0
+    # More than one tail's share undefined: the interval is unbounded, so NaN.
+    assert r.dropped > 0.025 * 400 and np.isnan(r.ci_low) and np.isnan(r.ci_high)
+    # Below the floor the value itself is undefined.
+    below = ratio_of_means(num, den, floor=0.5, n_boot=50)
+    assert np.isnan(below.value) and below.dropped == 50
+    clean = ratio_of_means(num, np.full(6, 2.0), n_boot=50)
+    assert clean.dropped == 0 and clean.ci == pytest.approx((0.5, 0.5))

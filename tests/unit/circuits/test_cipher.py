@@ -255,3 +255,61 @@ def test_every_step_injection_equals_a_lone_clamped_generation(organism) -> None
         rows = [[Clamp(layer, head, value=value, start=start)]]
         assert greedy_decode(model, [prompt], 6, rows, intervene="every_step") == [made]
         assert made[0] in refusal_token_ids(model.tokenizer)  # the refusal is restored
+
+
+# -- review fixes: selection labels and undefined ratios ---------------------------
+def test_cipher_necessity_against_its_own_gap_matches_lone_runs(organism, result) -> None:
+    """Organism truth: the cipher prompts carry no refusal, so the ratio to their own gap is
+    undefined (NaN), not a number; the gap itself equals lone-run refusal scores."""
+    model, _, cipher, _ = organism
+    ids = refusal_token_ids(model.tokenizer)
+    nec = result.necessity
+    assert nec is not None
+    for i, c in enumerate(cipher):
+        harm = float(refusal_score(_lone(model, c.harmful)[0][None], ids)[0])
+        ctrl = float(refusal_score(_lone(model, c.control)[0][None], ids)[0])
+        assert nec.cipher_gap[i] == pytest.approx(harm - ctrl, abs=1e-4)
+    assert nec.cipher_gap.mean() <= nec.floor
+    own = nec.necessity_cipher_own
+    assert np.isnan(own.value) and np.isnan(own.ci_low) and np.isnan(own.ci_high)
+    # JSON writes an undefined number as null, never as a number.
+    data = nec.to_dict()
+    assert data["necessity_cipher_own"] is None and data["necessity_cipher_own_ci"] == [None, None]
+    assert not nec.selected_on_pairs
+
+
+def test_undefined_ratios_are_nan_not_numbers() -> None:
+    from circuits.cipher import GateNecessity
+
+    gap = np.array([4.0, 5.0, 6.0, 5.0])
+    # The gate carries no plain refusal (plain drop <= 0): collapse and necessities are NaN.
+    nec = GateNecessity([0, 0], np.array([-0.01, 0.0, 0.01, -0.02]), np.ones(4), gap, gap)
+    assert np.isnan(nec.collapse_pct) and all(np.isnan(nec.collapse_ci_pct))
+    assert nec.necessity_plain == pytest.approx(-0.02 / 4 / 5.0)
+    # Zero gap: every necessity NaN.
+    flat = GateNecessity([0, 0], np.ones(4), np.ones(4), np.zeros(4), np.zeros(4))
+    assert np.isnan(flat.necessity_plain) and np.isnan(flat.necessity_cipher)
+    assert np.isnan(flat.necessity_cipher_own.value)
+
+
+def test_restored_ci_is_nan_when_the_share_is(result) -> None:
+    from dataclasses import replace
+
+    # Cipher prompts refused more often than plain ones (no gap to restore), though some
+    # resamples of the pairs have a positive gap: the share and its interval are both NaN.
+    plain = ["refusal"] + ["answer"] * (N - 1)
+    cipher = ["answer", "refusal", "refusal"] + ["answer"] * (N - 3)
+    same = replace(result, plain_class=plain, cipher_class=cipher, _ci=None)
+    for inj in same.injections:
+        assert np.isnan(same.restored_share(inj))
+        assert all(np.isnan(same.restored_ci(inj)))
+        assert same.to_dict()["injection"][inj.variant]["restored_dropped_resamples"] == 200
+
+
+def test_default_gate_is_labelled_selected_on_these_pairs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sel"
+    assert main(["cipher", "--n", "4", "--n-boot", "50", "--no-progress", "--out", str(out)]) == 0
+    data = json.loads((out / "cipher.json").read_text())
+    assert data["necessity"]["selected_on_pairs"] is True
+    assert "selected on these pairs" in data["gate_source"]
+    assert "selected on these same pairs" in capsys.readouterr().out

@@ -316,7 +316,7 @@ def test_random_heads_come_from_the_traced_candidates_and_k_is_capped(
 ) -> None:
     calls: list[list[tuple[int, int]]] = []
 
-    def fake_asr(model, harmful, n_tokens, heads=(), **kw):  # noqa: ANN001, ANN003, ANN202
+    def fake_asr(model, harmful, n_tokens, heads=(), **kw):
         calls.append(list(heads))
         # Independent of the toolkit: attack success rises with the ablated heads' layer sum.
         return float(sum(a for a, _ in heads)) / 100.0, 0
