@@ -58,6 +58,7 @@ REASON_SUFFIX = (
 )
 MIN_CLASS = 4  # fewest examples a side (refused / complied) a probe is trained on
 DEFAULT_TEST_SHARE = 0.3
+DEFAULT_CV_FOLDS = 5  # folds inside the training split that choose the probe layer
 DEFAULT_ALPHA = 0.1
 DEFAULT_TOP_PERCENT = (1.5, 3.0, 10.0)
 DEFAULT_RANDOM_DRAWS = 99  # random head sets per k: p resolves down to 0.01
@@ -232,17 +233,42 @@ class ProbeData(Result):
 
     ``residuals``: ``[example, layer, d_model]`` (layer ``l`` = block ``l``'s input, the
     last = the final residual); ``refused``: the label; ``kind``: ``refused_harmful``,
-    ``complied_harmful`` or ``complied_harmless``. ``stream_mean``/``stream_scale``: each
-    feature's mean and standard deviation over every position of the same prompts but
-    the first (the probe is read at every token, so it standardises by the spread over
-    tokens: a feature constant at the answer position but large elsewhere would blow up).
+    ``complied_harmful`` or ``complied_harmless``. ``token_mean``/``token_m2``/
+    ``token_count``: per example, each feature's mean and sum of squared deviations over
+    every position of the prompt but the first, so the over-the-stream statistics
+    (:meth:`stream_stats`) can be taken over any subset of prompts (a probe scored on
+    held-out prompts is standardised by its training prompts alone). The probe is read at
+    every token, so it standardises by the spread over tokens: a feature constant at the
+    answer position but large elsewhere would blow up.
     """
 
     residuals: Float[np.ndarray, "example layer d_model"] = field(metadata={"group": "data"})
     refused: np.ndarray = field(metadata={"group": "data"})
     kind: list[str] = field(metadata={"group": "data"})
-    stream_mean: Float[np.ndarray, "layer d_model"] = field(metadata={"group": "data"})
-    stream_scale: Float[np.ndarray, "layer d_model"] = field(metadata={"group": "data"})
+    token_mean: Float[np.ndarray, "example layer d_model"] = field(metadata={"group": "data"})
+    token_m2: Float[np.ndarray, "example layer d_model"] = field(metadata={"group": "data"})
+    token_count: Int[np.ndarray, " example"] = field(metadata={"group": "data"})
+
+    def stream_stats(
+        self, examples: Sequence[int] | np.ndarray | None = None
+    ) -> tuple[Float[np.ndarray, "layer d_model"], Float[np.ndarray, "layer d_model"]]:
+        """Mean and (unbiased) standard deviation over every token of ``examples`` (all by
+        default) but each prompt's first, pooled exactly (Chan et al.); a zero spread is 1."""
+        idx = np.arange(len(self.kind)) if examples is None else np.asarray(examples)
+        n = self.token_count[idx].astype(np.float64)[:, None, None]
+        total = float(n.sum())
+        mean = (n * self.token_mean[idx]).sum(axis=0) / total
+        m2 = self.token_m2[idx].sum(axis=0) + (n * (self.token_mean[idx] - mean) ** 2).sum(axis=0)
+        scale = np.sqrt(m2 / max(total - 1.0, 1.0))
+        return mean, np.where(scale > 0, scale, 1.0)
+
+    @property
+    def stream_mean(self) -> Float[np.ndarray, "layer d_model"]:
+        return self.stream_stats()[0]
+
+    @property
+    def stream_scale(self) -> Float[np.ndarray, "layer d_model"]:
+        return self.stream_stats()[1]
 
     @property
     def class_sizes(self) -> dict[str, int]:
@@ -319,14 +345,15 @@ def probe_data(
     # [pos, layer, d_model] per prompt
     streams = [torch.stack([c[str(j)] for j in range(len(hooks))], dim=1).double() for c in caches]
     last = torch.stack([st[p.t_post_inst] for st, p in zip(streams, prompts, strict=True)])
-    tokens = torch.cat([st[1:] for st in streams])
-    scale = tokens.std(dim=0)
+    means = torch.stack([st[1:].mean(dim=0) for st in streams])
+    m2 = torch.stack([((st[1:] - st[1:].mean(dim=0)) ** 2).sum(dim=0) for st in streams])
     return ProbeData(
         residuals=last.float().numpy(),
         refused=np.array([k == "refused_harmful" for k in kinds]),
         kind=list(kinds),
-        stream_mean=tokens.mean(dim=0).numpy(),
-        stream_scale=torch.where(scale > 0, scale, torch.ones_like(scale)).numpy(),
+        token_mean=means.numpy(),
+        token_m2=m2.numpy(),
+        token_count=np.array([len(st) - 1 for st in streams]),
     )
 
 
@@ -376,20 +403,26 @@ def fit_probe(
 
 @dataclass(frozen=True)
 class ProbeLayer(Result):
-    """One layer's probe, fitted on the training split, scored on the held-out one."""
+    """One layer's probe: ``cv_auc``/``cv_accuracy``, the mean over stratified folds of
+    the training split (what the layer is chosen by); ``accuracy``/``auc``, fitted on the
+    whole training split and scored on the held-out test split (never used to choose).
+    Every probe is standardised by the statistics of the prompts it is fitted on."""
 
     layer: int
     accuracy: float
     auc: float
     n_train: int
     n_test: int
+    cv_auc: float = float("nan")
+    cv_accuracy: float = float("nan")
 
 
 @dataclass(frozen=True)
 class ProbeSweep(Result):
-    """Held-out accuracy and AUC at every residual layer; ``probe`` is refitted on all
-    examples at ``layer`` (the best held-out AUC, then accuracy, then depth, unless
-    chosen)."""
+    """Cross-validated and held-out accuracy and AUC at every residual layer; ``layer``
+    is the best cross-validated AUC on the training split (then accuracy, then depth)
+    unless chosen, so its test numbers are not selection-biased; ``probe`` is refitted on
+    all examples at ``layer``."""
 
     layers: list[ProbeLayer]
     layer: int
@@ -397,10 +430,23 @@ class ProbeSweep(Result):
     class_sizes: dict[str, int]
     min_class: int
     test_share: float
+    cv_folds: int = 0
 
     def derived(self) -> dict[str, Any]:
         # Without complied harmful prompts the probe may read harmfulness, not refusal.
         return {"controls_harmfulness": self.class_sizes.get("complied_harmful", 0) > 0}
+
+
+def _score(
+    data: ProbeData, layer: int, y: np.ndarray, fit: np.ndarray, held: np.ndarray
+) -> tuple[float, float]:
+    """Accuracy and AUC on ``held`` of a probe fitted (and standardised) on ``fit``."""
+    mean, scale = data.stream_stats(fit)
+    x = data.residuals[:, layer]
+    probe = fit_probe(x[fit], y[fit], layer, mean[layer], scale[layer])
+    scores = probe.logit(x[held])
+    accuracy = float(np.mean((scores > 0) == y[held].astype(bool)))
+    return accuracy, roc_auc(scores, y[held].astype(bool))
 
 
 def probe_sweep(
@@ -410,9 +456,12 @@ def probe_sweep(
     test_share: float = DEFAULT_TEST_SHARE,
     seed: int = 0,
     min_class: int = MIN_CLASS,
+    cv_folds: int = DEFAULT_CV_FOLDS,
 ) -> ProbeSweep:
-    """Fit a probe at every layer on a stratified split; pick (or take) the probe layer."""
-    from sklearn.model_selection import train_test_split
+    """Fit a probe at every layer; pick the layer by ``cv_folds``-fold stratified
+    cross-validation inside the training split (fewer folds when a class is smaller),
+    report it on the held-out test split (:class:`ProbeSweep`)."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
 
     n_layers = data.residuals.shape[1]
     if layer is not None and not 0 <= layer < n_layers:
@@ -430,19 +479,30 @@ def probe_sweep(
     train, test = train_test_split(
         np.arange(len(y)), test_size=test_share, random_state=seed, stratify=y
     )
+    folds = min(cv_folds, int(y[train].sum()), int((1 - y[train]).sum()))
+    if folds < 2:
+        raise TooFewExamplesError(
+            f"the training split holds {int(y[train].sum())} refused and "
+            f"{int((1 - y[train]).sum())} complied examples; choosing the layer needs at "
+            f"least 2 of each: pass more prompts or a smaller test share"
+        )
+    splits = [
+        (train[a], train[b])
+        for a, b in StratifiedKFold(folds, shuffle=True, random_state=seed).split(train, y[train])
+    ]
     rows = []
     for lay in range(n_layers):
-        x = data.residuals[:, lay]
-        probe = fit_probe(x[train], y[train], lay, data.stream_mean[lay], data.stream_scale[lay])
-        scores = probe.logit(x[test])
-        accuracy = float(np.mean((scores > 0) == y[test].astype(bool)))
-        auc = roc_auc(scores, y[test].astype(bool))
-        rows.append(ProbeLayer(lay, accuracy, auc, len(train), len(test)))
-    best = max(rows, key=lambda r: (r.auc, r.accuracy, r.layer)).layer if layer is None else layer
-    full = fit_probe(
-        data.residuals[:, best], y, best, data.stream_mean[best], data.stream_scale[best]
-    )
-    return ProbeSweep(rows, best, full, data.class_sizes, min_class, test_share)
+        cv = np.array([_score(data, lay, y, a, b) for a, b in splits])
+        accuracy, auc = _score(data, lay, y, train, test)
+        rows.append(
+            ProbeLayer(lay, accuracy, auc, len(train), len(test), float(np.mean(cv[:, 1])),
+                       float(np.mean(cv[:, 0])))
+        )  # fmt: skip
+    if layer is None:
+        layer = max(rows, key=lambda r: (r.cv_auc, r.cv_accuracy, r.layer)).layer
+    mean, scale = data.stream_stats()
+    full = fit_probe(data.residuals[:, layer], y, layer, mean[layer], scale[layer])
+    return ProbeSweep(rows, layer, full, data.class_sizes, min_class, test_share, folds)
 
 
 def _hook(model: HookedModel, layer: int) -> str:

@@ -15,13 +15,16 @@ PROBABILITY_AXIS = "probe's refusal probability (0-1)"
 
 
 def sweep_figure(result: CliffResult) -> go.Figure:
-    """Held-out accuracy and ROC AUC of the refusal probe at every layer."""
+    """Cross-validated and held-out ROC AUC and held-out accuracy of the probe per layer."""
     rows = result.sweep.layers
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[r.layer for r in rows], y=[r.accuracy for r in rows],
                              mode="lines+markers", name="held-out accuracy"))  # fmt: skip
     fig.add_trace(go.Scatter(x=[r.layer for r in rows], y=[r.auc for r in rows],
                              mode="lines+markers", name="held-out ROC AUC"))  # fmt: skip
+    fig.add_trace(go.Scatter(x=[r.layer for r in rows], y=[r.cv_auc for r in rows],
+                             mode="lines+markers", line_dash="dash",
+                             name="cross-validated ROC AUC (chooses the layer)"))  # fmt: skip
     fig.add_vline(x=result.sweep.layer, line_dash="dot", annotation_text="probe layer")
     fig.update_layout(
         title="Refusal probe per layer (refused = positive)",
@@ -158,8 +161,9 @@ def cliff_summary(result: CliffResult) -> list[str]:
     best = next(r for r in s.layers if r.layer == s.layer)
     sizes = ", ".join(f"{k} {v}" for k, v in s.class_sizes.items())
     lines = [
-        f"Probe at layer {s.layer}: held-out accuracy {best.accuracy:.3f}, AUC {best.auc:.3f} "
-        f"({sizes}; minimum {s.min_class} a side)",
+        f"Probe at layer {s.layer} (chosen by {s.cv_folds}-fold cross-validated AUC "
+        f"{best.cv_auc:.3f} on the training split): held-out test accuracy "
+        f"{best.accuracy:.3f}, AUC {best.auc:.3f} ({sizes}; minimum {s.min_class} a side)",
         f"{result.n_traces} traces ({result.traces_source}), {result.n_incomplete} without an "
         f"end of thinking left out; mean cliff score {np.mean(result.curves.cliff_scores):.3f}",
     ]
@@ -188,9 +192,16 @@ def write_cliff_outputs(result: CliffResult, out: Path) -> list[Path]:
     json_path = result.to_json(out / "cliff.json")
     table = Table(
         "Probe per layer",
-        ["layer", "held-out accuracy", "held-out AUC", "train", "test"],
+        ["layer", "cross-validated AUC", "held-out accuracy", "held-out AUC", "train", "test"],
         [
-            [str(r.layer), f"{r.accuracy:.3f}", f"{r.auc:.3f}", str(r.n_train), str(r.n_test)]
+            [
+                str(r.layer),
+                f"{r.cv_auc:.3f}",
+                f"{r.accuracy:.3f}",
+                f"{r.auc:.3f}",
+                str(r.n_train),
+                str(r.n_test),
+            ]
             for r in result.sweep.layers
         ],
     )

@@ -345,3 +345,66 @@ def test_random_heads_come_from_the_traced_candidates_and_k_is_capped(
     from circuits.cli import cliff as cli
 
     assert cli.DEFAULT_RANDOM_DRAWS == C.DEFAULT_RANDOM_DRAWS
+
+
+# -- review fixes: probe layer selection and standardisation -----------------------
+def _synthetic_probe_data(seed: int = 0) -> tuple[C.ProbeData, list[np.ndarray]]:
+    """Two layers, 16 examples; each example's token matrix kept for independent checks.
+    Layer 1 separates the classes cleanly, layer 0 barely; token spreads differ a lot
+    between examples, so which prompts the statistics pool matters."""
+    rng = np.random.default_rng(seed)
+    refused = np.array([True] * 8 + [False] * 8)
+    tokens, last = [], []
+    for i, r in enumerate(refused):
+        t = rng.normal(size=(5 + i % 3, 2, 3)) * (1.0 + 4.0 * (i % 4))
+        t[-1, 1, 0] += 6.0 if r else -6.0
+        t[-1, 0, 0] += 0.3 if r else -0.3
+        tokens.append(t)
+        last.append(t[-1])
+    data = C.ProbeData(
+        residuals=np.array(last),
+        refused=refused,
+        kind=["refused_harmful" if r else "complied_harmless" for r in refused],
+        token_mean=np.array([t[1:].mean(0) for t in tokens]),
+        token_m2=np.array([((t[1:] - t[1:].mean(0)) ** 2).sum(0) for t in tokens]),
+        token_count=np.array([len(t) - 1 for t in tokens]),
+    )
+    return data, tokens
+
+
+def test_stream_stats_pool_exactly_over_any_subset() -> None:
+    data, tokens = _synthetic_probe_data()
+    for subset in ([0, 3, 9, 12], list(range(16))):
+        pooled = np.concatenate([tokens[i][1:] for i in subset])
+        mean, scale = data.stream_stats(subset)
+        np.testing.assert_allclose(mean, pooled.mean(0), atol=1e-10)
+        np.testing.assert_allclose(scale, pooled.std(0, ddof=1), atol=1e-10)
+
+
+def test_probe_layer_is_chosen_on_training_folds_and_scored_on_test_only() -> None:
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    data, tokens = _synthetic_probe_data()
+    sweep = C.probe_sweep(data, min_class=4, seed=2)
+    y = data.refused.astype(int)
+    train, test = train_test_split(np.arange(16), test_size=0.3, random_state=2, stratify=y)
+
+    def fitted_on(idx: np.ndarray, layer: int) -> C.RefusalProbe:
+        # Standardised by the fitted prompts' tokens alone (numpy, not stream_stats).
+        pooled = np.concatenate([tokens[i][1:, layer] for i in idx])
+        x = data.residuals[idx, layer]
+        return C.fit_probe(x, y[idx], layer, pooled.mean(0), pooled.std(0, ddof=1))
+
+    assert sweep.cv_folds == min(5, int(y[train].sum()), int((1 - y[train]).sum()))
+    folds = list(StratifiedKFold(sweep.cv_folds, shuffle=True, random_state=2).split(train, y[train]))
+    for row in sweep.layers:
+        probe = fitted_on(train, row.layer)
+        scores = probe.logit(data.residuals[test, row.layer])
+        assert row.auc == pytest.approx(C.roc_auc(scores, y[test].astype(bool)))
+        cv = []
+        for a, b in folds:
+            p = fitted_on(train[a], row.layer)
+            cv.append(C.roc_auc(p.logit(data.residuals[train[b], row.layer]), y[train[b]] == 1))
+        assert row.cv_auc == pytest.approx(np.mean(cv))
+    best = max(sweep.layers, key=lambda r: (r.cv_auc, r.cv_accuracy, r.layer))
+    assert sweep.layer == best.layer == 1
