@@ -58,7 +58,7 @@ from attribution.refusal_tokens import refusal_token_ids
 from attribution.result import Result
 from circuits.behaviour import Judge, classify, greedy_continuations
 from patching.chat import ChatPrompt, format_chat
-from patching.errors import OptionError, PromptFileError, TooFewPairsError
+from patching.errors import OptionError, PairError, PromptFileError, TooFewPairsError
 from patching.executor import run
 from patching.model import HookedModel
 from patching.prompts import PromptPair, read_pairs
@@ -69,6 +69,7 @@ __all__ = [
     "GroupMetrics",
     "GuardEvaluation",
     "LabelledPrompt",
+    "align_framed",
     "cross_fit_guard",
     "evaluate_guard",
     "labelled_pairs",
@@ -393,6 +394,56 @@ def fold_assignment(n_pairs: int, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
+
+
+def align_framed(
+    pairs: Sequence[PromptPair], framed: Sequence[PromptPair]
+) -> list[PromptPair]:
+    """``framed`` reordered so that entry ``i`` reframes ``pairs[i]``'s request.
+
+    Each plain pair is matched to the framed pair sharing the longest runs of words with
+    it (harmful with harmful plus control with control; case and punctuation ignored).
+    The harmful run must cover at least half the plain request's words; the best match
+    must be unique (a tie that includes the same position keeps that position); and the
+    matches must be one to one. Anything else is a :class:`~patching.errors.PairError`:
+    a framed pair scored by the fold of a plain pair it does not reframe could leak that
+    pair's fit.
+    """
+    from difflib import SequenceMatcher
+
+    if len(framed) != len(pairs):
+        raise PairError(
+            f"{len(framed)} jailbreak-framed pairs for {len(pairs)} plain pairs; framed pair "
+            f"i must reframe plain pair i: pass a framed file of the same requests (same --n)"
+        )
+
+    def run_length(a: list[str], b: list[str]) -> int:
+        return SequenceMatcher(None, a, b, autojunk=False).find_longest_match().size
+
+    framed_words = [(_words(p.harmful), _words(p.control)) for p in framed]
+    order = []
+    for i, pair in enumerate(pairs):
+        harmful, control = _words(pair.harmful), _words(pair.control)
+        runs = [(run_length(harmful, h), run_length(control, c)) for h, c in framed_words]
+        totals = np.array([a + b for a, b in runs])
+        tied = np.flatnonzero(totals == totals.max())
+        best = i if i in tied else int(tied[0])
+        if 2 * runs[best][0] < len(harmful) or (len(tied) > 1 and i not in tied):
+            raise PairError(
+                f"plain pair {i} ({pair.harmful!r}) has no unique jailbreak-framed twin; "
+                f"pass a framed file that rewrites the same requests"
+            )
+        order.append(best)
+    if len(set(order)) != len(order):
+        raise PairError(
+            "two plain pairs match the same jailbreak-framed pair; pass a framed file with "
+            "one rewrite of each plain request"
+        )
+    return [framed[j] for j in order]
+
+
 def cross_fit_guard(
     model: HookedModel,
     pairs: Sequence[PromptPair],
@@ -415,10 +466,13 @@ def cross_fit_guard(
     """Fit on ``folds - 1`` folds of ``pairs``, score the held-out fold, for every fold.
 
     The guard (``t_inst``) and the refusal belief (``t_post_inst``) are fitted on the
-    same prompts of each fold. ``jailbreak`` pairs are never fitted on; pair ``i``
-    is scored by the fold of pair ``i % len(pairs)`` (module docstring).
+    same prompts of each fold. ``jailbreak`` pairs are never fitted on; each is matched
+    to the plain pair whose request it reframes (:func:`align_framed`) and scored by that
+    pair's fold (module docstring).
     """
     check_folds(len(pairs), folds, threshold, validation)
+    if jailbreak:
+        jailbreak = align_framed(pairs, jailbreak)
     chosen = check_layers(
         default_layers(model.n_layers) if layers is None else layers, model.n_layers
     )
@@ -431,7 +485,7 @@ def cross_fit_guard(
     n = len(pairs)
     fold_of = np.array(
         [pair_fold[i // 2] for i in range(2 * n)]
-        + [pair_fold[(j // 2) % n] for j in range(2 * len(jailbreak))],
+        + [pair_fold[j // 2] for j in range(2 * len(jailbreak))],
         dtype=np.int64,
     )
     labels = np.array([p.harmful for p in prompts], dtype=bool)

@@ -157,11 +157,12 @@ def _labelled(args: argparse.Namespace) -> list[LabelledPrompt]:
 def _jailbreak(args: argparse.Namespace, organism: Path | None) -> tuple[list[Any], str]:
     from patching.prompts import read_pairs
 
+    # The same draw as the plain pairs (equal files): pair i reframes plain pair i, which
+    # circuits.guard.align_framed checks before the model loads.
+    seed = args.seed if args.sample else None
     if args.jailbreak is not None:
-        return read_pairs(args.jailbreak), Path(args.jailbreak).stem
+        return read_pairs(args.jailbreak, n=args.n, seed=seed), Path(args.jailbreak).stem
     if args.model == ORGANISM and args.pairs is None and organism is not None:
-        # The same draw as the plain pairs (equal files): pair i reframes plain pair i.
-        seed = args.seed if args.sample else None
         framed = read_pairs(organism / "pairs_jailbreak.jsonl", n=args.n, seed=seed)
         return framed, "pairs_jailbreak"
     return [], "jailbreak"
@@ -207,7 +208,13 @@ def run(args: argparse.Namespace) -> int:
     from attribution.latent_guard import LatentGuard
     from circuits.cli.common import check_common
     from circuits.cli.inputs import organism_path, prepare, resolve_pairs
-    from circuits.guard import check_folds, cross_fit_guard, evaluate_guard, labelled_pairs
+    from circuits.guard import (
+        align_framed,
+        check_folds,
+        cross_fit_guard,
+        evaluate_guard,
+        labelled_pairs,
+    )
     from circuits.guard_views import guard_summary, write_guard_outputs
     from patching.checks import check_distinct_texts
 
@@ -220,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
     labelled = _labelled(args)
     to_score = _read_texts(args.score) if args.score is not None else None
     loaded = LatentGuard.load(args.load) if args.load is not None else None
+    if jailbreak:
+        jailbreak = align_framed(resolve_pairs(args, organism), jailbreak)
     if loaded is None:
         check_folds(len(resolve_pairs(args, organism)), args.folds, args.threshold, args.validation)
     settings = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,56 @@ def test_each_layers_auc_is_that_of_a_one_layer_cross_fit(organism, organism_pai
     assert crossfit.layer_auc["guard"][j] == pytest.approx(one.headline.guard.auc)
     assert crossfit.layer_auc["belief"][j] == pytest.approx(one.headline.belief.auc)
     assert len(crossfit.layer_auc["guard"]) == len(crossfit.guard["layers"])
+
+
+# -- review fixes: framed pairs matched to the plain pair they reframe --------------
+def test_align_framed_matches_by_request_and_refuses_mismatches(organism_pairs) -> None:
+    from circuits.guard import align_framed
+    from patching.errors import PairError
+    from patching.prompts import PromptPair
+
+    plain, framed = organism_pairs
+    shuffled = framed[::-1]
+    assert align_framed(plain, shuffled) == list(framed)
+    with pytest.raises(PairError, match="11 jailbreak-framed pairs for 12 plain"):
+        align_framed(plain, framed[:-1])
+    other = [PromptPair("tell me a story about cats", "tell me a story about dogs")] * 12
+    with pytest.raises(PairError, match="no unique jailbreak-framed twin"):
+        align_framed(plain, other)
+
+
+def test_shuffled_framed_file_is_scored_by_its_own_plain_pairs_fold(
+    organism, organism_pairs, crossfit
+) -> None:
+    """A framed pair scored by another pair's fold would be scored by a guard fitted on
+    its own plain twin: the leak. Reordered, every framed prompt keeps its fold and score."""
+    plain, framed = organism_pairs
+    result = cross_fit_guard(
+        organism, plain, jailbreak=framed[::-1], folds=3, seed=7, layers=[2, 5, 8],
+        behaviour=False,
+    )  # fmt: skip
+    fold = fold_assignment(len(plain), 3, seed=7)
+    n = len(plain)
+    for i, pair in enumerate(framed):
+        for text in (pair.harmful, pair.control):
+            j = result.text.index(text, 2 * n)
+            assert result.fold[j] == fold[i]
+            k = crossfit.text.index(text, 2 * n)
+            assert result.guard_score[j] == pytest.approx(crossfit.guard_score[k], abs=1e-6)
+
+
+def test_command_refuses_a_framed_file_of_other_requests(tmp_path: Path, capsys) -> None:
+    from circuits.cli import main
+
+    bad = tmp_path / "framed.jsonl"
+    bad.write_text(
+        "".join(
+            json.dumps({"harmful": f"story number {i} about cats", "control": f"tale {i}"})
+            + "\n"
+            for i in range(8)
+        )
+    )
+    argv = ["guard", "--n", "8", "--folds", "2", "--jailbreak", str(bad), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no unique jailbreak-framed twin" in err and "\n" not in err
