@@ -398,9 +398,7 @@ def _words(text: str) -> list[str]:
     return "".join(c.lower() if c.isalnum() else " " for c in text).split()
 
 
-def align_framed(
-    pairs: Sequence[PromptPair], framed: Sequence[PromptPair]
-) -> list[PromptPair]:
+def align_framed(pairs: Sequence[PromptPair], framed: Sequence[PromptPair]) -> list[PromptPair]:
     """``framed`` reordered so that entry ``i`` reframes ``pairs[i]``'s request.
 
     Each plain pair is matched to the framed pair sharing the longest runs of words with

@@ -396,7 +396,8 @@ def test_probe_layer_is_chosen_on_training_folds_and_scored_on_test_only() -> No
         return C.fit_probe(x, y[idx], layer, pooled.mean(0), pooled.std(0, ddof=1))
 
     assert sweep.cv_folds == min(5, int(y[train].sum()), int((1 - y[train]).sum()))
-    folds = list(StratifiedKFold(sweep.cv_folds, shuffle=True, random_state=2).split(train, y[train]))
+    kfold = StratifiedKFold(sweep.cv_folds, shuffle=True, random_state=2)
+    folds = list(kfold.split(train, y[train]))
     for row in sweep.layers:
         probe = fitted_on(train, row.layer)
         scores = probe.logit(data.residuals[test, row.layer])

@@ -300,8 +300,7 @@ def test_command_refuses_a_framed_file_of_other_requests(tmp_path: Path, capsys)
     bad = tmp_path / "framed.jsonl"
     bad.write_text(
         "".join(
-            json.dumps({"harmful": f"story number {i} about cats", "control": f"tale {i}"})
-            + "\n"
+            json.dumps({"harmful": f"story number {i} about cats", "control": f"tale {i}"}) + "\n"
             for i in range(8)
         )
     )
