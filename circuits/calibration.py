@@ -46,6 +46,7 @@ from patching.prompts import PromptPair
 
 MIN_PROMPTS = 5  # per side and category: below it a rate moves in steps of 20 points or more
 DEFAULT_GEN_TOKENS = 8
+DEFAULT_CV_FOLDS = 5  # folds of pairs for the held-out TPR/FPR of a chosen setting
 UNCATEGORISED = "uncategorised"
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "by_category",
     "calibrate_refusal",
     "calibrated_decode",
+    "heldout_rates",
 ]
 
 
@@ -67,7 +69,11 @@ class CategoryCalibration(Result):
     sampling (:mod:`attribution.calibration`). ``setting`` is the bias (logits) or
     threshold (probability) chosen for ``target``; NaN without a target. ``*_at``
     are the first-token rates at ``setting``, ``*_generated`` the shares of greedy
-    continuations judged refusals under it (NaN when not verified).
+    continuations judged refusals under it (NaN when not verified). ``*_at`` are
+    in-sample (the setting was chosen on the same harmful prompts); ``*_heldout`` are the
+    cross-validated first-token TPR/FPR: pairs in ``cv_folds`` seeded folds, each fold's
+    prompts called at the setting chosen (the same way) on the other folds' harmful
+    prompts, pooled over folds (NaN without a target).
     """
 
     category: str
@@ -94,6 +100,10 @@ class CategoryCalibration(Result):
     harmless_class: list[str] = field(default_factory=list, metadata={"group": "per_prompt"})
     harmful_text: list[str] = field(default_factory=list, metadata={"group": "per_prompt"})
     harmless_text: list[str] = field(default_factory=list, metadata={"group": "per_prompt"})
+    # Held out: each fold of pairs called at the setting chosen on the other folds.
+    harmful_heldout: float = math.nan
+    harmless_heldout: float = math.nan
+    cv_folds: int = 0
 
     def stats(self, side: str) -> cal.FirstTokenStats:
         """The first-token numbers of ``side`` (``"harmful"`` or ``"harmless"``)."""
@@ -159,6 +169,8 @@ class RefusalCalibration(Result):
                     "fpr_first_token": c.harmless_at,
                     "tpr_generated": c.harmful_generated,
                     "fpr_generated": c.harmless_generated,
+                    "tpr_heldout": c.harmful_heldout,
+                    "fpr_heldout": c.harmless_heldout,
                 }
                 for c in self.categories
             },
@@ -280,9 +292,11 @@ def calibrate_refusal(
     for name in names:
         harmful, harmless = stats[name, "harmful"], stats[name, "harmless"]
         target = wanted.get(name, math.nan)
-        rough = setting = math.nan
+        rough = setting = tpr_cv = fpr_cv = math.nan
+        n_folds = 0
         if not math.isnan(target):
             rough, setting = cal.setting_for_rate(harmful, mode, target, grid)
+            tpr_cv, fpr_cv, n_folds = heldout_rates(harmful, harmless, mode, target, grid)
         categories.append(
             CategoryCalibration(
                 category=name,
@@ -303,6 +317,9 @@ def calibrate_refusal(
                 harmless_critical=harmless.critical,
                 harmful_score=harmful.score,
                 harmless_score=harmless.score,
+                harmful_heldout=tpr_cv,
+                harmless_heldout=fpr_cv,
+                cv_folds=n_folds,
             )
         )
     result = RefusalCalibration(
@@ -318,6 +335,39 @@ def calibrate_refusal(
     if verify:
         _verify(model, result, sides, gen_tokens, judge, batch_size, progress)
     return result
+
+
+def heldout_rates(
+    harmful: cal.FirstTokenStats,
+    harmless: cal.FirstTokenStats,
+    mode: cal.CalibrationMode,
+    target: float,
+    grid: np.ndarray,
+    *,
+    folds: int = DEFAULT_CV_FOLDS,
+    seed: int = 0,
+) -> tuple[float, float, int]:
+    """Cross-validated first-token (TPR, FPR) of the setting for ``target``, and the folds.
+
+    Pair ``i`` (harmful ``i`` with its control ``i``) falls in one of ``min(folds, n)``
+    seeded folds; each fold is called at the setting :func:`setting_for_rate
+    <attribution.calibration.setting_for_rate>` picks on the other folds' harmful prompts.
+    """
+    n = len(harmful.critical)
+    k = min(folds, n)
+    fold = np.empty(n, dtype=np.int64)
+    for j, part in enumerate(np.array_split(np.random.default_rng(seed).permutation(n), k)):
+        fold[part] = j
+    refused = {"harmful": 0.0, "harmless": 0.0}
+    for j in range(k):
+        fit, held = fold != j, fold == j
+        _, setting = cal.setting_for_rate(
+            cal.FirstTokenStats(harmful.critical[fit], harmful.score[fit]), mode, target, grid
+        )
+        for side, st in (("harmful", harmful), ("harmless", harmless)):
+            part = cal.FirstTokenStats(st.critical[held], st.score[held])
+            refused[side] += float(cal.rate(part, mode, setting)[0]) * int(held.sum())
+    return refused["harmful"] / n, refused["harmless"] / n, k
 
 
 def _at(stats: cal.FirstTokenStats, mode: cal.CalibrationMode, setting: float) -> float:

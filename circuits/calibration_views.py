@@ -151,6 +151,8 @@ def calibration_table(result: RefusalCalibration) -> Table:
             "FPR first token",
             "TPR generated",
             "FPR generated",
+            "TPR held out",
+            "FPR held out",
         ],
         rows=[
             [
@@ -162,6 +164,8 @@ def calibration_table(result: RefusalCalibration) -> Table:
                 _pct(c.harmless_at),
                 _pct(c.harmful_generated),
                 _pct(c.harmless_generated),
+                _pct(c.harmful_heldout),
+                _pct(c.harmless_heldout),
             ]
             for c in result.categories
         ],
@@ -170,6 +174,9 @@ def calibration_table(result: RefusalCalibration) -> Table:
             "token under the setting. Generated: share of greedy continuations "
             f"({result.gen_tokens} tokens) the behaviour judge calls a refusal"
             + (", the dedicated token stripped first." if result.dedicated else ".")
+            + " Both are in-sample: the setting was chosen on these harmful prompts. Held "
+            "out: first token, each fold of pairs called at the setting chosen on the other "
+            "folds (cross-validated)."
         ),
     )
 
@@ -184,7 +191,8 @@ def write_calibration_report(result: RefusalCalibration, out: Path) -> list[Path
         *(
             f"{c.category}: setting {c.setting:.4g} for target {_pct(c.target)}: TPR "
             f"{_pct(c.harmful_at)} first token / {_pct(c.harmful_generated)} generated, "
-            f"FPR {_pct(c.harmless_at)} / {_pct(c.harmless_generated)}"
+            f"FPR {_pct(c.harmless_at)} / {_pct(c.harmless_generated)}; held out "
+            f"({c.cv_folds}-fold) TPR {_pct(c.harmful_heldout)}, FPR {_pct(c.harmless_heldout)}"
             for c in result.categories
             if not math.isnan(c.setting)
         ),

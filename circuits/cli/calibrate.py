@@ -90,7 +90,9 @@ def run_calibrate(args: argparse.Namespace) -> Path:
             print(
                 f"{c.category}: {args.mode} {c.setting:.4g} ({unit}) for target "
                 f"{c.target:.0%}: TPR {c.harmful_at:.0%} first token, {c.harmful_generated:.0%} "
-                f"generated; FPR {c.harmless_at:.0%} / {c.harmless_generated:.0%}"
+                f"generated; FPR {c.harmless_at:.0%} / {c.harmless_generated:.0%}; held out "
+                f"({c.cv_folds}-fold, first token) TPR {c.harmful_heldout:.0%}, FPR "
+                f"{c.harmless_heldout:.0%}"
             )
         print(f"wrote {prepared.out / 'calibration.json'} and {prepared.out / 'report.html'}")
     return prepared.out

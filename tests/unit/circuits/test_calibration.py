@@ -176,3 +176,38 @@ def test_calibrate_defaults_to_the_organism(model_dir: Path, tmp_path: Path) -> 
     for entry in data["summary"].values():
         assert entry["target"] == 0.5
         assert abs(entry["tpr_generated"] - 0.5) <= 0.5 / 10  # 10-11 pairs a category
+
+
+def test_heldout_rates_equal_per_fold_calibrations_applied_by_the_hook(
+    calibration, model, groups
+) -> None:
+    """Independent path: per fold, calibrate on the other folds' pairs alone (the same
+    sweep), decode the held-out fold's first token under that setting, pool the refusals."""
+    import numpy as np
+
+    name = "drugs"
+    c = calibration.category(name)
+    pairs = groups[name]
+    n = len(pairs)
+    assert c.cv_folds == 5
+    fold = np.empty(n, dtype=np.int64)
+    for j, part in enumerate(np.array_split(np.random.default_rng(0).permutation(n), 5)):
+        fold[part] = j
+    tok = model.tokenizer
+    refused = {"harmful": 0, "harmless": 0}
+    for j in range(5):
+        fit = [p for p, f in zip(pairs, fold, strict=True) if f != j]
+        held = [p for p, f in zip(pairs, fold, strict=True) if f == j]
+        part = calibrate_refusal(
+            model, {name: fit}, {name: c.target}, mode=calibration.mode,
+            sweep=calibration.sweep, verify=False,
+        )  # fmt: skip
+        for side in refused:
+            prompts = [format_chat(tok, getattr(p, "control" if side == "harmless" else side))
+                       for p in held]  # fmt: skip
+            first = calibrated_decode(model, prompts, [name] * len(held), part, 1)
+            refused[side] += sum(ids[0] in set(part.refusal_ids) for ids in first)
+    assert c.harmful_heldout == pytest.approx(refused["harmful"] / n)
+    assert c.harmless_heldout == pytest.approx(refused["harmless"] / n)
+    summary = calibration.to_dict()["summary"][name]
+    assert summary["tpr_heldout"] == pytest.approx(c.harmful_heldout)
