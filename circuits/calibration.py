@@ -365,8 +365,8 @@ def heldout_rates(
             cal.FirstTokenStats(harmful.critical[fit], harmful.score[fit]), mode, target, grid
         )
         for side, st in (("harmful", harmful), ("harmless", harmless)):
-            part = cal.FirstTokenStats(st.critical[held], st.score[held])
-            refused[side] += float(cal.rate(part, mode, setting)[0]) * int(held.sum())
+            sub = cal.FirstTokenStats(st.critical[held], st.score[held])
+            refused[side] += float(cal.rate(sub, mode, setting)[0]) * int(held.sum())
     return refused["harmful"] / n, refused["harmless"] / n, k
 
 
