@@ -220,9 +220,43 @@ def test_ablating_the_cliff_head_stops_attack_success(
             assert rate == pytest.approx(planted)
 
 
-def test_renormalised_ablation_is_labelled(model: HookedModel, harmful: list[str]) -> None:
-    rate, open_traces = C.attack_success(model, harmful, 24, [(7, 3)], renormalise=True)
-    assert open_traces == 0 and rate == 0.0
+def test_renormalised_ablation_is_labelled_and_boosts_by_n_over_n_minus_k(
+    model: HookedModel, harmful: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patching.interventions import Ablation, Scale
+
+    n = model.n_heads
+    gone = [(7, 3), (7, 1), (2, 0)]
+    # The manual rows: the heads zeroed, every other head of a touched layer scaled by
+    # n / (n - k) with k that layer's ablated heads.
+    manual = [Ablation(a, b, "all") for a, b in gone]
+    manual += [Scale(2, b, "all", n / (n - 1)) for b in range(n) if b != 0]
+    manual += [Scale(7, b, "all", n / (n - 2)) for b in range(n) if b not in (3, 1)]
+    seen: list[list[object]] = []
+    real = C.generate_traces
+
+    def spy(model, prompts, n_tokens, rows=None, **kw):  # type: ignore[no-untyped-def]
+        seen.append(list(rows[0]) if rows else [])
+        return real(model, prompts, n_tokens, rows, **kw)
+
+    monkeypatch.setattr(C, "generate_traces", spy)
+    rate, open_traces = C.attack_success(model, harmful, 24, gone, renormalise=True)
+    assert sorted(map(repr, seen[-1])) == sorted(map(repr, manual))
+    # The same rate as the manual rows run directly.
+    traces = real(model, harmful, 24, [manual] * len(harmful))
+    done = [t for t in traces if t is not None]
+    labels = C.classify([t.response for t in done], None)
+    assert rate == sum(x == "answer" for x in labels) / len(harmful)
+    assert open_traces == len(traces) - len(done)
+    # Plain ablation: no boost.
+    C.attack_success(model, harmful, 24, gone)
+    assert sorted(map(repr, seen[-1])) == sorted(map(repr, manual[:3]))
+    # The flag: ablate_top_heads labels each row it renormalised.
+    trace = _fake_trace(model.n_layers, model.n_heads, probe_layer=8)
+    out = C.ablate_top_heads(model, trace, harmful[:2], 8, percents=(1.0,), random_draws=1,
+                             renormalise=True)  # fmt: skip
+    assert all(a.renormalised for a in out)
+    assert any(isinstance(iv, Scale) for iv in seen[-1])
 
 
 # -- traces and the judge ----------------------------------------------------------
