@@ -539,7 +539,9 @@ class CliffCurves(Result):
     ``offsets``: positions relative to the last position before the answer (0; the
     thinking segment and prompt before, the answer opening after); ``mean``/``ci_*``
     over the traces that have that position (``count``), never padded. ``bins``:
-    relative position, ``[-1, 0)`` the prompt, ``[0, 1)`` the thinking segment,
+    relative position, ``[-1, 0)`` the prompt, ``[0, 1)`` the thinking segment *and the
+    close marker* (positions ``think .. answer - 1``: open marker, reasoning, close marker,
+    so the last position before the answer falls in the last bin of ``[0, 1)``),
     ``[1, 2)`` the answer opening; each trace's positions in a bin are averaged first.
     ``cliff_scores``: per trace, the maximum over the thinking segment minus the value
     at the last position before the answer (probability units).
@@ -593,6 +595,7 @@ def cliff_curves(
     binned = np.full((len(probabilities), 3 * n_bins), np.nan)
     for i, (p, tt) in enumerate(zip(probabilities, segments, strict=True)):
         aligned[i, before - tt.last_before_answer : before - tt.last_before_answer + len(p)] = p
+        # [0, 1) runs to the answer, close marker included: the cliff is read at its end.
         for s, (lo, hi) in enumerate(((0, tt.think), (tt.think, tt.answer), (tt.answer, len(p)))):
             if hi <= lo:
                 continue

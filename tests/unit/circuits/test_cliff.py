@@ -443,3 +443,16 @@ def test_probe_layer_is_chosen_on_training_folds_and_scored_on_test_only() -> No
         assert row.cv_auc == pytest.approx(np.mean(cv))
     best = max(sweep.layers, key=lambda r: (r.cv_auc, r.cv_accuracy, r.layer))
     assert sweep.layer == best.layer == 1
+
+
+def test_relative_bins_put_the_close_marker_in_the_last_thinking_bin() -> None:
+    """Hand case: prompt [0, 2), open marker + reasoning [2, 5), close marker [5, 6),
+    answer [6, 8); two bins a segment."""
+    import torch
+
+    tt = C.TraceTokens(torch.zeros(8, dtype=torch.long), think=2, close=5, answer=6)
+    p = np.array([0.1, 0.3, 0.9, 0.8, 0.7, 0.05, 0.2, 0.4])
+    c = C.cliff_curves([p], [tt], n_bins=2)
+    # [0, 1) holds positions 2..5: bin 0 = {2, 3}, bin 1 = {4, 5} (the close marker).
+    np.testing.assert_allclose(c.bin_mean, [0.1, 0.3, 0.85, (0.7 + 0.05) / 2, 0.2, 0.4])
+    np.testing.assert_allclose(c.bins, [-0.75, -0.25, 0.25, 0.75, 1.25, 1.75])
