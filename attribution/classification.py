@@ -160,10 +160,13 @@ class ClassifierMetrics(Result):
 
     @property
     def f1(self) -> float:
-        p, r = self.precision, self.recall
+        """Harmonic mean of precision and recall: NaN without positives (recall undefined,
+        e.g. a group of harmless prompts only), 0 when positives exist but none is found."""
+        if self.tp + self.fn == 0:
+            return float("nan")
         if self.tp == 0:
-            # No true positive: F1 is 0 when there were positives to find, else undefined.
-            return 0.0 if self.tp + self.fn + self.fp else float("nan")
+            return 0.0
+        p, r = self.precision, self.recall
         return 2 * p * r / (p + r)
 
     def derived(self) -> dict[str, Any]:

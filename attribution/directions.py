@@ -79,10 +79,26 @@ def cosine_per_layer(
 
 
 def project(
-    streams: Float[Tensor, "n layer d_model"], directions: Float[Tensor, "layer d_model"]
+    streams: Float[Tensor, "n layer d_model"],
+    directions: Float[Tensor, "layer d_model"],
+    layers: Sequence[int] | None = None,
 ) -> Float[np.ndarray, "n layer"]:
-    """Each prompt's component along each layer's unit direction (residual units)."""
-    unit = directions.double() / directions.double().norm(dim=-1, keepdim=True)
+    """Each prompt's component along each layer's unit direction (residual units).
+
+    ``layers``: the model layer of each entry (named in the error; default: the index).
+
+    Raises:
+        ValueError: a layer's direction is zero (no unit direction to project on).
+    """
+    norms = directions.double().norm(dim=-1, keepdim=True)
+    zero = [int(i) for i in torch.nonzero(norms[:, 0] == 0).flatten()]
+    if zero:
+        name = layers[zero[0]] if layers is not None else zero[0]
+        raise ValueError(
+            f"the direction at layer {name} is zero (its two means coincide there): "
+            f"project at another layer"
+        )
+    unit = directions.double() / norms
     return np.asarray(torch.einsum("nld,ld->nl", streams.double(), unit).numpy())
 
 

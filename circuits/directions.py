@@ -424,7 +424,7 @@ def jailbreak_shift(
             model, prompts, names=[hook], at="t_inst", batch_size=batch_size
         )
         streams = torch.stack([c[hook] for c in caches]).cpu()  # [n, 1, d]
-        harm = project(streams, direction)[:, 0]
+        harm = project(streams, direction, [layer])[:, 0]
         return harm, np.asarray(refusal_score(logits[:, -1], ids).cpu().numpy())
 
     h_plain, r_plain = scores(plain)

@@ -120,10 +120,11 @@ def test_f1_is_harmonic_mean_over_every_small_case() -> None:
             p, r = tp / pred.sum(), tp / y.sum()
             assert m.f1 == pytest.approx(2 * p * r / (p + r))
             assert m.f1 == pytest.approx(2 * tp / (pred.sum() + y.sum()))
-        elif pred.any() or y.any():
+        elif y.any():
             assert m.f1 == 0.0
         else:
-            assert np.isnan(m.f1) and np.isnan(m.precision) and np.isnan(m.recall)
+            # No positives: recall, and so F1, undefined (a harmless-only group).
+            assert np.isnan(m.f1) and np.isnan(m.recall)
 
 
 def test_metrics_round_trip_through_json() -> None:
@@ -134,3 +135,11 @@ def test_metrics_round_trip_through_json() -> None:
     assert again.to_dict() == m.to_dict()
     assert m.to_dict()["f1"] == pytest.approx(2 / 3)
     assert m.auc == pytest.approx(1.0)
+
+
+def test_f1_is_nan_for_a_group_without_positives() -> None:
+    """A harmless-only group with false alarms: recall has no positives to find."""
+    m = classifier_metrics(np.array([True, False, True]), np.array([False, False, False]))
+    assert np.isnan(m.recall) and np.isnan(m.f1)
+    assert m.false_positive_rate == pytest.approx(2 / 3)
+    assert m.to_dict()["f1"] is None  # JSON: null, never 0

@@ -132,3 +132,13 @@ def test_too_few_per_cluster_is_one_clear_line() -> None:
     assert "refusal direction needs at least 4 complied prompts, got 3" in message
     assert "refused_harmless 1" in message and "lower min_per_cluster" in message
     assert check_groups(harmful, refused, 3)["complied_harmless"] == 3
+
+
+def test_project_onto_a_zero_direction_names_the_layer() -> None:
+    streams = torch.ones(2, 3, 4)
+    directions = torch.ones(3, 4)
+    directions[1] = 0.0
+    with pytest.raises(ValueError, match="direction at layer 1 is zero"):
+        project(streams, directions)
+    with pytest.raises(ValueError, match="direction at layer 7 is zero"):
+        project(streams, directions, [2, 7, 9])
