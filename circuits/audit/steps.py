@@ -603,7 +603,8 @@ def cipher(ctx: AuditContext) -> None:
         encoded, described = code.encode_pairs(ctx.pairs), f"key {code.key}"
     gate = ctx.gate[0] if ctx.gate else None
     texts = [[p.harmful, p.control] for p in encoded]
-    deps = {**ctx.base, "cipher": digest(texts), "gate": gate, "gen_tokens": s.gen_tokens}
+    # "v": 2: GateNecessity gained cipher_gap; a step stored before cannot be read back.
+    deps = {**ctx.base, "cipher": digest(texts), "gate": gate, "gen_tokens": s.gen_tokens, "v": 2}
 
     def run() -> dict[str, Any]:
         return cipher_contrast(
