@@ -175,7 +175,11 @@ def intervened_dla(
         batch = [prompts[i] for i in idx]
         batch_rows = [rows[i] for i in idx] if rows is not None else None
         resume = _clean_blocks(model, batch) if batch_rows is not None and any(batch_rows) else None
-        dec = decompose_residual(model, batch, rows=batch_rows, resume=resume)
+        # The refusal logit difference reads the refusal and answer tokens' logits only.
+        columns = sorted({*refusal_ids, *answer_ids[idx].tolist()})
+        dec = decompose_residual(
+            model, batch, rows=batch_rows, resume=resume, logit_columns=columns
+        )
         dla = attribute(model, dec, refusal_ids, answer_ids[idx])
         heads[idx] = dla.heads.cpu().numpy()
         diff[idx] = dla.logit_diff.cpu().numpy()

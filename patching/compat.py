@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -163,39 +163,43 @@ def substitute_cache(values: Any, cache: Any) -> Any:
     return tuple(cache if is_cache(v) else v for v in values)
 
 
-def prefix_supported(cache: Any) -> bool:
-    """Whether every layer of ``cache`` can be reset to a prefix by assigning its tensors.
+def prefix_supported(cache: Any, first_layer: int = 0) -> bool:
+    """Whether every layer of ``cache`` from ``first_layer`` on can be reset to a prefix.
 
-    Sliding-window and quantised layers keep state beyond keys and values; only
-    plain dynamic layers that the run filled qualify.
+    Resetting assigns the layers' key and value tensors: sliding-window and
+    quantised layers keep state beyond them; only plain dynamic layers that the run
+    filled qualify. A run that starts at block ``first_layer`` fills no layer below it.
     """
     from transformers.cache_utils import DynamicLayer
 
-    layers = list(getattr(cache, "layers", None) or [])
+    layers = list(getattr(cache, "layers", None) or [])[first_layer:]
     return bool(layers) and all(
         type(layer) is DynamicLayer and getattr(layer, "is_initialized", False) for layer in layers
     )
 
 
 def cache_prefixes(
-    cache: Any, starts: Sequence[int], pads: Sequence[int]
+    cache: Any, starts: Sequence[int], pads: Sequence[int], first_layer: int = 0
 ) -> list[list[tuple[Tensor, Tensor]]]:
-    """Each row's keys and values of positions ``pad .. pad + start`` in every layer (copies)."""
+    """Each row's keys and values of positions ``pad .. pad + start`` in every layer from
+    ``first_layer`` on (copies)."""
     return [
         [
             (
                 layer.keys[r : r + 1, :, pad : pad + s].clone(),
                 layer.values[r : r + 1, :, pad : pad + s].clone(),
             )
-            for layer in cache.layers
+            for layer in cache.layers[first_layer:]
         ]
         for r, (s, pad) in enumerate(zip(starts, pads, strict=True))
     ]
 
 
-def reset_cache(cache: Any, prefix: Sequence[tuple[Tensor, Tensor]], rows: Sequence[int]) -> None:
-    """Set layer ``l`` of ``cache`` to ``prefix[l]``, repeated for the ``rows[l]`` batch rows."""
-    for layer, (keys, values), n in zip(cache.layers, prefix, rows, strict=True):
+def reset_cache(
+    cache: Any, prefix: Sequence[tuple[Tensor, Tensor]], rows: Sequence[int], first_layer: int = 0
+) -> None:
+    """Set layer ``first_layer + l`` of ``cache`` to ``prefix[l]``, repeated ``rows[l]`` times."""
+    for layer, (keys, values), n in zip(cache.layers[first_layer:], prefix, rows, strict=True):
         layer.keys = keys.expand(n, -1, -1, -1)
         layer.values = values.expand(n, -1, -1, -1)
 
@@ -217,14 +221,6 @@ def suffix_call(
     ``None`` when the call has no such mask or cache keyword, or a tensor of unknown
     layout (the caller then runs the full pass).
     """
-    args, kwargs = call
-    batch = len(pads)
-    masks = [v for v in (*args, *kwargs.values()) if isinstance(v, Tensor) and v.ndim == 4]
-    if len(masks) != 1 or masks[0].shape[0] != batch or masks[0].shape[2] != masks[0].shape[3]:
-        return None
-    n_pos = int(masks[0].shape[2])
-    if not any(k in kwargs for k in CACHE_KEYWORDS):
-        return None
 
     def mask_suffix(mask: Tensor) -> Tensor:
         rows = []
@@ -235,12 +231,53 @@ def suffix_call(
             rows.append(torch.cat([m[..., pad : pad + prefix], after], dim=-1))
         return torch.cat(rows)
 
+    return _cut_call(call, len(pads), cache, mask_suffix, lambda value, batch: value[:, prefix:])
+
+
+def prefix_call(
+    call: tuple[tuple[Any, ...], dict[str, Any]], row: int, prefix: int, cache: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """A padded pass's block call for row ``row``'s first ``prefix`` positions alone.
+
+    ``row`` must be unpadded (the batch's longest prompt): its first ``prefix``
+    columns are then the prefix at positions ``0..prefix``, and a block run with this
+    call fills ``cache`` with the prefix's keys and values in that block's layer.
+    ``None`` in the same cases as :func:`suffix_call`.
+    """
+
+    def rows_of(value: Tensor, batch: int) -> Tensor:
+        # Rotary tables may be shared by the batch (first dimension 1).
+        return (value[row : row + 1] if value.shape[0] == batch else value)[:, :prefix]
+
+    def mask_prefix(mask: Tensor) -> Tensor:
+        return mask[row : row + 1, :, :prefix, :prefix]
+
+    return _cut_call(call, None, cache, mask_prefix, rows_of)
+
+
+def _cut_call(
+    call: tuple[tuple[Any, ...], dict[str, Any]],
+    batch: int | None,
+    cache: Any,
+    cut_mask: Callable[[Tensor], Tensor],
+    cut_rows: Callable[[Tensor, int], Tensor],
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """``call`` with its mask cut by ``cut_mask``, its per-position tensors by ``cut_rows``
+    and its cache replaced by ``cache``; ``None`` on a layout this does not know."""
+    args, kwargs = call
+    masks = [v for v in (*args, *kwargs.values()) if isinstance(v, Tensor) and v.ndim == 4]
+    if len(masks) != 1 or masks[0].shape[2] != masks[0].shape[3]:
+        return None
+    n_batch, n_pos = int(masks[0].shape[0]), int(masks[0].shape[2])
+    if (batch is not None and n_batch != batch) or not any(k in kwargs for k in CACHE_KEYWORDS):
+        return None
+
     def convert(value: Any) -> Any:
         if isinstance(value, Tensor):
             if value.ndim == 4:
-                return mask_suffix(value)
+                return cut_mask(value)
             if value.ndim in (2, 3) and value.shape[1] == n_pos:
-                return value[:, prefix:]
+                return cut_rows(value, n_batch)
             raise _UnknownLayout
         if isinstance(value, tuple | list):
             return type(value)(convert(v) for v in value)

@@ -70,6 +70,7 @@ def decompose_residual(
     interventions: Sequence[Hook] | None = None,
     keep_blocks: bool = False,
     resume: BlockInputs | None = None,
+    logit_columns: Sequence[int] | None = None,
 ) -> ResidualDecomposition:
     """Run ``tokens`` once and split the final residual at ``positions`` into its terms.
 
@@ -88,6 +89,8 @@ def decompose_residual(
         resume: the ``.blocks`` of a clean decomposition of the same prompts and
             positions: a pass under ``rows`` then starts at their first intervened
             layer (:func:`patching.executor.forward_batch`); not with ``interventions``.
+        logit_columns: the tokens whose logits the caller reads (a knockout's refusal
+            logit difference): the others may come back NaN (not computed).
     """
     model.check_supported()
     prompts: list[Tensor] = (
@@ -128,6 +131,7 @@ def decompose_residual(
         extra_hooks=interventions or (),
         keep_blocks=keep_blocks,
         resume=resume,
+        logit_columns=logit_columns,
     )
     assert out.cache is not None
     store = {key: torch.cat([row[key] for row in out.cache]) for key in names}

@@ -140,6 +140,7 @@ def forward_batch(
     extra_hooks: Sequence[Hook] = (),
     keep_blocks: bool = False,
     resume: BlockInputs | None = None,
+    logit_columns: Sequence[int] | None = None,
 ) -> BatchOutput:
     """One left-padded forward pass of ``tokens`` with ``rows[r]`` applied to row ``r``.
 
@@ -156,6 +157,8 @@ def forward_batch(
         resume: the ``keep_blocks`` output of a clean pass of the same tokens with the
             same ``capture`` and ``at``: this pass starts at its rows' first intervened
             layer (same numbers; a full pass when the fast paths are off).
+        logit_columns: compute these tokens' logits only; the others are NaN
+            (:func:`patching.rows.final_logits`).
     """
     rows = rows if rows is not None else [[] for _ in tokens]
     check_rows(model, rows)
@@ -200,11 +203,15 @@ def forward_batch(
         if resume is not None and start > 0:
             store.update(resume.store)  # layers below ``start``: the clean pass's captures
             if shared_prefix is not None:
-                logits = _suffix_from(model, resume, start, shared_prefix, hooks)
+                logits = _suffix_from(model, resume, start, shared_prefix, hooks, logit_columns)
             else:
-                logits = _blocks_from(model, resume, start, hooks)
+                logits = _blocks_from(model, resume, start, hooks, logit_columns)
         else:
             logits, blocks = _full_pass(model, padded, hooks, extra, keep_blocks)
+            if logit_columns is not None:  # the same NaNs whichever path ran
+                keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+                keep[list(logit_columns)] = True
+                logits = logits.masked_fill(~keep, float("nan"))
     if not shared:
         index = torch.tensor(columns, device=logits.device)
         logits = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
@@ -264,7 +271,13 @@ def _full_pass(
     return logits, (inputs, calls)
 
 
-def _blocks_from(model: HookedModel, resume: BlockInputs, start: int, hooks: list[Hook]) -> Tensor:
+def _blocks_from(
+    model: HookedModel,
+    resume: BlockInputs,
+    start: int,
+    hooks: list[Hook],
+    columns: Sequence[int] | None = None,
+) -> Tensor:
     """Blocks ``start..n-1`` on the clean input of block ``start``, then the unembedding."""
     bridge = model.bridge
     hidden = resume.inputs[start]
@@ -273,7 +286,7 @@ def _blocks_from(model: HookedModel, resume: BlockInputs, start: int, hooks: lis
             args, kwargs = resume.calls[layer]
             out = bridge.blocks[layer](hidden, *args, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
-        return final_logits(model, hidden)
+        return final_logits(model, hidden, columns)
 
 
 SharedPrefix = tuple[int, list[tuple[tuple[Any, ...], dict[str, Any]]]]
@@ -309,7 +322,7 @@ def _shared_prefix(
         cut = int(differ[0, 0]) if len(differ) else cut
     if cut < 1:
         return None
-    kept = _kept_prefix(model, first[:cut], rows[0])
+    kept = _kept_prefix(model, first[:cut], rows[0], start)
     cache = kept[0] if kept is not None else compat.new_cache()
     calls = [
         compat.suffix_call(resume.calls[layer], cut, pads, cache)
@@ -318,24 +331,54 @@ def _shared_prefix(
     if any(call is None for call in calls):
         return None
     if kept is None:
-        bridge, n = model.bridge, model.n_layers
-        hooks = intervention_hooks([rows[0]], cut, {"last": cut - 1})
-        hooks += readout_hooks(n, [cut - 1], mlp=False)
-        prefix = first[:cut].to(model.device)[None]
-        bridge.run_with_hooks(prefix, fwd_hooks=hooks, **compat.cache_kwargs(bridge, cache))
-        if not compat.prefix_supported(cache):
+        kept = _knocked_prefix(model, resume, rows[0], cut, pads.index(0), start, cache)
+        if kept is None:
             return None
-        kept = (cache, compat.cache_prefixes(cache, [cut], [0])[0])
         model.knocked_prefix = (first[:cut].cpu(), list(rows[0]), *kept)
-    keys = [(k[:, :, :cut], v[:, :, :cut]) for k, v in kept[1]]
-    compat.reset_cache(cache, keys, [len(tokens)] * model.n_layers)
+    cache, keys = kept[0], kept[1][start - kept[2] :]
+    keys = [(k[:, :, :cut], v[:, :, :cut]) for k, v in keys]
+    compat.reset_cache(cache, keys, [len(tokens)] * len(keys), first_layer=start)
     return cut, [call for call in calls if call is not None]
 
 
+def _knocked_prefix(
+    model: HookedModel,
+    resume: BlockInputs,
+    row: Sequence[Intervention],
+    cut: int,
+    longest: int,
+    start: int,
+    cache: Any,
+) -> tuple[Any, list[tuple[Tensor, Tensor]], int] | None:
+    """The prefix's keys and values in blocks ``start..n-1`` under ``row``, filled into ``cache``.
+
+    Below ``start`` the intervened run is the clean one, so the prefix's input to
+    block ``start`` is the clean pass's: read from its ``longest`` (unpadded) row,
+    whose first ``cut`` columns are the prefix. Only the blocks from ``start`` on run,
+    and nothing is unembedded (the suffix pass needs the keys and values alone).
+    """
+    bridge, n = model.bridge, model.n_layers
+    calls = [
+        compat.prefix_call(resume.calls[layer], longest, cut, cache) for layer in range(start, n)
+    ]
+    if any(call is None for call in calls):
+        return None
+    hidden = resume.inputs[start][longest : longest + 1, :cut]
+    with bridge.hooks(fwd_hooks=intervention_hooks([row], cut, {"last": cut - 1})):
+        for layer, call in zip(range(start, n), calls, strict=True):
+            assert call is not None
+            out = bridge.blocks[layer](hidden, *call[0], **call[1])
+            hidden = out[0] if isinstance(out, tuple) else out
+    if not compat.prefix_supported(cache, start):
+        return None
+    return cache, compat.cache_prefixes(cache, [cut], [0], start)[0], start
+
+
 def _kept_prefix(
-    model: HookedModel, prefix: Tensor, row: Sequence[Intervention]
-) -> tuple[Any, list[tuple[Tensor, Tensor]]] | None:
-    """The cache and keys/values of a kept prefix run under ``row`` that starts with ``prefix``.
+    model: HookedModel, prefix: Tensor, row: Sequence[Intervention], start: int
+) -> tuple[Any, list[tuple[Tensor, Tensor]], int] | None:
+    """The cache, keys/values (from its first layer) and first layer of a kept prefix
+    run under ``row`` that starts with ``prefix``.
 
     The harmful and the control prompts of a set, and every batch of them, share the
     chat template: the knockout's prefix is run once for all of them. A causal
@@ -344,12 +387,14 @@ def _kept_prefix(
     """
     if model.knocked_prefix is None:
         return None
-    tokens, kept_row, cache, keys = model.knocked_prefix
+    tokens, kept_row, cache, keys, first_layer = model.knocked_prefix
     n = len(prefix)
     same_row = len(kept_row) == len(row) and all(map(_equal, kept_row, row))
-    if not same_row or len(tokens) < n or not torch.equal(tokens[:n], prefix.cpu()):
+    if not same_row or first_layer > start or len(tokens) < n:
         return None
-    return cache, keys
+    if not torch.equal(tokens[:n], prefix.cpu()):
+        return None
+    return cache, keys, first_layer
 
 
 def _same_everywhere(rows: Rows) -> bool:
@@ -395,7 +440,12 @@ def _equal(a: object, b: object) -> bool:
 
 
 def _suffix_from(
-    model: HookedModel, resume: BlockInputs, start: int, prefix: SharedPrefix, hooks: list[Hook]
+    model: HookedModel,
+    resume: BlockInputs,
+    start: int,
+    prefix: SharedPrefix,
+    hooks: list[Hook],
+    columns: Sequence[int] | None = None,
 ) -> Tensor:
     """Blocks ``start..n-1`` on the clean input of block ``start`` after the shared prefix."""
     cut, calls = prefix
@@ -405,7 +455,7 @@ def _suffix_from(
         for layer, (args, kwargs) in zip(range(start, model.n_layers), calls, strict=True):
             out = bridge.blocks[layer](hidden, *args, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
-        return final_logits(model, hidden)
+        return final_logits(model, hidden, columns)
 
 
 def _positions(positions: Positions | Sequence[int]) -> Positions:

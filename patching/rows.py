@@ -78,9 +78,25 @@ def rows_per_chunk(model: HookedModel, n_pos: int, budget_mb: float = DEFAULT_BU
     return max(1, int(budget_mb * 2**20 // max(1, per_row_bytes)))
 
 
-def final_logits(model: HookedModel, resid: Tensor) -> Tensor:
+def final_logits(model: HookedModel, resid: Tensor, columns: Sequence[int] | None = None) -> Tensor:
+    """The model's logits from its final residual; with ``columns``, those tokens' only.
+
+    The other entries are then NaN: a knockout that reads a few logits skips the
+    whole vocabulary's unembedding (a tenth of a late knockout on a 151k-token model),
+    and anything that reads another token fails loudly instead of silently.
+    """
     bridge = model.bridge
-    logits = bridge.unembed(bridge.ln_final(resid))
+    normed = bridge.ln_final(resid)
+    if columns is None:
+        logits = bridge.unembed(normed)
+    else:
+        index = torch.tensor(list(columns), device=normed.device)
+        read = bridge.unembed.hook_in(normed)  # the read-out hooks select positions there
+        some = read @ model.W_U[:, index]
+        if model.b_U is not None:
+            some = some + model.b_U[index]
+        logits = some.new_full((*some.shape[:-1], model.W_U.shape[1]), float("nan"))
+        logits[..., index] = some
     cap = model.logit_soft_cap
     if cap is not None:
         logits = cap * torch.tanh(logits / cap)

@@ -97,9 +97,9 @@ def suffix_passes(monkeypatch) -> list[int]:
     cuts: list[int] = []
     run = patching.executor._suffix_from
 
-    def spy(model, resume, start, prefix, hooks):
+    def spy(model, resume, start, prefix, hooks, columns=None):
         cuts.append(prefix[0])
-        return run(model, resume, start, prefix, hooks)
+        return run(model, resume, start, prefix, hooks, columns)
 
     monkeypatch.setattr(patching.executor, "_suffix_from", spy)
     return cuts
@@ -214,3 +214,24 @@ def _head_outputs(model, prompts, layer: int) -> list[torch.Tensor]:
     from circuits.knockout import capture_z
 
     return [z[layer] for z in capture_z(model, prompts, [layer])]
+
+
+def test_logit_columns_equal_the_full_logits_and_nan_elsewhere(prefix_models, suffix_passes):
+    """Only the asked tokens' logits, on the shared-prefix, resumed and full paths alike."""
+    model = prefix_models["qwen2"]
+    prompts = _prefixed()
+    columns = [3, 4, 17]
+    other = torch.ones(model.W_U.shape[1], dtype=torch.bool)
+    other[columns] = False
+    clean = decompose_residual(model, prompts, keep_blocks=True)
+    differ = [[Ablation(2, i % 2)] for i in range(len(prompts))]  # resumed, no shared prefix
+    for rows in (knockouts([(1, 1)], prompts, "zero"), differ):
+        full = decompose_residual(model, prompts, rows=rows)
+        for resume in (clean.blocks, None):
+            got = decompose_residual(
+                model, prompts, rows=rows, resume=resume, logit_columns=columns
+            )
+            torch.testing.assert_close(got.logits[:, columns], full.logits[:, columns])
+            assert got.logits[:, other].isnan().all()
+            torch.testing.assert_close(got.resid_final, full.resid_final)
+    assert suffix_passes == [6]
