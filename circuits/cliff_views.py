@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -186,8 +187,10 @@ def cliff_summary(result: CliffResult) -> list[str]:
     return lines
 
 
-def write_cliff_outputs(result: CliffResult, out: Path) -> list[Path]:
-    """``cliff.json`` and ``report.html`` under ``out``."""
+def write_cliff_outputs(
+    result: CliffResult, out: Path, run: dict[str, Any] | None = None
+) -> list[Path]:
+    """``cliff.json`` (with the run record under ``"run"``) and ``report.html`` under ``out``."""
     table = Table(
         "Probe per layer",
         ["layer", "cross-validated AUC", "held-out accuracy", "held-out AUC", "train", "test"],
@@ -211,4 +214,5 @@ def write_cliff_outputs(result: CliffResult, out: Path) -> list[Path]:
         list(cliff_figures(result).values()),
         summary=cliff_summary(result),
         tables=[table],
+        run=run,
     )
