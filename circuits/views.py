@@ -285,7 +285,7 @@ def write_report(
 
 
 def write_outputs(
-    result: Result,
+    result: Result | dict[str, Any],
     out: Path,
     name: str,
     title: str,
@@ -297,10 +297,11 @@ def write_outputs(
 ) -> list[Path]:
     """``{name}.json`` (the result, with the run record under ``"run"``) and ``report.html``.
 
-    What every command writes into its ``--out`` folder, created if missing.
+    What every command writes into its ``--out`` folder, created if missing. ``result``:
+    one result, or the JSON object of a command that reports several.
     """
     out.mkdir(parents=True, exist_ok=True)
-    data = result.to_dict()
+    data = result.to_dict() if isinstance(result, Result) else dict(result)
     if run is not None:
         data["run"] = run
     json_path = out / f"{name}.json"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,7 +181,7 @@ def write_outputs(
         jailbreak_scatter,
         steering_figure,
     )
-    from circuits.views import write_report
+    from circuits.views import write_outputs as write_json_and_report
 
     data: dict[str, Any] = {
         "directions": directions.to_dict(),
@@ -190,22 +189,21 @@ def write_outputs(
         "causal_layer": causal,
         "jailbreak": shift.to_dict(),
     }
-    if run is not None:
-        data["run"] = run
-    (out / "directions.json").write_text(json.dumps(data, indent=1))
     figures = [
         cosine_norm_figure(directions),
         causal_figure(steering["harmfulness"], steering["refusal"], causal),
         *(steering_figure(r) for r in steering.values()),
         jailbreak_scatter(shift),
     ]
-    report = write_report(
-        out / "report.html",
+    return write_json_and_report(
+        data,
+        out,
+        "directions",
         "Harmfulness and refusal directions",
         figures,
         summary=summary_lines(directions, steering, shift, causal),
+        run=run,
     )
-    return [out / "directions.json", report]
 
 
 def _framed(args: argparse.Namespace, organism: Path | None, harmful: list[str]) -> list[str]:
