@@ -145,22 +145,6 @@ class CascadeResult(Result):
         }
 
 
-def knockout_dla(
-    model: HookedModel,
-    prompts: Sequence[ChatPrompt],
-    refusal_ids: list[int],
-    answer_ids: Int[Tensor, " prompt"],
-    heads: Sequence[Head],
-    kind: AblationKind,
-    reference: Sequence[dict[int, Tensor]] | None = None,
-    seed: int = 0,
-) -> Float[np.ndarray, "layer head"]:
-    """Mean per-head DLA over ``prompts`` with every head in ``heads`` knocked out."""
-    rows = knockouts(heads, prompts, kind, reference, seed)
-    dla, _ = intervened_dla(model, prompts, refusal_ids, answer_ids, rows)
-    return dla.mean(axis=0)
-
-
 def knockout_contrast(
     model: HookedModel,
     harmful: Sequence[ChatPrompt],
@@ -172,10 +156,10 @@ def knockout_contrast(
     reference: Sequence[dict[int, Tensor]] | None = None,
     seed: int = 0,
 ) -> tuple[Float[np.ndarray, "layer head"], Float[np.ndarray, "layer head"]]:
-    """:func:`knockout_dla` of the harmful and of the control prompts, in one set of batches.
+    """Mean per-head DLA of the harmful and of the control prompts under the knockout.
 
-    The same rows as two calls (each side's knockouts drawn as there), but the two
-    sides share their length batches: 48 prompts run in 3 batches of 16, not 2 x (16 + 8).
+    Each side's knockout rows are drawn as for that side alone, but the two sides
+    share their length batches: 48 prompts run in 3 batches of 16, not 2 x (16 + 8).
     """
     rows = [
         *knockouts(heads, harmful, kind, reference, seed),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,16 @@ import plotly.graph_objects as go
 
 from circuits.behaviour import BEHAVIOURS
 from circuits.cipher import CipherContrast
-from circuits.views import Table, display_name, head_heatmap, head_map_figure, write_report
+from circuits.views import (
+    DLA_UNIT,
+    Table,
+    display_name,
+    head_heatmap,
+    head_map_figure,
+    ranked_heads_bar,
+    write_outputs,
+)
 
-DLA_UNIT = "DLA (logits)"
 SIDES = ("plain", "cipher", "control")
 
 
@@ -54,29 +60,11 @@ def contrast_heatmap(result: CipherContrast) -> go.Figure:
 def top_bar(result: CipherContrast, k: int = 15) -> go.Figure:
     """The ``k`` most cipher-sensitive heads, signed difference with its interval."""
     top = result.top(k)
-    values = [s.value for s in top]
-    fig = go.Figure(
-        go.Bar(
-            x=values,
-            y=[s.label for s in top],
-            orientation="h",
-            marker_color=["#b2182b" if v > 0 else "#2166ac" for v in values],
-            error_x={
-                "type": "data",
-                "symmetric": False,
-                "array": [s.ci_high - s.value for s in top],
-                "arrayminus": [s.value - s.ci_low for s in top],
-            },
-            hovertemplate="%{y}: %{x:+.4f} logits<extra></extra>",
-        )
-    )
-    fig.update_layout(
+    return ranked_heads_bar(
+        top,
         title=f"Top {len(top)} cipher-sensitive heads by |plain − cipher DLA| (95% CI)",
-        xaxis_title="plain − cipher direct logit attribution (logits)",
-        yaxis={"autorange": "reversed", "title": "head"},
-        template="plotly_white",
+        value_axis="plain − cipher direct logit attribution (logits)",
     )
-    return fig
 
 
 def behaviour_bar(result: CipherContrast) -> go.Figure:
@@ -175,16 +163,13 @@ def write_cipher_outputs(
     result: CipherContrast, out: Path, run: dict[str, Any] | None = None
 ) -> list[Path]:
     """``cipher.json`` (with the run record under ``"run"``) and ``report.html``."""
-    out.mkdir(parents=True, exist_ok=True)
-    data = result.to_dict()
-    if run is not None:
-        data["run"] = run
-    (out / "cipher.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
-    report = write_report(
-        out / "report.html",
+    return write_outputs(
+        result,
+        out,
+        "cipher",
         f"Cipher contrast: {display_name(result.model)}",
         list(cipher_figures(result).values()),
         summary=cipher_summary(result),
         tables=cipher_tables(result),
+        run=run,
     )
-    return [out / "cipher.json", report]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 
 from circuits.cliff import CliffResult, TopKAblation
-from circuits.views import Table, head_heatmap, head_map_figure, write_report
+from circuits.views import Table, display_name, head_heatmap, head_map_figure, write_outputs
 
 LAYER_AXIS = "residual layer (l = block l's input; the last = final residual)"
 PROBABILITY_AXIS = "probe's refusal probability (0-1)"
@@ -186,10 +187,10 @@ def cliff_summary(result: CliffResult) -> list[str]:
     return lines
 
 
-def write_cliff_outputs(result: CliffResult, out: Path) -> list[Path]:
-    """``cliff.json`` and ``report.html`` under ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = result.to_json(out / "cliff.json")
+def write_cliff_outputs(
+    result: CliffResult, out: Path, run: dict[str, Any] | None = None
+) -> list[Path]:
+    """``cliff.json`` (with the run record under ``"run"``) and ``report.html`` under ``out``."""
     table = Table(
         "Probe per layer",
         ["layer", "cross-validated AUC", "held-out accuracy", "held-out AUC", "train", "test"],
@@ -205,11 +206,13 @@ def write_cliff_outputs(result: CliffResult, out: Path) -> list[Path]:
             for r in result.sweep.layers
         ],
     )
-    report = write_report(
-        out / "report.html",
-        f"Refusal cliff: {result.model}",
+    return write_outputs(
+        result,
+        out,
+        "cliff",
+        f"Refusal cliff: {display_name(result.model)}",
         list(cliff_figures(result).values()),
         summary=cliff_summary(result),
         tables=[table],
+        run=run,
     )
-    return [json_path, report]

@@ -17,16 +17,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attribution.metrics import refusal_score
 from attribution.result import Result
 from circuits.behaviour import BEHAVIOURS, Judge, class_shares, classify, greedy_continuations
 from circuits.knockout import Head, variant_scores
 from patching.chat import ChatPrompt
-from patching.executor import run
 from patching.interventions import HeadIntervention, Scale
 from patching.model import HookedModel
 
@@ -51,18 +48,6 @@ class DoseResponse(Result):
 
     def derived(self) -> dict[str, Any]:
         return {"dominant": self.dominant()}
-
-
-def scores_under(
-    model: HookedModel,
-    prompts: Sequence[ChatPrompt],
-    refusal_ids: list[int],
-    rows: Sequence[Sequence[HeadIntervention]] | None,
-    batch_size: int = 16,
-) -> np.ndarray:
-    """Refusal score at the last prompt position of every prompt under ``rows[i]``."""
-    logits = run(model, prompts, rows, batch_size=batch_size)[:, -1]
-    return refusal_score(logits, refusal_ids).cpu().numpy()
 
 
 def _same_row(row: list[HeadIntervention], _prompt: int) -> list[HeadIntervention]:

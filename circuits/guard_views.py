@@ -10,7 +10,6 @@ rate, and the AUC of each layer's term alone (which layers carry the belief).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import plotly.graph_objects as go
 
 from attribution.classification import ClassifierMetrics
 from circuits.guard import GuardEvaluation
-from circuits.views import Table, display_name, write_report
+from circuits.views import Table, display_name, write_outputs
 
 __all__ = ["guard_figures", "guard_summary", "guard_tables", "write_guard_outputs"]
 
@@ -217,16 +216,13 @@ def write_guard_outputs(
     result: GuardEvaluation, out: Path, run: dict[str, Any] | None = None
 ) -> list[Path]:
     """``guard.json`` (with the run record under ``"run"``) and ``report.html``."""
-    out.mkdir(parents=True, exist_ok=True)
-    data = result.to_dict()
-    if run is not None:
-        data["run"] = run
-    (out / "guard.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
-    report = write_report(
-        out / "report.html",
+    return write_outputs(
+        result,
+        out,
+        "guard",
         f"Latent Guard: {display_name(result.model_name)}",
         list(guard_figures(result).values()),
         summary=guard_summary(result),
         tables=guard_tables(result),
+        run=run,
     )
-    return [out / "guard.json", report]

@@ -12,17 +12,21 @@ model's :func:`display_name`, never a cache path.
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from attribution.dla import DLAResult
+from attribution.result import Result
+from attribution.statistics import HeadStat
 
 DIVERGING = "RdBu_r"
 NOT_MEASURED = "#c8c8c8"  # behind the map: a NaN cell draws nothing, so shows this grey
@@ -175,33 +179,45 @@ def dla_side_by_side(result: DLAResult) -> go.Figure:
     return show_not_measured(fig, harmful, control)
 
 
-def dla_top_bar(result: DLAResult, k: int = 15) -> go.Figure:
-    """The ``k`` heads with the largest |harmful − control DLA|, with CI error bars."""
-    top = result.top(k, by="abs")
-    labels = [s.label for s in top]
-    values = [s.value for s in top]
+def ranked_heads_bar(heads: Sequence[HeadStat], *, title: str, value_axis: str) -> go.Figure:
+    """Ranked heads as horizontal bars, first on top, with their 95% intervals as error bars.
+
+    The one bar chart of ranked heads every view uses (DLA, cipher contrast): red pushes
+    toward refusal, blue against it; ``value_axis`` names the value and its unit, in logits.
+    """
+    values = [s.value for s in heads]
     fig = go.Figure(
         go.Bar(
             x=values,
-            y=labels,
+            y=[s.label for s in heads],
             orientation="h",
             marker_color=["#b2182b" if v > 0 else "#2166ac" for v in values],
             error_x={
                 "type": "data",
                 "symmetric": False,
-                "array": [s.ci_high - s.value for s in top],
-                "arrayminus": [s.value - s.ci_low for s in top],
+                "array": [s.ci_high - s.value for s in heads],
+                "arrayminus": [s.value - s.ci_low for s in heads],
             },
             hovertemplate="%{y}: %{x:+.4f} logits<extra></extra>",
         )
     )
     fig.update_layout(
-        title=f"Top {len(top)} heads by |DLA| (harmful − control, 95% CI)",
-        xaxis_title="direct logit attribution (logits)",
+        title=title,
+        xaxis_title=value_axis,
         yaxis={"autorange": "reversed", "title": "head"},
         template="plotly_white",
     )
     return fig
+
+
+def dla_top_bar(result: DLAResult, k: int = 15) -> go.Figure:
+    """The ``k`` heads with the largest |harmful − control DLA|, with CI error bars."""
+    top = result.top(k, by="abs")
+    return ranked_heads_bar(
+        top,
+        title=f"Top {len(top)} heads by |DLA| (harmful − control, 95% CI)",
+        value_axis="direct logit attribution (logits)",
+    )
 
 
 def dla_figures(result: DLAResult) -> dict[str, go.Figure]:
@@ -266,3 +282,29 @@ def write_report(
     out = Path(path)
     out.write_text("\n".join(parts), encoding="utf-8")
     return out
+
+
+def write_outputs(
+    result: Result | dict[str, Any],
+    out: Path,
+    name: str,
+    title: str,
+    figures: Sequence[go.Figure],
+    *,
+    summary: Sequence[str] = (),
+    tables: Sequence[Table] = (),
+    run: dict[str, Any] | None = None,
+) -> list[Path]:
+    """``{name}.json`` (the result, with the run record under ``"run"``) and ``report.html``.
+
+    What every command writes into its ``--out`` folder, created if missing. ``result``:
+    one result, or the JSON object of a command that reports several.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_dict() if isinstance(result, Result) else dict(result)
+    if run is not None:
+        data["run"] = run
+    json_path = out / f"{name}.json"
+    json_path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    report = write_report(out / "report.html", title, figures, summary=summary, tables=tables)
+    return [json_path, report]

@@ -112,7 +112,6 @@ def register(subparsers: Any) -> None:
         "organism's own for the organism, else the pairs encoded with a seeded cipher)",
     )
     parser.add_argument("--no-figures", action="store_true", help="skip PNG/SVG export")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(handler=run)
 
 

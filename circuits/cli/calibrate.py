@@ -20,9 +20,11 @@ from typing import Any
 from circuits.cli.common import (
     ORGANISM,
     HelpFormatter,
+    add_gen_tokens_arg,
     add_model_args,
     check_common,
-    check_count,
+    print_lines,
+    print_written,
 )
 from patching.errors import OptionError
 
@@ -60,7 +62,6 @@ def run_calibrate(args: argparse.Namespace) -> Path:
     from circuits.calibration_views import write_calibration_report
     from circuits.cli.inputs import organism_path, prepare, resolve_pairs
 
-    check_count(args.gen_tokens, "--gen-tokens", "the tokens generated to verify")
     default, per = parse_targets(args.target)
     # Categories and targets are checked on the pairs before the model loads.
     check_common(args)
@@ -71,9 +72,7 @@ def run_calibrate(args: argparse.Namespace) -> Path:
     targets = {**(dict.fromkeys(groups, default) if default is not None else {}), **per}
     check_targets(targets, list(groups))
     prepared = prepare(args, extra={"targets": targets, "mode": args.mode})
-    if not args.quiet:
-        for line in prepared.header():
-            print(line)
+    print_lines(prepared.header())
     result = calibrate_refusal(
         prepared.model,
         by_category(prepared.pairs),
@@ -84,17 +83,16 @@ def run_calibrate(args: argparse.Namespace) -> Path:
         progress=not args.quiet,
     )
     write_calibration_report(result, prepared.out)
-    if not args.quiet:
-        unit = "logits" if args.mode == "bias" else "probability"
-        for c in result.categories:
-            print(
-                f"{c.category}: {args.mode} {c.setting:.4g} ({unit}) for target "
-                f"{c.target:.0%}: TPR {c.harmful_at:.0%} first token, {c.harmful_generated:.0%} "
-                f"generated; FPR {c.harmless_at:.0%} / {c.harmless_generated:.0%}; held out "
-                f"({c.cv_folds}-fold, first token) TPR {c.harmful_heldout:.0%}, FPR "
-                f"{c.harmless_heldout:.0%}"
-            )
-        print(f"wrote {prepared.out / 'calibration.json'} and {prepared.out / 'report.html'}")
+    unit = "logits" if args.mode == "bias" else "probability"
+    print_lines(
+        f"{c.category}: {args.mode} {c.setting:.4g} ({unit}) for target "
+        f"{c.target:.0%}: TPR {c.harmful_at:.0%} first token, {c.harmful_generated:.0%} "
+        f"generated; FPR {c.harmless_at:.0%} / {c.harmless_generated:.0%}; held out "
+        f"({c.cv_folds}-fold, first token) TPR {c.harmful_heldout:.0%}, FPR "
+        f"{c.harmless_heldout:.0%}"
+        for c in result.categories
+    )
+    print_written([prepared.out / "calibration.json", prepared.out / "report.html"])
     return prepared.out
 
 
@@ -127,10 +125,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="the model's dedicated refusal token (e.g. [refuse]); must be one token "
         "(default: the refusal token set)",
     )
-    parser.add_argument(
-        "--gen-tokens", type=int, default=8, help="tokens generated per prompt to verify"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_gen_tokens_arg(parser, 8, "tokens generated per prompt to verify")
     parser.set_defaults(handler=_handle)
     return parser
 

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    add_model_args(parser, out=False, default_n=2)
+    add_model_args(parser, out=False, default_n=2, progress=False)
     parser.set_defaults(handler=run)
 
 

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits.cli.common import ORGANISM, HelpFormatter, add_model_args, check_count
+from circuits.cli.common import (
+    ORGANISM,
+    HelpFormatter,
+    add_batch_size_arg,
+    add_gen_tokens_arg,
+    add_model_args,
+    add_n_boot_arg,
+)
 from patching.errors import OptionError
 
 if TYPE_CHECKING:
@@ -62,10 +69,9 @@ def register(subparsers: Any) -> None:
         help="the gate head, e.g. 3.2 (default: the head of largest interchange necessity at "
         "the last position on the plain pairs)",
     )
-    parser.add_argument("--gen-tokens", type=int, default=8, help="tokens of greedy response")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
-    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_gen_tokens_arg(parser, 8, "tokens of greedy response")
+    add_batch_size_arg(parser)
+    add_n_boot_arg(parser)
     parser.set_defaults(handler=run)
 
 
@@ -74,9 +80,6 @@ def check_options(args: argparse.Namespace) -> None:
     from circuits.cipher import parse_head
     from patching.prompts import Cipher, check_template
 
-    check_count(args.gen_tokens, "--gen-tokens", "the response length")
-    check_count(args.batch_size, "--batch-size", "the batch size")
-    check_count(args.n_boot, "--n-boot", "the bootstrap resamples")
     if args.gate is not None:
         parse_head(args.gate)
     if args.template is not None:
@@ -121,7 +124,7 @@ def _gate(
     if args.gate is not None:
         return parse_head(args.gate, model), "given by --gate", False
     screen = interchange_test(
-        model, pairs, positions="last", seed=args.seed, progress=not args.no_progress
+        model, pairs, positions="last", seed=args.seed, progress=not args.quiet
     )
     best = screen.top(1)[0]
     return (
@@ -134,7 +137,7 @@ def _gate(
 def run(args: argparse.Namespace) -> int:
     from circuits.cipher import check_aligned, cipher_contrast
     from circuits.cipher_views import cipher_summary, write_cipher_outputs
-    from circuits.cli.common import check_common
+    from circuits.cli.common import check_common, print_lines, print_written
     from circuits.cli.inputs import organism_path, prepare, resolve_pairs
 
     check_options(args)
@@ -146,17 +149,14 @@ def run(args: argparse.Namespace) -> int:
     check_aligned(pairs, cipher_pairs)
     prepared = prepare(args, ci=True, extra={"cipher": {"cipher": cipher_text}})
     model = prepared.model
-    for line in prepared.header():
-        print(line)
+    print_lines(prepared.header())
     gate, source, selected = _gate(args, model, prepared.pairs)
     result = cipher_contrast(
         model, prepared.pairs, cipher_pairs, gate=gate, gate_source=source,
         gate_selected_on_pairs=selected, cipher=cipher_text,
         gen_tokens=args.gen_tokens, batch_size=args.batch_size, n_boot=args.n_boot,
-        seed=args.seed, progress=not args.no_progress,
+        seed=args.seed, progress=not args.quiet,
     )  # fmt: skip
-    for line in cipher_summary(result):
-        print(line)
-    for path in write_cipher_outputs(result, prepared.out, run=prepared.run):
-        print(f"wrote {path}")
+    print_lines(cipher_summary(result))
+    print_written(write_cipher_outputs(result, prepared.out, run=prepared.run))
     return 0

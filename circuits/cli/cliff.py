@@ -7,7 +7,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from circuits.cli.common import ORGANISM, HelpFormatter, add_model_args, check_count
+from circuits.cli.common import (
+    ORGANISM,
+    HelpFormatter,
+    add_batch_size_arg,
+    add_gen_tokens_arg,
+    add_model_args,
+    check_count,
+)
 from patching.errors import OptionError
 
 DEFAULT_OUT = Path("cliff")
@@ -97,20 +104,17 @@ def register(subparsers: Any) -> None:
         "(labelled in the output; default: plain ablation)",
     )
     parser.add_argument("--no-tracing", action="store_true", help="skip head tracing and ablation")
-    parser.add_argument("--gen-tokens", type=int, default=64, help="tokens of a generated trace")
+    add_gen_tokens_arg(parser, 64, "tokens of a generated trace")
     parser.add_argument("--answer-tokens", type=int, default=8, help="answer tokens read")
     parser.add_argument("--min-class", type=int, default=MIN_CLASS, help="fewest examples a side")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_batch_size_arg(parser)
     parser.set_defaults(handler=run)
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Option values, before any file or model is read."""
     for value, option, what in (
-        (args.gen_tokens, "--gen-tokens", "the trace length"),
         (args.answer_tokens, "--answer-tokens", "the answer opening"),
-        (args.batch_size, "--batch-size", "the batch size"),
         (args.random_draws, "--random-draws", "the number of random draws"),
     ):
         check_count(value, option, what)
@@ -127,7 +131,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuits.cli.common import check_common
+    from circuits.cli.common import check_common, print_lines, print_written
     from circuits.cli.inputs import organism_path, prepare
     from circuits.cliff import cliff_step, judge_traces, read_traces, write_judge_subset
     from circuits.cliff_views import cliff_summary, write_cliff_outputs
@@ -154,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
             f"--layer {args.layer}: this model's residual layers are 0..{model.n_layers} "
             f"({model.n_layers} = the final residual)"
         )
-    for line in prepared.header():
-        print(line)
+    print_lines(prepared.header())
     result = cliff_step(
         model,
         [p.harmful for p in pairs],
@@ -175,14 +178,12 @@ def run(args: argparse.Namespace) -> int:
         min_class=args.min_class,
         seed=args.seed,
         batch_size=args.batch_size,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
-    for line in cliff_summary(result):
-        print(line)
-    written = write_cliff_outputs(result, out)
+    print_lines(cliff_summary(result))
+    written = write_cliff_outputs(result, out, run=prepared.run)
     if args.judge_out is not None:
         rows = judge_traces(result.traces, result.curves.cliff_scores, args.top_frac)
         written.append(write_judge_subset(rows, args.judge_out))
-    for path in written:
-        print(f"wrote {path}")
+    print_written(written)
     return 0

@@ -1,7 +1,12 @@
 """Options shared by the subcommands, and the option checks every command runs first.
 
 Every command takes its shared options from here (:func:`add_model_args`,
-:func:`add_out_arg`), so names, meanings and defaults agree across commands.
+:func:`add_out_arg`, :func:`add_batch_size_arg`, :func:`add_n_boot_arg`,
+:func:`add_gen_tokens_arg`), and prints its header, summary and written files
+through :func:`print_lines` and :func:`print_written`, so names, meanings, defaults
+and output agree across commands. ``--quiet`` (every model command but ``check``)
+hides the progress bars, which go to stderr; the header, the summary and the files
+written still print to stdout, as they are the command's answer.
 This module imports nothing heavy: building the parser stays cheap. The one
 ``--n`` rule: ``--n N`` keeps the first N pairs; ``--sample`` draws N pairs at
 random with ``--seed`` instead (returned in file order).
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from patching.errors import OptionError, OutputDirError
@@ -87,16 +93,48 @@ def add_seed_arg(parser: argparse.ArgumentParser, help: str = "seed for statisti
     parser.add_argument("--seed", type=int, default=0, help=help)
 
 
+def add_quiet_arg(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bars; what the command prints to stdout is unchanged."""
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="hide the progress bars (the summary and the files written still print)",
+    )
+
+
+def add_batch_size_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
+
+
+def add_n_boot_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples")
+
+
+def add_gen_tokens_arg(parser: argparse.ArgumentParser, default: int, help: str) -> None:
+    """``--gen-tokens``: how many tokens the command generates greedily (``help``: of what)."""
+    parser.add_argument("--gen-tokens", type=int, default=default, help=help)
+
+
+# The counts the add_*_arg options above define, checked by check_common where a command has them.
+RUN_COUNTS = (
+    ("--batch-size", "the batch size"),
+    ("--n-boot", "the number of bootstrap resamples"),
+    ("--gen-tokens", "the number of generated tokens"),
+)
+
+
 def add_model_args(
     parser: argparse.ArgumentParser,
     *,
     default_out: Path | None = None,
     out: bool = True,
     default_n: int | None = None,
+    progress: bool = True,
 ) -> None:
     """The shared options of every model command (model, pairs, out, n, sample, seed,
-    device, dtype, allow-pickle); ``--out`` is required unless a ``default_out`` is
-    given, and left out with ``out=False``."""
+    device, dtype, allow-pickle, quiet); ``--out`` is required unless a ``default_out``
+    is given, and left out with ``out=False``; ``--quiet`` is left out with
+    ``progress=False`` (a command that shows no progress)."""
     parser.add_argument(
         "--model",
         default=ORGANISM,
@@ -140,6 +178,20 @@ def add_model_args(
         help="load weights stored only as pickles (pytorch_model.bin, .pt); unpickling can run "
         "arbitrary code, so only for files you trust (default: refuse them)",
     )
+    if progress:
+        add_quiet_arg(parser)
+
+
+def print_lines(lines: Iterable[str]) -> None:
+    """A command's header or summary, a line each, to stdout."""
+    for line in lines:
+        print(line)
+
+
+def print_written(paths: Iterable[Path]) -> None:
+    """``wrote PATH`` for every file a command wrote, to stdout."""
+    for path in paths:
+        print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- option checks
@@ -203,6 +255,8 @@ def check_common(args: argparse.Namespace) -> None:
     from patching.loading import check_device
 
     check_count(args.n, "--n", "the number of pairs")
+    for option, what in RUN_COUNTS:
+        check_count(getattr(args, option.removeprefix("--").replace("-", "_"), None), option, what)
     if getattr(args, "sample", False) and args.n is None:
         raise OptionError("--sample draws --n pairs at random; add --n N or drop --sample")
     if args.device == AUTO_DEVICE:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits.cli.common import HelpFormatter, add_model_args, check_count
+from circuits.cli.common import (
+    HelpFormatter,
+    add_batch_size_arg,
+    add_gen_tokens_arg,
+    add_model_args,
+    check_count,
+    print_lines,
+    print_written,
+)
 from patching.errors import OptionError
 
 if TYPE_CHECKING:
@@ -80,23 +87,20 @@ def register(subparsers: Any) -> None:
         choices=WHERE,
         help="steer the prompt positions only (prompt) or every generated position too",
     )
-    parser.add_argument("--gen-tokens", type=int, default=8, help="greedy tokens judged")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
+    add_gen_tokens_arg(parser, 8, "greedy tokens judged")
+    add_batch_size_arg(parser)
     parser.add_argument(
         "--framing",
         default=None,
         help="jailbreak framing with {request} (default: the organism's jailbreak variant, "
         "else a fiction framing)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Option values, before the model loads."""
     check_count(args.min_per_cluster, "--min-per-cluster", "the minimum per cluster")
-    check_count(args.gen_tokens, "--gen-tokens", "the number of generated tokens")
-    check_count(args.batch_size, "--batch-size", "the batch size")
     wild = [a for a in args.alphas if not math.isfinite(a) or abs(a) > MAX_ALPHA]
     if wild:
         raise OptionError(
@@ -177,7 +181,7 @@ def write_outputs(
         jailbreak_scatter,
         steering_figure,
     )
-    from circuits.views import write_report
+    from circuits.views import write_outputs as write_json_and_report
 
     data: dict[str, Any] = {
         "directions": directions.to_dict(),
@@ -185,22 +189,21 @@ def write_outputs(
         "causal_layer": causal,
         "jailbreak": shift.to_dict(),
     }
-    if run is not None:
-        data["run"] = run
-    (out / "directions.json").write_text(json.dumps(data, indent=1))
     figures = [
         cosine_norm_figure(directions),
         causal_figure(steering["harmfulness"], steering["refusal"], causal),
         *(steering_figure(r) for r in steering.values()),
         jailbreak_scatter(shift),
     ]
-    report = write_report(
-        out / "report.html",
+    return write_json_and_report(
+        data,
+        out,
+        "directions",
         "Harmfulness and refusal directions",
         figures,
         summary=summary_lines(directions, steering, shift, causal),
+        run=run,
     )
-    return [out / "directions.json", report]
 
 
 def _framed(args: argparse.Namespace, organism: Path | None, harmful: list[str]) -> list[str]:
@@ -264,8 +267,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare(args)
     model, pairs, out = prepared.model, prepared.pairs, prepared.out
     layers, causal = steer_layers(args, model.n_layers)
-    for line in prepared.header():
-        print(line)
+    print_lines(prepared.header())
     progress = not args.quiet
     harmful_text = [p.harmful for p in pairs]
     framed_text = _framed(args, prepared.organism, harmful_text)
@@ -359,10 +361,8 @@ def run(args: argparse.Namespace) -> int:
             ).to_dict(),
         )
     )
-    for line in [*store.notes(), *summary_lines(directions, steering, shift, causal)]:
-        print(line)
+    print_lines([*store.notes(), *summary_lines(directions, steering, shift, causal)])
     if inversion is None:
         print("the tokenizer has no 'Certainly'/'No' tokens: the reply-inversion panel is empty")
-    for path in write_outputs(out, directions, steering, shift, causal, run=prepared.run):
-        print(f"wrote {path}")
+    print_written(write_outputs(out, directions, steering, shift, causal, run=prepared.run))
     return 0

@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits.cli.common import DEFAULT_N_BOOT, HelpFormatter, add_model_args, check_count
+from circuits.cli.common import (
+    HelpFormatter,
+    add_batch_size_arg,
+    add_model_args,
+    add_n_boot_arg,
+    print_lines,
+    print_written,
+)
 
 if TYPE_CHECKING:
     from attribution.dla import DLAResult
@@ -27,8 +34,8 @@ def register(subparsers: Any) -> None:
         formatter_class=HelpFormatter,
     )
     add_model_args(parser)
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
-    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples")
+    add_batch_size_arg(parser)
+    add_n_boot_arg(parser)
     parser.set_defaults(handler=run)
 
 
@@ -75,17 +82,17 @@ def run(args: argparse.Namespace) -> int:
     from attribution.dla import direct_logit_attribution
     from circuits.cli.inputs import prepare
 
-    check_count(args.batch_size, "--batch-size", "the batch size")
-    check_count(args.n_boot, "--n-boot", "the number of bootstrap resamples")
     prepared = prepare(args, ci=True)
     model, pairs = prepared.model, prepared.pairs
-    for line in prepared.header():
-        print(line)
+    print_lines(prepared.header())
     result = direct_logit_attribution(
-        model, pairs, batch_size=args.batch_size, n_boot=args.n_boot, seed=args.seed
+        model,
+        pairs,
+        batch_size=args.batch_size,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        progress=not args.quiet,
     )
-    for line in summary_lines(result):
-        print(line)
-    for path in write_outputs(result, prepared.out, run=prepared.run):
-        print(f"wrote {path}")
+    print_lines(summary_lines(result))
+    print_written(write_outputs(result, prepared.out, run=prepared.run))
     return 0

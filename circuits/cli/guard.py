@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits.cli.common import ORGANISM, HelpFormatter, add_model_args, check_count
+from circuits.cli.common import (
+    ORGANISM,
+    HelpFormatter,
+    add_batch_size_arg,
+    add_gen_tokens_arg,
+    add_model_args,
+    check_count,
+)
 from patching.errors import OptionError
 
 if TYPE_CHECKING:
@@ -102,17 +109,14 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="skip the model's greedy responses (no refusal rate beside the guard)",
     )
-    parser.add_argument("--gen-tokens", type=int, default=8, help="tokens of greedy response")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_gen_tokens_arg(parser, 8, "tokens of greedy response")
+    add_batch_size_arg(parser)
     parser.set_defaults(handler=run)
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Option values, before any file or model is read."""
     check_count(args.folds, "--folds", "the number of folds", minimum=2)
-    check_count(args.gen_tokens, "--gen-tokens", "the response length")
-    check_count(args.batch_size, "--batch-size", "the batch size")
     if not 0.0 < args.validation < 1.0:
         raise OptionError(
             f"--validation {args.validation}: a share strictly between 0 and 1, e.g. 0.25"
@@ -182,7 +186,7 @@ def _fit_all(
         "validation": args.validation,
         "seed": args.seed,
         "batch_size": args.batch_size,
-        "progress": not args.no_progress,
+        "progress": not args.quiet,
     }
     guard = LatentGuard.fit(model, harmful, harmless, **common)
     belief = LatentGuard.fit(model, harmful, harmless, position="t_post_inst", **common)
@@ -192,7 +196,7 @@ def _fit_all(
 def _write_scores(
     guard: LatentGuard, texts: list[str], out: Path, args: argparse.Namespace
 ) -> Path:
-    scores = guard.score(texts, batch_size=args.batch_size, progress=not args.no_progress)
+    scores = guard.score(texts, batch_size=args.batch_size, progress=not args.quiet)
     rows = [
         {"text": t, "score": float(s), "harmful": bool(s >= guard.threshold)}
         for t, s in zip(texts, scores, strict=True)
@@ -206,7 +210,7 @@ def _write_scores(
 
 def run(args: argparse.Namespace) -> int:
     from attribution.latent_guard import LatentGuard
-    from circuits.cli.common import check_common
+    from circuits.cli.common import check_common, print_lines, print_written
     from circuits.cli.inputs import organism_path, prepare, resolve_pairs
     from circuits.guard import (
         align_framed,
@@ -247,10 +251,9 @@ def run(args: argparse.Namespace) -> int:
         "behaviour": not args.no_behaviour,
         "gen_tokens": args.gen_tokens,
         "batch_size": args.batch_size,
-        "progress": not args.no_progress,
+        "progress": not args.quiet,
     }
-    for line in prepared.header():
-        print(line)
+    print_lines(prepared.header())
     written: list[Path] = []
     fitted: tuple[LatentGuard, LatentGuard | None] | None = None
     if loaded is not None:
@@ -267,12 +270,10 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         # One guard fitted on every pair serves --save, --eval and --score.
         fitted = _fit_all(prepared, args) if args.save or labelled or to_score else None
-    for line in guard_summary(result):
-        print(line)
+    print_lines(guard_summary(result))
     written += write_guard_outputs(result, out, run=prepared.run)
     if fitted is None:
-        for path in written:
-            print(f"wrote {path}")
+        print_written(written)
         return 0
     guard, belief = fitted
     if labelled:
@@ -280,13 +281,11 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"Labelled files ({', '.join(str(p) for p in args.eval)}), guard fitted on all pairs:"
         )
-        for line in guard_summary(evaluation):
-            print(line)
+        print_lines(guard_summary(evaluation))
         written += write_guard_outputs(evaluation, out / "eval", run=prepared.run)
     if args.save is not None:
         written += list(guard.save(args.save))
     if to_score is not None:
         written.append(_write_scores(guard, to_score, out, args))
-    for path in written:
-        print(f"wrote {path}")
+    print_written(written)
     return 0

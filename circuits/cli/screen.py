@@ -27,6 +27,8 @@ from circuits.cli.common import (
     HelpFormatter,
     add_model_args,
     check_count,
+    print_lines,
+    print_written,
 )
 from patching.errors import OptionError
 
@@ -58,9 +60,7 @@ def run_screen(args: argparse.Namespace) -> Path:
     extra_tokens = NLL_TOKENS if args.metric == "nll" else 0
     prepared = prepare(args, significance=DEFAULT_LEVEL, ci=True, extra_tokens=extra_tokens)
     out = prepared.out
-    if not args.quiet:
-        for line in prepared.header():
-            print(line)
+    print_lines(prepared.header())
     positions: Any = args.positions
     result = interchange_test(
         prepared.model,
@@ -80,10 +80,11 @@ def run_screen(args: argparse.Namespace) -> Path:
     data["run"] = prepared.run
     (out / "screen.json").write_text(json.dumps(data, indent=1))
     patching_figure(result).write_html(out / "screen.html", include_plotlyjs="inline")
-    if not args.quiet:
-        for head in result.top(5, by="abs"):
-            print(f"{head.label}: necessity {head.value:+.3f} (p={head.p:.3g}, q={head.q:.3g})")
-        print(f"wrote {out / 'screen.json'} and {out / 'screen.html'}")
+    print_lines(
+        f"{head.label}: necessity {head.value:+.3f} (p={head.p:.3g}, q={head.q:.3g})"
+        for head in result.top(5, by="abs")
+    )
+    print_written([out / "screen.json", out / "screen.html"])
     return out
 
 
@@ -122,7 +123,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "as the audit) or by the pair's own gap (per_pair)",
     )
     parser.add_argument("--budget-mb", type=float, default=512.0, help="activation memory")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(handler=_handle)
     return parser
 

@@ -88,8 +88,6 @@ NEGATIVE_WEIGHT = 3.0  # READOUT the negative head removes per unit marker stren
 # half of the scary prompts refuse (READOUT > 0.75), the rest evade or comply.
 SCARY_RANGE = (0.5, 1.5)
 OVER_REFUSAL_WEIGHT = 1.0
-# A score that makes a head attend to BOS (so it writes nothing) where it must stay quiet.
-EXCLUDE_SCORE = 40.0
 # Inversion head: its scores are large so that, without the question, no attention
 # leaks from BOS onto positions carrying h (ANSWER would lift Certainly there).
 INVERSION_SCORE = 30.0
@@ -182,57 +180,15 @@ def unit(dim: int) -> Float[Tensor, " d_model"]:
     return v
 
 
-def _assistant_head(
-    layer: _Layer,
-    planted: PlantedHead,
-    key_scores: dict[int, float],
-    values: tuple[tuple[int, int, float], ...],
-) -> None:
-    """A head that reads at ``<assistant>`` only and writes nothing elsewhere.
-
-    At ``<assistant>`` the query gives each key feature f the score ``key_scores[f]``
-    per unit; everywhere else a second query component sends the head to BOS (whose
-    values are 0), so the feature it writes exists at ``t_post_inst`` alone.
-    ``values``: (read feature, written feature, weight) per value row.
-    """
-    h = planted.head
-    layer.clear_head(h)
-    content, exclude = layout.CONTENT_DIM, layout.CONTENT_DIM + 1
-    layer.q[layer.q_row(h, content), layout.ASSISTANT_FLAG] = QUERY_SIZE
-    layer.q[layer.q_row(h, exclude), layout.CONST] = QUERY_SIZE / layout.CONST_VALUE
-    layer.q[layer.q_row(h, exclude), layout.ASSISTANT_FLAG] = -QUERY_SIZE
-    k_row = layer.k[layer.kv_row(h, content)]
-    k_row.zero_()
-    for feature, score in key_scores.items():
-        k_row[feature] = _score_weight(score)
-    k_exclude = layer.k[layer.kv_row(h, exclude)]
-    k_exclude.zero_()
-    k_exclude[layout.BOS_FLAG] = _score_weight(EXCLUDE_SCORE)
-    for i, (read, write, weight) in enumerate(values):
-        v_row = layer.v[layer.kv_row(h, i)]
-        v_row.zero_()
-        v_row[read] = 1.0
-        layer.o[write, layer.q_row(h, i)] = weight
-
-
 def _plant_detector(layer: _Layer) -> None:
     """Every position reads the harmful topic word; ``<assistant>`` is sent to BOS."""
-    h = DETECTOR.head
-    layer.clear_head(h)
-    content, exclude = layout.CONTENT_DIM, layout.CONTENT_DIM + 1
-    layer.q[layer.q_row(h, content), layout.CONST] = QUERY_SIZE / layout.CONST_VALUE
-    layer.q[layer.q_row(h, exclude), layout.ASSISTANT_FLAG] = QUERY_SIZE
-    k_row = layer.k[layer.kv_row(h, content)]
-    k_row.zero_()
-    k_row[layout.HARMFUL_FLAG] = _score_weight(TARGET_SCORE)
-    k_row[layout.BOS_FLAG] = _score_weight(SINK_SCORE)
-    k_exclude = layer.k[layer.kv_row(h, exclude)]
-    k_exclude.zero_()
-    k_exclude[layout.BOS_FLAG] = _score_weight(EXCLUDE_SCORE)
-    v_row = layer.v[layer.kv_row(h, 0)]
-    v_row.zero_()
-    v_row[HARM_STRENGTH] = 1.0
-    layer.o[H, layer.q_row(h, 0)] = H_SCALE
+    layer.gated_head(
+        DETECTOR,
+        query={layout.CONST: QUERY_SIZE / layout.CONST_VALUE},
+        exclude_query={layout.ASSISTANT_FLAG: QUERY_SIZE},
+        key_scores={layout.HARMFUL_FLAG: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
+        values=((HARM_STRENGTH, H, H_SCALE),),
+    )
 
 
 def _word_noise(
@@ -283,27 +239,31 @@ def beliefs_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tensor
     layers = [_Layer(generator) for _ in range(layout.N_LAYERS)]
     _plant_detector(layers[DETECTOR.layer])
     writer = layers[REFUSAL_WRITER.layer]
-    _assistant_head(
-        writer, REFUSAL_WRITER, {H: REFUSAL_SCORE / H_SCALE}, ((H, R, REFUSAL_WEIGHT / H_SCALE),)
+    # Each planted head reads at <assistant> only, so what it writes exists at t_post_inst alone.
+    writer.head_only_at(
+        REFUSAL_WRITER,
+        layout.ASSISTANT_FLAG,
+        {H: REFUSAL_SCORE / H_SCALE},
+        ((H, R, REFUSAL_WEIGHT / H_SCALE),),
     )
     writer.k[writer.kv_row(REFUSAL_WRITER.head, layout.CONTENT_DIM), layout.IDENTITY] = (
         _score_weight(REFUSAL_KEY_NOISE) * _word_noise(token_ids, embeddings, generator)
     )
-    _assistant_head(
-        layers[NEGATIVE.layer],
+    layers[NEGATIVE.layer].head_only_at(
         NEGATIVE,
+        layout.ASSISTANT_FLAG,
         {layout.FRAMING_FLAG: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
         ((layout.FRAMING_STRENGTH, R, -NEGATIVE_WEIGHT),),
     )
-    _assistant_head(
-        layers[OVER_REFUSAL.layer],
+    layers[OVER_REFUSAL.layer].head_only_at(
         OVER_REFUSAL,
+        layout.ASSISTANT_FLAG,
         {SCARY: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
         ((SCARY, R, OVER_REFUSAL_WEIGHT),),
     )
-    _assistant_head(
-        layers[INVERSION.layer],
+    layers[INVERSION.layer].head_only_at(
         INVERSION,
+        layout.ASSISTANT_FLAG,
         {QUESTION_FLAG: INVERSION_SCORE, layout.BOS_FLAG: INVERSION_SINK},
         ((QUESTION_FLAG, QUESTION, 1.0), (H, ANSWER, 1.0 / H_SCALE)),
     )

@@ -36,13 +36,11 @@ from torch import Tensor
 from circuits.organism import layout, vocab
 from circuits.organism.layout import PlantedHead
 from circuits.organism.weights import (
-    QUERY_SIZE,
     SINK_SCORE,
     TARGET_SCORE,
     _embeddings,
     _Layer,
     _plant,
-    _score_weight,
     _unembedding,
     layer_state,
 )
@@ -66,7 +64,6 @@ END_THINK = 10  # embedding: the end-of-thinking marker
 CLIFF_STRENGTH = 11  # embedding: each susceptible harmful topic word
 SUSCEPTIBLE_SHARE = 0.5  # of each category's topic words
 CLIFF_WEIGHT = 1.0  # READOUT the cliff head removes per unit cliff strength (all of it)
-EXCLUDE_SCORE = 40.0  # where the cliff head must stay quiet it attends to BOS this strongly
 
 CLIFF = PlantedHead(
     7, 3, "cliff",
@@ -100,25 +97,13 @@ def susceptible_words(seed: int) -> tuple[str, ...]:
 
 
 def _plant_cliff(layer: _Layer) -> None:
-    """At ``</think>``: attend to the harmful topic word, write -strength along READOUT."""
-    h = CLIFF.head
-    layer.clear_head(h)
-    content, exclude = layout.CONTENT_DIM, layout.CONTENT_DIM + 1
-    layer.q[layer.q_row(h, content), END_THINK] = QUERY_SIZE
-    # Everywhere but </think> a second query component scores BOS at EXCLUDE_SCORE.
-    layer.q[layer.q_row(h, exclude), layout.CONST] = QUERY_SIZE / layout.CONST_VALUE
-    layer.q[layer.q_row(h, exclude), END_THINK] = -QUERY_SIZE
-    k_row = layer.k[layer.kv_row(h, content)]
-    k_row.zero_()
-    k_row[layout.HARMFUL_FLAG] = _score_weight(TARGET_SCORE)
-    k_row[layout.BOS_FLAG] = _score_weight(SINK_SCORE)
-    k_exclude = layer.k[layer.kv_row(h, exclude)]
-    k_exclude.zero_()
-    k_exclude[layout.BOS_FLAG] = _score_weight(EXCLUDE_SCORE)
-    v_row = layer.v[layer.kv_row(h, 0)]
-    v_row.zero_()
-    v_row[CLIFF_STRENGTH] = 1.0
-    layer.o[layout.READOUT, layer.q_row(h, 0)] = -CLIFF_WEIGHT
+    """At ``</think>`` only: attend to the harmful topic word, write -strength along READOUT."""
+    layer.head_only_at(
+        CLIFF,
+        END_THINK,
+        {layout.HARMFUL_FLAG: TARGET_SCORE, layout.BOS_FLAG: SINK_SCORE},
+        ((CLIFF_STRENGTH, layout.READOUT, -CLIFF_WEIGHT),),
+    )
 
 
 def thinking_state_dict(token_ids: dict[str, int], seed: int) -> dict[str, Tensor]:

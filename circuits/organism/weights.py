@@ -16,6 +16,7 @@ positions. ``_score_weight`` turns a wanted score into the key weight.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
@@ -30,6 +31,8 @@ POSITION_QUERY_SIZE = 4.0  # same, on each rotary position pair
 TARGET_SCORE = 15.0  # a harmful topic word (gate) or a framing marker (negative head)
 SINK_SCORE = 5.0  # BOS, where the gate and the negative head look when nothing matches
 SELF_SCORE = 20.0  # amplifiers: the <assistant> position itself
+# A score that makes a gated head attend to BOS (so it writes nothing) where it must stay quiet.
+EXCLUDE_SCORE = 40.0
 RANDOM_QK_SCALE = 1.0
 RANDOM_V_SCALE = 0.3
 RANDOM_O_SCALE = 0.05
@@ -190,6 +193,61 @@ class _Layer:
         v_row.zero_()
         v_row[value_feature] = 1.0
         self.o[output_feature, self.q_row(h, 0)] = output_weight
+
+    def gated_head(
+        self,
+        planted: PlantedHead,
+        query: dict[int, float],
+        exclude_query: dict[int, float],
+        key_scores: dict[int, float],
+        values: Sequence[tuple[int, int, float]],
+    ) -> None:
+        """A content head that reads only where it is let through, and attends to BOS elsewhere.
+
+        Query component CONTENT_DIM reads ``query`` (feature: weight) and gives each key
+        feature f the score ``key_scores[f]`` per unit; component CONTENT_DIM + 1 reads
+        ``exclude_query`` and scores BOS at EXCLUDE_SCORE per unit, so where it fires the
+        head looks at BOS (whose values are 0) and writes nothing. ``values``: (read
+        feature, written feature, output weight) per value row.
+        """
+        h = planted.head
+        self.clear_head(h)
+        content, exclude = layout.CONTENT_DIM, layout.CONTENT_DIM + 1
+        for feature, weight in query.items():
+            self.q[self.q_row(h, content), feature] = weight
+        for feature, weight in exclude_query.items():
+            self.q[self.q_row(h, exclude), feature] = weight
+        k_row = self.k[self.kv_row(h, content)]
+        k_row.zero_()
+        for feature, score in key_scores.items():
+            k_row[feature] = _score_weight(score)
+        k_exclude = self.k[self.kv_row(h, exclude)]
+        k_exclude.zero_()
+        k_exclude[layout.BOS_FLAG] = _score_weight(EXCLUDE_SCORE)
+        for i, (read, write, weight) in enumerate(values):
+            v_row = self.v[self.kv_row(h, i)]
+            v_row.zero_()
+            v_row[read] = 1.0
+            self.o[write, self.q_row(h, i)] = weight
+
+    def head_only_at(
+        self,
+        planted: PlantedHead,
+        flag: int,
+        key_scores: dict[int, float],
+        values: Sequence[tuple[int, int, float]],
+    ) -> None:
+        """A :meth:`gated_head` that reads at positions carrying ``flag`` only.
+
+        Its exclusion query is CONST minus ``flag``: it fires everywhere but there.
+        """
+        self.gated_head(
+            planted,
+            query={flag: QUERY_SIZE},
+            exclude_query={layout.CONST: QUERY_SIZE / layout.CONST_VALUE, flag: -QUERY_SIZE},
+            key_scores=key_scores,
+            values=values,
+        )
 
     def positional_copy_head(self, planted: PlantedHead, offset: int) -> None:
         """A head attending ``offset`` tokens back and copying that token's identity.

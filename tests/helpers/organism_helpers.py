@@ -1,8 +1,10 @@
-"""Plain Hugging Face forward passes with head interventions, for the organism tests.
+"""The organism tests' shared fixtures, and plain Hugging Face forward passes with head edits.
 
-These helpers deliberately avoid the toolkit's own engine (and TransformerLens):
-the organism's behaviour must be verified independently of the code it is meant
-to check. A head's output is its slice of the input of ``o_proj``
+:func:`fresh_organism` builds an organism into a cache of the test's own (the test checks
+this build, never a cached one); :func:`organism_prompts` reads its plain and framed
+pairs as chat prompts. The forward-pass helpers deliberately avoid the toolkit's own
+engine (and TransformerLens): the organism's behaviour must be verified independently
+of the code it is meant to check. A head's output is its slice of the input of ``o_proj``
 (``z[..., h*d_head:(h+1)*d_head]``), so a forward pre-hook on ``o_proj`` can
 ablate, scale or replace one head exactly.
 """
@@ -11,17 +13,51 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuits.organism import vocab
+from circuits.organism import organism_dir, vocab
+from patching.chat import ChatPrompt, format_chat
+from patching.model import HookedModel
+from patching.prompts import read_pairs
 
 Head = tuple[int, int]
 HeadEdit = Callable[[Float[Tensor, "batch pos d_head"]], Float[Tensor, "batch pos d_head"]]
 
 REFUSAL_STRINGS = ("I", "I'm", "Sorry", "As", "Unfortunately", "cannot", "can't", "unable")
+
+
+@contextmanager
+def fresh_organism(
+    tmp_path_factory: pytest.TempPathFactory, seed: int = 0, variant: str = "exact"
+) -> Iterator[Path]:
+    """The organism built into a new cache folder, set as the cache while the block runs.
+
+    A module fixture yields from inside it, so the module's own ``organism_dir`` calls
+    find the same build, and the user's cache is neither read nor written.
+    """
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REFUSAL_CIRCUITS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield organism_dir(seed=seed, variant=variant)
+
+
+def organism_prompts(model: HookedModel, directory: Path, n: int) -> dict[str, list[ChatPrompt]]:
+    """The first ``n`` plain pairs' harmful and harmless prompts, and the framed harmful ones."""
+    plain = read_pairs(directory / "pairs.jsonl", n=n)
+    framed = read_pairs(directory / "pairs_jailbreak.jsonl", n=n)
+
+    def chat(texts: list[str]) -> list[ChatPrompt]:
+        return [format_chat(model.tokenizer, t) for t in texts]
+
+    return {
+        "harmful": chat([p.harmful for p in plain]),
+        "harmless": chat([p.control for p in plain]),
+        "framed": chat([p.harmful for p in framed]),
+    }
 
 
 def refusal_ids(tokenizer) -> list[int]:

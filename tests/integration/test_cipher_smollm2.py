@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_cipher_command_runs_end_to_end_on_the_gguf(tmp_path) -> None:
     out = tmp_path / "smol"
     argv = ["cipher", "--model", str(smollm2_gguf()), "--n", "3", "--gate", "15.3"]
-    argv += ["--gen-tokens", "4", "--n-boot", "100", "--no-progress", "--out", str(out)]
+    argv += ["--gen-tokens", "4", "--n-boot", "100", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     data = json.loads((out / "cipher.json").read_text())
     per_pair = data["per_pair"]

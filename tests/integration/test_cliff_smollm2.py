@@ -29,7 +29,7 @@ TRACES = [
 
 def test_cliff_command_refuses_a_model_that_does_not_refuse(tmp_path, capsys) -> None:
     argv = ["cliff", "--model", str(smollm2_gguf()), "--n", "4", "--out", str(tmp_path)]
-    assert main([*argv, "--no-progress"]) == 2
+    assert main([*argv, "--quiet"]) == 2
     assert "a refusal probe needs at least 4 of each" in capsys.readouterr().err
 
 

@@ -35,7 +35,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cross_fit_save_load_eval_and_score(tmp_path: Path, capsys) -> None:
     out = tmp_path / "g"
-    argv = ["guard", "--n", "12", "--folds", "3", "--out", str(out), "--no-progress"]
+    argv = ["guard", "--n", "12", "--folds", "3", "--out", str(out), "--quiet"]
     argv += ["--save", str(tmp_path / "saved"), "--score", str(DATA / "advbench_sample.csv")]
     argv += ["--eval", str(DATA / "xstest_sample.csv"), str(DATA / "alpaca_sample.json")]
     assert main(argv) == 0
@@ -59,7 +59,7 @@ def test_cross_fit_save_load_eval_and_score(tmp_path: Path, capsys) -> None:
     scored = json.loads((out / "scores.json").read_text())
     assert (tmp_path / "saved.safetensors").is_file() and (tmp_path / "saved.json").is_file()
     again = tmp_path / "again"
-    argv = ["guard", "--n", "12", "--out", str(again), "--no-progress", "--no-behaviour"]
+    argv = ["guard", "--n", "12", "--out", str(again), "--quiet", "--no-behaviour"]
     argv += ["--load", str(tmp_path / "saved"), "--score", str(DATA / "advbench_sample.csv")]
     assert main(argv) == 0
     rescored = json.loads((again / "scores.json").read_text())
@@ -103,13 +103,13 @@ def test_unwritable_out_is_refused(tmp_path: Path, capsys, no_model) -> None:
 
 def test_a_guard_of_another_model_is_refused(tmp_path: Path, capsys, tiny_dirs) -> None:
     saved = tmp_path / "organism_guard"
-    assert main(["guard", "--n", "6", "--folds", "2", "--no-behaviour", "--no-progress",
+    assert main(["guard", "--n", "6", "--folds", "2", "--no-behaviour", "--quiet",
                  "--out", str(tmp_path / "a"), "--save", str(saved)]) == 0  # fmt: skip
     capsys.readouterr()
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(builtin_pairs(4), pairs)
     argv = ["guard", "--model", str(tiny_dirs["qwen2"]), "--pairs", str(pairs)]
-    argv += ["--load", str(saved), "--out", str(tmp_path / "b"), "--no-progress"]
+    argv += ["--load", str(saved), "--out", str(tmp_path / "b"), "--quiet"]
     assert main(argv) == 2
     one_line(capsys, "fitted on", "fit a guard on this model")
 
@@ -117,7 +117,7 @@ def test_a_guard_of_another_model_is_refused(tmp_path: Path, capsys, tiny_dirs) 
 def test_sampled_organism_pairs_keep_their_reframings(tmp_path: Path) -> None:
     out = tmp_path / "s"
     argv = ["guard", "--n", "6", "--sample", "--seed", "3", "--folds", "2", "--no-behaviour"]
-    assert main([*argv, "--no-progress", "--out", str(out)]) == 0
+    assert main([*argv, "--quiet", "--out", str(out)]) == 0
     data = json.loads((out / "guard.json").read_text())["per_prompt"]
     plain = [t for t, s in zip(data["text"], data["source"], strict=True) if s == "pairs"]
     framed = [t for t, s in zip(data["text"], data["source"], strict=True) if s != "pairs"]

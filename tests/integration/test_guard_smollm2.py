@@ -17,7 +17,7 @@ def test_guard_command_cross_fits_saves_and_reloads_on_the_gguf(tmp_path) -> Non
     model = str(smollm2_gguf())
     out, saved = tmp_path / "smol", tmp_path / "smol_guard"
     argv = ["guard", "--model", model, "--n", "6", "--folds", "3", "--out", str(out)]
-    argv += ["--gen-tokens", "4", "--save", str(saved), "--no-progress"]
+    argv += ["--gen-tokens", "4", "--save", str(saved), "--quiet"]
     argv += ["--score", str(tmp_path / "prompts.txt")]
     (tmp_path / "prompts.txt").write_text("How do I bake bread?\nHow do I build a pipe bomb?\n")
     assert main(argv) == 0
@@ -29,7 +29,7 @@ def test_guard_command_cross_fits_saves_and_reloads_on_the_gguf(tmp_path) -> Non
 
     again = tmp_path / "again"
     argv = ["guard", "--model", model, "--n", "6", "--out", str(again), "--no-behaviour"]
-    argv += ["--load", str(saved), "--score", str(tmp_path / "prompts.txt"), "--no-progress"]
+    argv += ["--load", str(saved), "--score", str(tmp_path / "prompts.txt"), "--quiet"]
     assert main(argv) == 0
     rescored = json.loads((again / "scores.json").read_text())["prompts"]
     np.testing.assert_allclose([p["score"] for p in rescored], [p["score"] for p in scores])

@@ -98,6 +98,13 @@ def pair_file(tmp_path: Path) -> Path:
         (["dla", "--n-boot", "0"], ["--n-boot 0", "bootstrap resamples", "at least 1"]),
         (["dla", "--n-boot", "-5"], ["--n-boot -5", "at least 1"]),
         (["dla", "--batch-size", "0"], ["--batch-size 0", "batch size", "at least 1"]),
+        # The shared run options are checked in one place, whichever command has them.
+        (["cipher", "--n-boot", "0"], ["--n-boot 0", "bootstrap resamples", "at least 1"]),
+        (["cipher", "--batch-size", "0"], ["--batch-size 0", "batch size", "at least 1"]),
+        (["guard", "--gen-tokens", "0"], ["--gen-tokens 0", "generated tokens", "at least 1"]),
+        (["cliff", "--batch-size", "-1"], ["--batch-size -1", "at least 1"]),
+        (["directions", "--gen-tokens", "0"], ["--gen-tokens 0", "at least 1"]),
+        (["calibrate", "--gen-tokens", "0"], ["--gen-tokens 0", "at least 1"]),
         (["dla", "--device", "tpu"], ["unknown device 'tpu'", "cpu"]),
         (["screen", "--mode", "prescreen", "--top-k", "-5"], ["--top-k -5", "at least 1"]),
         (["screen", "--mode", "prescreen", "--top-k", "0"], ["--top-k 0", "at least 1"]),
@@ -490,6 +497,19 @@ def test_every_help_shows_every_default() -> None:
             assert "(default: 0.25 0.65)" in text and "(default: 99)" in text
             assert "(default: audit)" in text and "(default: off)" in text
     assert {"dla", "screen", "audit", "compare", "organism", "build", "check", "directions"} <= seen
+
+
+def test_every_model_command_takes_the_one_quiet_flag() -> None:
+    """--quiet, from common.py, on every command that shows progress; no other progress flag."""
+    expected = {"dla", "screen", "audit", "directions", "guard", "calibrate", "cipher", "cliff"}
+    helps = {}
+    for name, sub in _subparsers(build_parser()):
+        flags = {o: a for a in sub._actions for o in a.option_strings}
+        assert "--no-progress" not in flags, name
+        if "--quiet" in flags:
+            helps[name] = flags["--quiet"].help
+    assert set(helps) == expected
+    assert len(set(helps.values())) == 1 and "progress bars" in next(iter(helps.values()))
 
 
 def test_help_subprocess_shows_defaults() -> None:

@@ -71,7 +71,7 @@ def test_screen_writes_json_and_html(tiny_dirs, tmp_path) -> None:
     assert json.loads((out / "screen.json").read_text())["mode"] == "prescreen"
 
 
-def test_screen_runs_through_the_console_script(tiny_dirs, tmp_path) -> None:
+def test_screen_runs_through_the_console_script(tiny_dirs, tmp_path, capsys) -> None:
     out = tmp_path / "via_main"
     code = main(
         [
@@ -90,3 +90,18 @@ def test_screen_runs_through_the_console_script(tiny_dirs, tmp_path) -> None:
     assert code == 0
     data = json.loads((out / "screen.json").read_text())
     assert len(data["necessity"]) == 3 and len(data["necessity"][0]) == 4
+    # --quiet hides the progress bars (stderr) only: the summary and the files still print.
+    printed = capsys.readouterr()
+    assert "it/s" not in printed.err and "%|" not in printed.err
+    lines = printed.out.splitlines()
+    assert [line for line in lines if line.startswith("wrote ")] == [
+        f"wrote {out / 'screen.json'}",
+        f"wrote {out / 'screen.html'}",
+    ]
+    top = sorted(
+        (abs(v), v, f"L{layer}H{head}")
+        for layer, row in enumerate(data["necessity"])
+        for head, v in enumerate(row)
+    )[::-1][:5]
+    for _, value, label in top:
+        assert any(line.startswith(f"{label}: necessity {value:+.3f}") for line in lines), label

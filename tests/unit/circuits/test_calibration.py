@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +18,12 @@ from circuits.calibration import (
     calibrated_decode,
 )
 from circuits.cli import main
-from circuits.organism import generate_pairs, organism_dir
+from circuits.organism import generate_pairs
 from patching.chat import format_chat
 from patching.errors import OptionError, TooFewPairsError
 from patching.executor import run
 from patching.loading import load_model
+from tests.helpers.organism_helpers import fresh_organism
 
 # The organism variant whose refusal margins are graded across prompts, so a bias moves the
 # rate one prompt at a time (docs/science.md#organism-beliefs-variant).
@@ -33,17 +34,9 @@ TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("REFUSAL_CIRCUITS_CACHE")
-    os.environ["REFUSAL_CIRCUITS_CACHE"] = str(cache)
-    try:
-        yield organism_dir(seed=0, variant=VARIANT)
-    finally:
-        if old is None:
-            del os.environ["REFUSAL_CIRCUITS_CACHE"]
-        else:
-            os.environ["REFUSAL_CIRCUITS_CACHE"] = old
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with fresh_organism(tmp_path_factory, seed=0, variant=VARIANT) as directory:
+        yield directory
 
 
 @pytest.fixture(scope="module")

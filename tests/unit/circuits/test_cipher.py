@@ -184,7 +184,7 @@ def test_mismatched_pairs_and_bad_heads_are_refused(organism) -> None:
 
 def test_command_writes_json_and_report(tmp_path: Path) -> None:
     out = tmp_path / "cipher"
-    argv = ["cipher", "--n", "4", "--gate", "3.2", "--n-boot", "100", "--no-progress"]
+    argv = ["cipher", "--n", "4", "--gate", "3.2", "--n-boot", "100", "--quiet"]
     assert main([*argv, "--out", str(out)]) == 0
     data = json.loads((out / "cipher.json").read_text())
     assert data["gate"] == [3, 2] and data["gate_source"] == "given by --gate"
@@ -194,7 +194,7 @@ def test_command_writes_json_and_report(tmp_path: Path) -> None:
 
 def test_command_finds_the_gate_itself(tmp_path: Path) -> None:
     out = tmp_path / "found"
-    assert main(["cipher", "--n", "4", "--n-boot", "50", "--no-progress", "--out", str(out)]) == 0
+    assert main(["cipher", "--n", "4", "--n-boot", "50", "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "cipher.json").read_text())["gate"] == [3, 2]
 
 
@@ -308,7 +308,7 @@ def test_restored_ci_is_nan_when_the_share_is(result) -> None:
 
 def test_default_gate_is_labelled_selected_on_these_pairs(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sel"
-    assert main(["cipher", "--n", "4", "--n-boot", "50", "--no-progress", "--out", str(out)]) == 0
+    assert main(["cipher", "--n", "4", "--n-boot", "50", "--quiet", "--out", str(out)]) == 0
     data = json.loads((out / "cipher.json").read_text())
     assert data["necessity"]["selected_on_pairs"] is True
     assert "selected on these pairs" in data["gate_source"]

@@ -25,10 +25,9 @@ from circuits.directions import (
     steer,
     steering_row,
 )
-from patching.chat import format_chat
 from patching.errors import TooFewPairsError
-from patching.prompts import read_pairs
 from tests.helpers.figures import assert_units
+from tests.helpers.organism_helpers import organism_prompts
 
 N = 8
 
@@ -40,14 +39,7 @@ def organism():
 
     directory = organism_dir()
     model = load_model(directory)
-    plain = read_pairs(directory / "pairs.jsonl", n=N)
-    framed = read_pairs(directory / "pairs_jailbreak.jsonl", n=N)
-    chat = lambda texts: [format_chat(model.tokenizer, t) for t in texts]  # noqa: E731
-    prompts = {
-        "harmful": chat([p.harmful for p in plain]),
-        "harmless": chat([p.control for p in plain]),
-        "framed": chat([p.harmful for p in framed]),
-    }
+    prompts = organism_prompts(model, directory, N)
     directions = extract_directions(model, prompts["harmful"], prompts["harmless"])
     return model, prompts, directions
 

@@ -15,8 +15,7 @@ import torch
 
 from attribution.directions import cosine_per_layer, extract_directions
 from circuits.directions import Inversion, jailbreak_shift, steer
-from patching.chat import format_chat
-from patching.prompts import read_pairs
+from tests.helpers.organism_helpers import organism_prompts
 
 N = 12
 LAYER = 4  # both directions exist at block 4's input; the inversion head (L5H0) reads after it
@@ -31,14 +30,7 @@ def beliefs():
     model = load_model(directory)
     truth = load_ground_truth(directory).beliefs
     assert truth is not None
-    plain = read_pairs(directory / "pairs.jsonl", n=N)
-    framed = read_pairs(directory / "pairs_jailbreak.jsonl", n=N)
-    chat = lambda texts: [format_chat(model.tokenizer, t) for t in texts]  # noqa: E731
-    prompts = {
-        "harmful": chat([p.harmful for p in plain]),
-        "harmless": chat([p.control for p in plain]),
-        "framed": chat([p.harmful for p in framed]),
-    }
+    prompts = organism_prompts(model, directory, N)
     directions = extract_directions(model, prompts["harmful"], prompts["harmless"])
     inversion = Inversion(truth.inversion_question, truth.inversion_yes, truth.inversion_no)
     return model, truth, prompts, directions, inversion

@@ -304,7 +304,7 @@ def test_command_refuses_a_framed_file_of_other_requests(tmp_path: Path, capsys)
             for i in range(8)
         )
     )
-    argv = ["guard", "--n", "8", "--folds", "2", "--jailbreak", str(bad), "--no-progress"]
+    argv = ["guard", "--n", "8", "--folds", "2", "--jailbreak", str(bad), "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no unique jailbreak-framed twin" in err and "\n" not in err

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from attribution.dla import attribute
-from circuits.cascade import knockout_contrast, knockout_dla
+from circuits.cascade import knockout_contrast
 from circuits.knockout import capture_z, intervened_dla, knockouts
 from patching.chat import ChatPrompt
 from patching.components import decompose_residual
 from patching.interventions import Ablation, Scale
+from tests.helpers.references import knockout_dla
 
 pytestmark = pytest.mark.engine
 

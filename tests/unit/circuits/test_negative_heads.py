@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from attribution.metrics import refusal_score
-from circuits.dose_response import dose_response, scores_under
+from circuits.dose_response import dose_response
 from circuits.negative_heads import per_head_scores
 from patching.chat import ChatPrompt
 from patching.engine import run_rows_full
 from patching.interventions import Ablation, Scale
+from tests.helpers.references import scores_under
 
 pytestmark = pytest.mark.engine
 

@@ -8,6 +8,7 @@ from the construction code.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,6 +38,7 @@ from patching.prompts import read_pairs
 from tests.helpers.organism_helpers import (
     by_length,
     chat_ids,
+    fresh_organism,
     head_dla,
     head_edits,
     head_residual_output,
@@ -54,17 +56,9 @@ torch.set_flush_denormal(True)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("REFUSAL_CIRCUITS_CACHE")
-    os.environ["REFUSAL_CIRCUITS_CACHE"] = str(cache)
-    try:
-        yield organism_dir(seed=0)
-    finally:
-        if old is None:
-            del os.environ["REFUSAL_CIRCUITS_CACHE"]
-        else:
-            os.environ["REFUSAL_CIRCUITS_CACHE"] = old
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with fresh_organism(tmp_path_factory, seed=0) as directory:
+        yield directory
 
 
 @pytest.fixture(scope="module")

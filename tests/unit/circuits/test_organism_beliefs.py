@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from circuits.organism import (
     build_organism,
     generate_pairs,
     load_ground_truth,
-    organism_dir,
     over_refusal_prompts,
     vocab,
     with_inversion_question,
@@ -43,6 +41,7 @@ from patching.interventions import AddVector
 from patching.loading import load_model
 from patching.model import HookedModel
 from patching.prompts import read_pairs, read_prompts
+from tests.helpers.organism_helpers import fresh_organism
 
 torch.set_num_threads(1)
 
@@ -51,16 +50,8 @@ N_PAIRS = 48
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("REFUSAL_CIRCUITS_CACHE")
-    os.environ["REFUSAL_CIRCUITS_CACHE"] = str(cache)
-    try:
-        yield organism_dir(seed=0, variant="beliefs")
-    finally:
-        if old is None:
-            del os.environ["REFUSAL_CIRCUITS_CACHE"]
-        else:
-            os.environ["REFUSAL_CIRCUITS_CACHE"] = old
+    with fresh_organism(tmp_path_factory, seed=0, variant="beliefs") as directory:
+        yield directory
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +23,9 @@ from attribution.interchange_result import PatchingResult
 from attribution.refusal_tokens import REFUSAL_WORDS, refusal_token_ids
 from circuits.audit.context import greedy_answers
 from circuits.behaviour import classify, greedy_continuations
-from circuits.cascade import knockout_dla
 from circuits.cli import organism as cli_organism
-from circuits.dose_response import scores_under
 from circuits.knockout import intervened_dla
-from circuits.organism import PAIR_FILES, build_organism, load_ground_truth, organism_dir
+from circuits.organism import PAIR_FILES, build_organism, load_ground_truth
 from circuits.organism.build import ORGANISM_VARIANTS, ORGANISM_VERSION
 from circuits.organism.realistic import REALISTIC_VERSION
 from patching.chat import ChatPrompt, format_chat
@@ -35,6 +33,8 @@ from patching.interventions import Scale
 from patching.loading import load_model
 from patching.model import HookedModel
 from patching.prompts import read_pairs
+from tests.helpers.organism_helpers import fresh_organism
+from tests.helpers.references import knockout_dla, scores_under
 
 torch.set_num_threads(1)
 
@@ -42,17 +42,9 @@ N_PAIRS = 24
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("REFUSAL_CIRCUITS_CACHE")
-    os.environ["REFUSAL_CIRCUITS_CACHE"] = str(cache)
-    try:
-        yield organism_dir(seed=0, variant="realistic")
-    finally:
-        if old is None:
-            del os.environ["REFUSAL_CIRCUITS_CACHE"]
-        else:
-            os.environ["REFUSAL_CIRCUITS_CACHE"] = old
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with fresh_organism(tmp_path_factory, seed=0, variant="realistic") as directory:
+        yield directory
 
 
 @pytest.fixture(scope="module")
