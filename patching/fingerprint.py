@@ -50,8 +50,17 @@ if TYPE_CHECKING:
 
 _CACHE_ATTR = "_fingerprint_cache"
 # Fields of a Hugging Face config that say where or with what it was saved, not
-# what the model computes.
-_CONFIG_NOISE = ("_name_or_path", "transformers_version", "_commit_hash", "torch_dtype", "dtype")
+# what the model computes. A GGUF file's ``quantization_config`` names the file the
+# weights were dequantised from; the weights digest holds the values themselves (the
+# converted copy a second load reads has none, and must fingerprint the same).
+_CONFIG_NOISE = (
+    "_name_or_path",
+    "transformers_version",
+    "_commit_hash",
+    "torch_dtype",
+    "dtype",
+    "quantization_config",
+)
 
 
 def digest(value: Any) -> str:

@@ -17,7 +17,10 @@ Explained in ``docs/design.md`` (models) and ``docs/dependencies.md``.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,7 @@ from patching.errors import (
     UnsafeCheckpointError,
     UnsupportedArchitectureError,
 )
+from patching.fingerprint import tokenizer_digest
 from patching.model import DTYPES, SUPPORTED_ARCHITECTURES, HookedModel
 
 if TYPE_CHECKING:
@@ -253,21 +257,107 @@ def _load_gguf(
     from patching.gguf_check import check_gguf_file
 
     check_gguf_file(path)  # a cut-short download otherwise fails as a "tokenizer" error
-    tok = tokenizer or _load_tokenizer(path.parent, gguf_file=path.name)
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=dtype
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(
-            f"could not read GGUF file {path}: {exc}. transformers dequantises GGUF for the "
-            f"architectures it lists in its GGUF docs (Llama, Qwen2, Mistral, GPT-2, ...)."
-        ) from exc
+    converted = converted_dir(path)
+    hf: Any
+    if tokenizer is None and (converted / _CONVERTED_MARK).is_file():
+        # transformers parses the GGUF's metadata three times (~30 s for a 151k vocabulary).
+        hf = AutoModelForCausalLM.from_pretrained(str(converted), dtype=dtype)
+        tok = _converted_tokenizer(converted) or _load_tokenizer(path.parent, gguf_file=path.name)
+    else:
+        tok = tokenizer or _load_tokenizer(path.parent, gguf_file=path.name)
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=torch.float32
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelLoadError(
+                f"could not read GGUF file {path}: {exc}. transformers dequantises GGUF for the "
+                f"architectures it lists in its GGUF docs (Llama, Qwen2, Mistral, GPT-2, ...)."
+            ) from exc
+        if tokenizer is None:
+            _save_converted(hf, tok, converted)
+        hf = hf.to(dtype)
     try:
         bridge = _boot(hf.config.model_type, hf, tok, device, dtype)
     except (ValueError, KeyError, NotImplementedError) as exc:
         raise _unsupported(str(path), exc) from exc
     return _checked(HookedModel(bridge=bridge, tokenizer=tok, name=str(path)))
+
+
+_CONVERTED_MARK = "converted.json"
+
+
+def converted_dir(path: Path) -> Path:
+    """Where the dequantised copy of the GGUF file ``path`` is kept (safetensors + tokenizer).
+
+    Keyed on the file (resolved path, size, modification time, first MiB) and the
+    transformers version that converted it: a changed file or converter is converted anew.
+    """
+    import transformers
+
+    from patching.bundled import cache_root
+
+    stat = path.stat()
+    h = hashlib.sha256(
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}".encode()
+    )
+    with path.open("rb") as f:
+        h.update(f.read(2**20))
+    return cache_root() / "converted" / f"{path.stem}-{h.hexdigest()[:16]}"
+
+
+def _converted_tokenizer(converted: Path) -> Any:
+    """The kept tokenizer, exactly as converted from the GGUF file; ``None`` if it differs.
+
+    A tokenizer class may add its own pipeline pieces on loading (Qwen2's adds an NFC
+    normaliser the GGUF conversion does not have): the saved ones are put back, and
+    the result must have the digest recorded at conversion (else the caller reads the
+    tokenizer from the GGUF file again).
+    """
+    from tokenizers import Tokenizer
+
+    tok = _load_tokenizer(converted)
+    saved = converted / "tokenizer.json"
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None and saved.is_file():
+        exact = Tokenizer.from_file(str(saved))
+        for piece in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
+            setattr(backend, piece, getattr(exact, piece))
+    mark = json.loads((converted / _CONVERTED_MARK).read_text())
+    return tok if tokenizer_digest(tok) == mark.get("tokenizer") else None
+
+
+def _save_converted(hf: Any, tok: Any, converted: Path) -> None:
+    """Keep the float32 model and its tokenizer for the next load (best effort, atomic).
+
+    The copy holds the same tensors, config and tokenizer (``tests/integration``
+    checks that both loads give the same fingerprint and logits); an unwritable cache
+    only costs the next load its time.
+    """
+    tmp = converted.with_name(f"{converted.name}.tmp{os.getpid()}")
+    try:
+        # save_pretrained refuses a model that came from GGUF ("quantized, not serializable"),
+        # though its tensors are plain floats by now: write them and the config directly.
+        from safetensors.torch import save_model
+
+        tmp.mkdir(parents=True)
+        save_model(hf, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = hf.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, default=str))
+        tok.save_pretrained(str(tmp))
+        mark = {"from": "gguf", "tokenizer": tokenizer_digest(tok)}
+        (tmp / _CONVERTED_MARK).write_text(json.dumps(mark) + "\n")
+        os.replace(tmp, converted)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (converted / _CONVERTED_MARK).is_file():  # another process kept it first
+            return
+        warnings.warn(
+            f"could not keep a converted copy of the GGUF model in {converted.parent} ({exc}); "
+            f"the next load converts it again (set REFUSAL_CIRCUITS_CACHE to a writable folder)",
+            stacklevel=3,
+        )
 
 
 def _env_true(name: str) -> bool:
