@@ -65,8 +65,9 @@ class TopKAblation(Result):
     ``k_requested`` is ``percent`` of all heads; only the ``n_candidates`` heads before
     the probe layer are traced, so ``len(heads)`` is ``k_requested`` capped at
     ``n_candidates`` (``capped``). ``p_value``: the empirical one-sided p that the top
-    heads raise attack success more than random candidates do,
-    ``(1 + #{random >= top}) / (1 + draws)`` (NaN without draws; never below
+    heads lower attack success more than random candidates do (ablating heads that
+    suppress refusal restores it, so fewer harmful prompts are answered),
+    ``(1 + #{random <= top}) / (1 + draws)`` (NaN without draws; never below
     ``1 / (1 + draws)``)."""
 
     percent: float
@@ -83,7 +84,7 @@ class TopKAblation(Result):
         rates = np.asarray(self.random_attack_success, dtype=np.float64)
         if not len(rates):
             return float("nan")
-        return float((1 + np.sum(rates >= self.attack_success)) / (1 + len(rates)))
+        return float((1 + np.sum(rates <= self.attack_success)) / (1 + len(rates)))
 
     def derived(self) -> dict[str, Any]:
         rates = self.random_attack_success

@@ -147,6 +147,9 @@ def test_audit_finds_the_cliff_at_the_planted_position(result: AuditResult, orga
     assert cliff.attack_success == pytest.approx(sus.mean())
     assert cliff.ablations[0].heads == [list(t.cliff_head)]
     assert cliff.ablations[0].attack_success == 0.0
+    # Against random traced heads (none of the draws holds the cliff head): the smallest p.
+    assert all(list(t.cliff_head) not in h for h in cliff.ablations[0].random_heads)
+    assert cliff.ablations[0].p_value == pytest.approx(1 / 3)
 
 
 def test_step_equals_the_cliff_commands_computation(result: AuditResult, organism) -> None:
