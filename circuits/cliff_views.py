@@ -187,11 +187,9 @@ def cliff_summary(result: CliffResult) -> list[str]:
     return lines
 
 
-def write_cliff_outputs(
-    result: CliffResult, out: Path, run: dict[str, Any] | None = None
-) -> list[Path]:
-    """``cliff.json`` (with the run record under ``"run"``) and ``report.html`` under ``out``."""
-    table = Table(
+def probe_table(result: CliffResult) -> Table:
+    """The probe's cross-validated and held-out numbers at every layer."""
+    return Table(
         "Probe per layer",
         ["layer", "cross-validated AUC", "held-out accuracy", "held-out AUC", "train", "test"],
         [
@@ -206,6 +204,12 @@ def write_cliff_outputs(
             for r in result.sweep.layers
         ],
     )
+
+
+def write_cliff_outputs(
+    result: CliffResult, out: Path, run: dict[str, Any] | None = None
+) -> list[Path]:
+    """``cliff.json`` (with the run record under ``"run"``) and ``report.html`` under ``out``."""
     return write_outputs(
         result,
         out,
@@ -213,6 +217,6 @@ def write_cliff_outputs(
         f"Refusal cliff: {display_name(result.model)}",
         list(cliff_figures(result).values()),
         summary=cliff_summary(result),
-        tables=[table],
+        tables=[probe_table(result)],
         run=run,
     )

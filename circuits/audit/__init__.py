@@ -26,6 +26,13 @@ and its ``notes`` say it in words. The steps (:func:`pipeline.steps_for`):
 7. **ablation_vs_interchange**: per-head ablation ranked beside necessity
    (if ``config.ablation_compare``).
 
+Optional steps: **metric_check** (the top heads under the other interchange
+metric), **cipher** (``config.cipher``: cipher contrast, :mod:`circuits.cipher`) and
+**cliff** (``config.cliff``: the refusal cliff, :mod:`circuits.cliff`, listed right
+after the behaviour step so that a model it cannot probe fails early; its heads are
+set beside the gate, amplifiers and negative heads in
+:meth:`AuditResult.cliff_heads`).
+
 The result (:class:`AuditResult`) serialises to ``audit.json``; with an output
 directory the audit also writes ``report.html`` and, where a renderer exists,
 PNG/SVG figures (:mod:`circuits.audit.views`).
@@ -52,6 +59,6 @@ step), :mod:`.context` (the shared :class:`~circuits.audit.context.AuditContext`
 
 from circuits.audit.config import AuditConfig
 from circuits.audit.pipeline import audit, shuffle_labels
-from circuits.audit.result import AuditResult, HeadFinding
+from circuits.audit.result import AuditResult, CliffHead, HeadFinding
 
-__all__ = ["AuditConfig", "AuditResult", "HeadFinding", "audit", "shuffle_labels"]
+__all__ = ["AuditConfig", "AuditResult", "CliffHead", "HeadFinding", "audit", "shuffle_labels"]

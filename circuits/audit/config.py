@@ -7,6 +7,8 @@ from typing import Any
 
 from attribution.refusal_tokens import REFUSAL_WORDS
 from attribution.statistics import DEFAULT_N_BOOT
+from circuits.cliff import DEFAULT_ALPHA as CLIFF_ALPHA
+from circuits.cliff import DEFAULT_TOP_PERCENT, MIN_CLASS, TRACE_ABLATIONS
 from circuits.dose_response import DEFAULT_ALPHAS
 from patching.errors import RefusalCircuitsError
 from patching.interventions import AblationKind
@@ -14,6 +16,10 @@ from patching.interventions import AblationKind
 PAIR_CHOICES: tuple[str, ...] = ("all", "refused")
 # How the per-head steps measure (circuits.screening): screen first, or every head exactly.
 EXACT: tuple[str, ...] = ("screened", "all")
+# Random head sets per k of the cliff step's top-k% ablation: each costs one generation
+# over the harmful prompts, so the audit draws 9 (empirical p down to 0.1) where the
+# ``cliff`` command draws 99; ask for more with cliff_random_draws.
+AUDIT_CLIFF_RANDOM_DRAWS = 9
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,14 @@ class AuditConfig:
     gate's knockout; everything else is judged against nulls
     (``docs/science.md#roles``).
     ``n_null`` random band heads make the cascade's null (99: p can reach 0.01).
+
+    ``cliff`` adds the refusal-cliff step (:func:`circuits.cliff.cliff_step`,
+    docs/science.md#refusal-cliff): the probe at ``cliff_layer`` (default: the best
+    cross-validated AUC), traces of ``cliff_gen_tokens`` tokens read with
+    ``cliff_answer_tokens`` answer tokens, and with ``cliff_tracing`` the head tracing
+    (``cliff_ablation``, scale ``cliff_alpha``) and the top ``cliff_top_percent``% ablations
+    against ``cliff_random_draws`` random head sets each (:data:`AUDIT_CLIFF_RANDOM_DRAWS`),
+    ``cliff_renormalise`` as the paper's code does; ``cliff_min_class`` examples a side.
 
     Speed (:mod:`circuits.screening`): with ``exact="screened"`` the per-head steps
     (interchange, down-scaling, ablation) rank every head by a gradient estimate and
@@ -76,8 +90,20 @@ class AuditConfig:
     n_check_heads: int = 6
     cipher: bool = False
     cipher_seed: int = 0
+    cliff: bool = False
+    cliff_layer: int | None = None
+    cliff_gen_tokens: int = 64
+    cliff_answer_tokens: int = 8
+    cliff_tracing: bool = True
+    cliff_ablation: str = "scale"
+    cliff_alpha: float = CLIFF_ALPHA
+    cliff_top_percent: tuple[float, ...] = DEFAULT_TOP_PERCENT
+    cliff_random_draws: int = AUDIT_CLIFF_RANDOM_DRAWS
+    cliff_renormalise: bool = False
+    cliff_min_class: int = MIN_CLASS
 
     def __post_init__(self) -> None:
+        self._check_cliff()
         if self.exact not in EXACT:
             raise RefusalCircuitsError(
                 f"unknown exact={self.exact!r}; use one of {', '.join(EXACT)}"
@@ -87,6 +113,34 @@ class AuditConfig:
                 f"screen_k ({self.screen_k}) and screen_band_k ({self.screen_band_k}) must be "
                 f"at least 1; pass exact='all' to measure every head"
             )
+
+    def _check_cliff(self) -> None:
+        """The cliff step's settings, before any model work (the command names its options)."""
+        if self.cliff_ablation not in TRACE_ABLATIONS:
+            raise RefusalCircuitsError(
+                f"unknown cliff_ablation={self.cliff_ablation!r}; use one of "
+                f"{', '.join(TRACE_ABLATIONS)}"
+            )
+        if not 0.0 <= self.cliff_alpha < 1.0:
+            raise RefusalCircuitsError(
+                f"cliff_alpha={self.cliff_alpha}: a down-scaling in [0, 1), e.g. 0.1"
+            )
+        bad = [p for p in self.cliff_top_percent if not 0.0 < p <= 100.0]
+        if bad or not self.cliff_top_percent:
+            raise RefusalCircuitsError(
+                f"cliff_top_percent={list(self.cliff_top_percent)}: percentages in (0, 100], "
+                "e.g. 1.5 3 10"
+            )
+        for name, least in (
+            ("cliff_gen_tokens", 1),
+            ("cliff_answer_tokens", 1),
+            ("cliff_random_draws", 0),
+            ("cliff_min_class", 2),
+            ("cliff_layer", 0),
+        ):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise RefusalCircuitsError(f"{name}={value}: use {least} or more")
 
     def settings(self) -> dict[str, Any]:
         """The settings as JSON values (tuples as lists)."""

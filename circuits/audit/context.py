@@ -23,6 +23,7 @@ from circuits.audit.config import AuditConfig
 from circuits.behaviour import Judge, PairBehaviour
 from circuits.cascade import CascadeResult
 from circuits.cipher import CipherContrast
+from circuits.cliff import CliffResult, Trace
 from circuits.dose_response import DoseResponse
 from circuits.knockout import Head, capture_z
 from circuits.metric_check import MetricCheck
@@ -52,6 +53,8 @@ class AuditContext:
     store: StepStore
     jailbreak: list[Any] = field(default_factory=list)
     cipher_pairs: list[Any] = field(default_factory=list)  # pair i encodes pair i
+    cliff_traces: list[Trace] = field(default_factory=list)  # given traces (else generated)
+    cliff_traces_source: str = "generated"  # where the cliff step's traces come from
     judge: Judge | None = None
     progress: bool = True
     # Findings, in the order the steps set them.
@@ -76,6 +79,7 @@ class AuditContext:
     comparison: AblationComparison | None = None
     metric_check: MetricCheck | None = None
     cipher: CipherContrast | None = None
+    cliff: CliffResult | None = None
 
     # What is derived from the pairs, recomputed after :meth:`restrict`.
     _PAIR_DERIVED = ("harmful", "control", "answers", "reference", "base")

@@ -27,6 +27,7 @@ from circuits.audit.context import AuditContext, judge_name
 from circuits.audit.result import AuditResult, DLASummary, HeadFinding
 from circuits.audit.views import write_audit_outputs
 from circuits.behaviour import Judge
+from circuits.cliff import Trace
 from circuits.knockout import Head
 from circuits.metric_check import OTHER_METRIC
 from circuits.provenance import versions
@@ -59,6 +60,13 @@ def steps_for(config: AuditConfig) -> list[Step]:
     if config.pairs == "refused":
         title = "keep the pairs whose harmful prompt is refused and whose control is not"
         listed.append(Step("refused_pairs", title, keep_refused))
+    if config.cliff:
+        # Early: it needs no other finding, and a model that refuses too little for a
+        # probe, or whose traces never close, is told so before the per-head steps.
+        what = "probe sweep, curves along reasoning traces, cliff scores"
+        if config.cliff_tracing:
+            what += f", head tracing, top-k% ablation ({config.cliff_random_draws} random draws)"
+        listed.append(Step("cliff", f"refusal cliff: {what}", steps.cliff))
     listed += [
         Step(
             "interchange", "interchange necessity and sufficiency of every head", steps.interchange
@@ -125,6 +133,8 @@ def audit(
     *,
     jailbreak: Sequence[Any] = (),
     cipher_pairs: Sequence[Any] = (),
+    cliff_traces: Sequence[Trace] = (),
+    cliff_traces_source: str = "given traces",
     judge: Judge | None = None,
     run: dict[str, Any] | None = None,
 ) -> AuditResult:
@@ -137,6 +147,9 @@ def audit(
         jailbreak: jailbreak-framed pairs for the negative-head step (optional).
         cipher_pairs: with ``config.cipher``, pair i encoding pair i (default: every pair
             encoded with ``Cipher.from_seed(config.cipher_seed)``).
+        cliff_traces: with ``config.cliff``, the reasoning traces to read the probe along
+            (default: generated from the harmful prompts); ``cliff_traces_source`` names
+            them in the result (e.g. the file).
         judge: behaviour classifier ``str -> class``; the keyword judge by default.
         run: the command's run record (:func:`circuits.provenance.run_record`), kept in
             ``audit.json`` under ``"run"``.
@@ -164,6 +177,8 @@ def audit(
             f"{len(cipher_pairs)} cipher pairs for {len(pairs)} pairs; pair i of the cipher set "
             "must encode pair i"
         )
+    if cliff_traces and not config.cliff:
+        raise RefusalCircuitsError("cliff traces given without the cliff step; set cliff=True")
     out = Path(out_dir) if out_dir is not None else None
     # Every step is keyed on the model's fingerprint (weights, config, tokenizer,
     # chat template, dtype, device kind, toolkit version): nothing stored for
@@ -183,6 +198,8 @@ def audit(
         store=store,
         jailbreak=jailbreak,
         cipher_pairs=cipher_pairs,
+        cliff_traces=list(cliff_traces),
+        cliff_traces_source=cliff_traces_source if cliff_traces else "generated",
         judge=judge,
         progress=progress,
     )
@@ -238,9 +255,11 @@ def result_of(ctx: AuditContext, *, seconds: float, run: dict[str, Any] | None) 
         kept_pairs=ctx.kept,
         metric_check=ctx.metric_check,
         cipher=ctx.cipher,
+        cliff=ctx.cliff,
         settings={
             **ctx.config.settings(),
             "n_jailbreak": len(ctx.jailbreak),
+            "cliff_traces": ctx.cliff_traces_source if ctx.config.cliff else None,
             "judge": judge_name(ctx.judge),
         },
         versions=versions(),

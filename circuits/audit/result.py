@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+import numpy as np
+
 from attribution.result import Result
 from attribution.statistics import EffectStats, HeadStat
 from circuits.ablation_compare import AblationComparison
@@ -17,6 +19,8 @@ from circuits.behaviour import PairBehaviour
 from circuits.cascade import CascadeResult
 from circuits.cipher import CipherContrast
 from circuits.cipher_views import cipher_summary
+from circuits.cliff import CliffResult
+from circuits.cliff_views import cliff_summary
 from circuits.dose_response import DoseResponse
 from circuits.knockout import Head
 from circuits.metric_check import MetricCheck
@@ -78,6 +82,38 @@ class HeadFinding(HeadStat):
         return (self.ci_low, self.ci_high)
 
 
+# The summary names at most this many cliff heads (the report's table lists them all).
+MAX_CLIFF_HEADS = 10
+
+
+@dataclass(frozen=True)
+class CliffHead(Result):
+    """A head of the cliff step's tracing beside the audit's roles (``AuditResult.cliff_heads``).
+
+    ``rank``: its rank among the traced heads by probe change (1 = suppresses refusal
+    most; ``None``: at or after the probe layer, not traced); ``effect``: the mean
+    change of the probe's log-odds at the last position before the answer under the
+    tracing's ablation (> 0: the head suppresses refusal there), ``q`` its BH q;
+    ``cliff``: one of the cliff heads, the heads the step ablates in its largest top-k%
+    set that have a positive effect (ranked by effect, not by q: a sign-flip test over
+    traces with exact zeros, e.g. the organism's unsusceptible ones, has little power,
+    while a head with tiny consistent effects can have a small q); ``roles``: what the
+    audit found it to be (``gate``, ``amplifier``, ``negative head``; empty for none).
+    """
+
+    layer: int
+    head: int
+    rank: int | None
+    effect: float
+    q: float
+    cliff: bool
+    roles: list[str]
+
+    @property
+    def label(self) -> str:
+        return f"L{self.layer}H{self.head}"
+
+
 @dataclass
 class AuditResult(Result):
     """Everything an audit found, with the measurements behind it.
@@ -108,6 +144,7 @@ class AuditResult(Result):
     kept_pairs: list[int] | None = None  # pairs="refused": the given pairs' indices kept
     metric_check: MetricCheck | None = None  # the top heads under the other metric
     cipher: CipherContrast | None = None  # cipher contrast (optional step)
+    cliff: CliffResult | None = None  # the refusal cliff (optional step)
     # The published rule's gate (largest necessity + sufficiency among DLA-dark band heads),
     # why the top band heads are or are not the gate, and the gate's amplifier drop tests.
     published_gate: HeadFinding | None = None
@@ -193,6 +230,9 @@ class AuditResult(Result):
             lines.append(self.metric_check.line())
         if self.cipher is not None:
             lines += cipher_summary(self.cipher)
+        if self.cliff is not None:
+            lines += [f"Refusal cliff: {line}" for line in cliff_summary(self.cliff)]
+            lines += self.cliff_lines()
         if self.dose_response is not None:
             d = self.dose_response
             walk = ", ".join(f"{a:g}:{b}" for a, b in zip(d.alphas, d.dominant(), strict=True))
@@ -261,9 +301,83 @@ class AuditResult(Result):
             )
         ]
 
+    def roles(self) -> dict[Head, list[str]]:
+        """The audit's named heads and their roles (gate, amplifier, negative head)."""
+        named: dict[Head, list[str]] = {}
+        for role, heads in (
+            ("gate", [(g.layer, g.head) for g in self.gate]),
+            ("amplifier", [(a.layer, a.head) for a in self.amplifiers]),
+            ("negative head", self.negative_heads.heads if self.negative_heads else []),
+        ):
+            for a, b in heads:
+                named.setdefault((int(a), int(b)), []).append(role)
+        return named
+
+    def cliff_heads(self) -> list[CliffHead]:
+        """The cliff heads (by rank), then the audit's other named heads, each with both
+        findings (:class:`CliffHead`); empty without the cliff step's head tracing."""
+        tracing = self.cliff.tracing if self.cliff is not None else None
+        if tracing is None:
+            return []
+        effect, q = tracing.stats.effect, tracing.stats.q
+        traced = [(h.layer, h.head) for h in tracing.ranked if np.isfinite(h.value)]
+        rank = {h: i for i, h in enumerate(traced, start=1)}
+        k = max((len(a.heads) for a in self.cliff.ablations), default=0)  # type: ignore[union-attr]
+        cliff = [h for h in traced[:k] if effect[h] > 0]
+        named = self.roles()
+        others = sorted((h for h in named if h not in cliff), key=lambda h: rank.get(h, 10**9))
+        return [
+            CliffHead(h[0], h[1], rank.get(h), float(effect[h]), float(q[h]), h in cliff,
+                      named.get(h, []))
+            for h in [*cliff, *others]
+        ]  # fmt: skip
+
+    def cliff_lines(self) -> list[str]:
+        """The cliff heads, and whether they are the audit's gate, amplifiers or negative heads."""
+        heads = self.cliff_heads()
+        if self.cliff is None or self.cliff.tracing is None:
+            return []
+
+        def text(h: CliffHead) -> str:
+            if h.rank is None:
+                return f"{h.label} not traced (at or after the probe layer)"
+            return f"{h.label} rank {h.rank} ({h.effect:+.2f} log-odds, q={h.q:.2g})"
+
+        cliff = [h for h in heads if h.cliff]
+        more = len(cliff) - MAX_CLIFF_HEADS
+        lines = [
+            "Cliff heads (the top-ranked heads of the largest top-k% set ablated, by the "
+            "probe's change before the answer): "
+            + ("; ".join(text(h) for h in cliff[:MAX_CLIFF_HEADS]) or "none")
+            + (f" and {more} more (report table)" if more > 0 else "")
+            + "."
+        ]
+        named = [h for h in heads if h.roles]
+        if not named:
+            return lines
+        both = [h for h in named if h.cliff]
+        lines.append(
+            (
+                "Cliff heads the audit also named: "
+                + "; ".join(f"{text(h)} = {' and '.join(h.roles)}" for h in both)
+                if both
+                else "None of the audit's named heads is a cliff head"
+            )
+            + (
+                "; the others in the cliff's tracing: "
+                + "; ".join(f"{' and '.join(h.roles)} {text(h)}" for h in named if not h.cliff)
+                if len(both) < len(named)
+                else ""
+            )
+            + "."
+        )
+        return lines
+
     # -- serialisation ------------------------------------------------------
     def derived(self) -> dict[str, Any]:
-        return {"summary": self.summary()}
+        if self.cliff is None:
+            return {"summary": self.summary()}
+        return {"summary": self.summary(), "cliff_heads": self.cliff_heads()}
 
 
 def _drop_text(a: HeadFinding, t: DropTest | None) -> str:

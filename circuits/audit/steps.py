@@ -38,6 +38,7 @@ from circuits.cascade import (
     percent_change,
 )
 from circuits.cipher import CipherContrast, cipher_contrast
+from circuits.cliff import CliffResult, cliff_step
 from circuits.dose_response import DoseResponse, dose_response
 from circuits.knockout import Head, capture_z, intervened_dla, knockouts
 from circuits.metric_check import OTHER_METRIC, MetricCheck
@@ -615,3 +616,56 @@ def cipher(ctx: AuditContext) -> None:
         ).to_dict()  # fmt: skip
 
     ctx.cipher = CipherContrast.from_dict(ctx.store.step("cipher", deps, run))
+
+
+# Bump when the cliff step's stored result changes shape: a step stored before is recomputed.
+CLIFF_STEP_VERSION = 1
+
+
+def cliff(ctx: AuditContext) -> None:
+    """The refusal cliff of the audited model (:func:`circuits.cliff.cliff_step`).
+
+    The probe is trained on the pairs' harmful prompts and the jailbreak-framed ones
+    (the complied-harmful control) against the controls; the traces are the given ones,
+    else generated from the harmful prompts with the model's thinking template (or asked
+    to reason between ``<think>`` and ``</think>``). Which cliff heads are also the
+    audit's gate, amplifiers or negative heads is read off the result
+    (:meth:`circuits.audit.result.AuditResult.cliff_heads`), so nothing here depends on
+    the steps before it.
+    """
+    s = ctx.config
+    traces = ctx.cliff_traces or None
+    deps = {
+        **ctx.base,
+        "jailbreak": digest([p.harmful for p in ctx.jailbreak]),
+        "traces": digest([t.to_dict() for t in traces]) if traces else "generated",
+        "judge": judge_name(ctx.judge),
+        "seed": s.seed,
+        **{k: v for k, v in s.settings().items() if k.startswith("cliff_")},
+        "v": CLIFF_STEP_VERSION,
+    }
+
+    def run() -> dict[str, Any]:
+        return cliff_step(
+            ctx.model,
+            [p.harmful for p in ctx.pairs],
+            [p.control for p in ctx.pairs],
+            probe_harmful=[p.harmful for p in ctx.jailbreak],
+            traces=traces,
+            traces_source=ctx.cliff_traces_source,
+            layer=s.cliff_layer,
+            gen_tokens=s.cliff_gen_tokens,
+            answer_tokens=s.cliff_answer_tokens,
+            tracing=s.cliff_tracing,
+            ablation=s.cliff_ablation,  # type: ignore[arg-type]
+            alpha=s.cliff_alpha,
+            percents=s.cliff_top_percent,
+            random_draws=s.cliff_random_draws,
+            renormalise=s.cliff_renormalise,
+            min_class=s.cliff_min_class,
+            seed=s.seed,
+            judge=ctx.judge,
+            progress=ctx.progress,
+        ).to_dict()
+
+    ctx.cliff = CliffResult.from_dict(ctx.store.step("cliff", deps, run))

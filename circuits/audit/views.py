@@ -39,6 +39,7 @@ from circuits.audit.result import AuditResult, HeadFinding
 from circuits.behaviour import BEHAVIOURS
 from circuits.cascade import CascadeResult
 from circuits.cipher_views import cipher_figures
+from circuits.cliff_views import cliff_figures, probe_table
 from circuits.export import save_figures
 from circuits.knockout import Head
 from circuits.roles import DropTest, GateCheck
@@ -484,7 +485,40 @@ def audit_tables(result: AuditResult) -> list[Table]:
         tables.append(metric_check_table(result))
     if result.behaviour is not None:
         tables.append(behaviour_table(result))
+    if result.cliff is not None:
+        tables.append(replace(probe_table(result.cliff), title="Refusal cliff: probe per layer"))
+        if result.cliff.tracing is not None:
+            tables.append(cliff_heads_table(result))
     return tables
+
+
+def cliff_heads_table(result: AuditResult) -> Table:
+    """The cliff heads beside the audit's gate, amplifiers and negative heads."""
+    rows = [
+        [
+            h.label,
+            "-" if h.rank is None else str(h.rank),
+            number(h.effect, "+.3f"),
+            number(h.q, ".2g"),
+            "yes" if h.cliff else "no",
+            ", ".join(h.roles) or "-",
+        ]
+        for h in result.cliff_heads()
+    ]
+    return Table(
+        "Refusal cliff: the heads that suppress refusal before the answer, beside the audit's "
+        "roles",
+        [
+            "head",
+            "rank in the cliff's tracing",
+            "probe change before the answer (log-odds; > 0 suppresses refusal)",
+            "q",
+            "cliff head (in the largest top-k% set ablated)",
+            "the audit's role",
+        ],
+        rows,
+        note=" ".join(result.cliff_lines()),
+    )
 
 
 def metric_check_table(result: AuditResult) -> Table:
@@ -577,6 +611,8 @@ def audit_figures(result: AuditResult) -> dict[str, go.Figure]:
     }
     if result.cipher is not None:
         figures.update(cipher_figures(result.cipher))
+    if result.cliff is not None:
+        figures.update({f"cliff_{k}": v for k, v in cliff_figures(result.cliff).items()})
     return figures
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from circuits.cli.cliff import DEFAULT_ALPHA, DEFAULT_TOP_PERCENT, TRACE_ABLATIONS
 from circuits.cli.common import (
     METRICS,
     ORGANISM,
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from patching.prompts import PromptPair
 
 DEFAULT_OUT = Path("audit")
+# circuits.audit.config's AUDIT_CLIFF_RANDOM_DRAWS, mirrored so that building the parser
+# imports no torch.
+AUDIT_CLIFF_RANDOM_DRAWS = 9
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +33,9 @@ def register(subparsers: Any) -> None:
             "Audit a chat model's refusal circuit: interchange necessity with significance, "
             "DLA, the gate and its amplifiers, the knockout cascade against a random-head "
             "null, dose-response, negative refusal heads and attack success, ablation vs "
-            "interchange. With no arguments it audits the built-in model organism. Writes "
+            "interchange; optional steps --cipher (cipher contrast) and --cliff (the refusal "
+            "cliff, its heads beside the audit's roles). With no arguments it audits the "
+            "built-in model organism. Writes "
             "DIR/audit.json, DIR/report.html and PNG/SVG figures; finished steps are kept in "
             "DIR/steps, so rerunning after an interruption resumes. DIR/run.json records the "
             "command, the pairs' digests, the settings and the library versions."
@@ -111,12 +117,115 @@ def register(subparsers: Any) -> None:
         help="with --cipher: pairs aligned with --pairs, pair i encoding pair i (default: the "
         "organism's own for the organism, else the pairs encoded with a seeded cipher)",
     )
+    add_cliff_args(parser)
     parser.add_argument("--no-figures", action="store_true", help="skip PNG/SVG export")
     parser.set_defaults(handler=run)
 
 
+def add_cliff_args(parser: argparse.ArgumentParser) -> None:
+    """The refusal-cliff step's options (the ``cliff`` command's, prefixed ``--cliff-``)."""
+    group = parser.add_argument_group("refusal cliff (with --cliff)")
+    group.add_argument(
+        "--cliff",
+        action="store_true",
+        help="add the refusal-cliff step: a refusal probe along reasoning traces, cliff scores, "
+        "the heads that suppress refusal before the answer beside the audit's roles, and "
+        "their top-k%% ablation (with the organism: its thinking variant)",
+    )
+    group.add_argument(
+        "--cliff-traces",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSONL traces (prompt, thinking, response) to read the probe along (default: "
+        "generated from the harmful prompts with the model's thinking template, else asked "
+        "to reason between <think> and </think>)",
+    )
+    group.add_argument(
+        "--cliff-layer", type=int, default=None, help="probe layer (default: best CV AUC)"
+    )
+    group.add_argument(
+        "--cliff-gen-tokens", type=int, default=None, help="tokens of a generated trace (64)"
+    )
+    group.add_argument(
+        "--cliff-ablation",
+        default=None,
+        choices=TRACE_ABLATIONS,
+        help="head tracing: scale each head's output by --cliff-alpha, or zero or mean "
+        "ablate it (scale)",
+    )
+    group.add_argument("--cliff-alpha", type=float, default=None, help=f"scale ({DEFAULT_ALPHA:g})")
+    group.add_argument(
+        "--cliff-top-percent",
+        type=float,
+        nargs="+",
+        default=None,
+        help="percentages of heads to ablate, the top-ranked and as many random ones "
+        f"({' '.join(f'{p:g}' for p in DEFAULT_TOP_PERCENT)})",
+    )
+    group.add_argument(
+        "--cliff-random-draws",
+        type=int,
+        default=None,
+        help=f"random head sets per k ({AUDIT_CLIFF_RANDOM_DRAWS}: empirical p down to 0.1; the "
+        "cliff command draws 99); each costs one generation over the harmful prompts",
+    )
+    group.add_argument(
+        "--cliff-renormalise",
+        action="store_true",
+        help="scale the ablated layer's other heads up by n/(n-k), as the paper's code does",
+    )
+    group.add_argument(
+        "--no-cliff-tracing",
+        action="store_true",
+        help="probe and curves only: no head tracing and no ablation",
+    )
+
+
+CLIFF_OPTIONS = ("cliff_traces", "cliff_layer", "cliff_gen_tokens", "cliff_ablation",
+                 "cliff_alpha", "cliff_top_percent", "cliff_random_draws", "cliff_renormalise",
+                 "no_cliff_tracing")  # fmt: skip
+
+
+def cliff_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``AuditConfig`` fields of the cliff options given, checked before any work."""
+    from patching.errors import OptionError
+
+    given = [o for o in CLIFF_OPTIONS if getattr(args, o) not in (None, False)]
+    if not args.cliff:
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise OptionError(f"{option} without --cliff: add --cliff, or drop it")
+        return {}
+    check_count(args.cliff_layer, "--cliff-layer", "the probe layer", minimum=0)
+    check_count(args.cliff_gen_tokens, "--cliff-gen-tokens", "the trace length")
+    check_count(args.cliff_random_draws, "--cliff-random-draws", "the random draws", minimum=0)
+    if args.cliff_alpha is not None and not 0.0 <= args.cliff_alpha < 1.0:
+        raise OptionError(f"--cliff-alpha {args.cliff_alpha}: a down-scaling in [0, 1), e.g. 0.1")
+    bad = [p for p in args.cliff_top_percent or () if not 0.0 < p <= 100.0]
+    if bad:
+        raise OptionError(f"--cliff-top-percent {bad}: percentages in (0, 100], e.g. 1.5 3 10")
+    values: dict[str, Any] = {
+        "cliff": True,
+        "cliff_tracing": not args.no_cliff_tracing,
+        "cliff_renormalise": args.cliff_renormalise,
+    }
+    for name in ("cliff_layer", "cliff_gen_tokens", "cliff_ablation", "cliff_alpha",
+                 "cliff_random_draws"):  # fmt: skip
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.cliff_top_percent is not None:
+        values["cliff_top_percent"] = tuple(args.cliff_top_percent)
+    return values
+
+
 def _heads(heads: list[tuple[int, int]]) -> str:
     return ", ".join(f"L{a}H{b}" for a, b in heads) or "none"
+
+
+def _variant(args: argparse.Namespace) -> str:
+    """The organism variant: with --cliff the thinking one (the same circuit, and a cliff)."""
+    return "thinking" if args.cliff else "exact"
 
 
 def _jailbreak(args: argparse.Namespace) -> tuple[list[PromptPair], Path | None]:
@@ -126,7 +235,7 @@ def _jailbreak(args: argparse.Namespace) -> tuple[list[PromptPair], Path | None]
     if args.jailbreak is not None:
         return read_pairs(args.jailbreak), Path(args.jailbreak)
     if args.model == ORGANISM:
-        path = organism_path() / "pairs_jailbreak.jsonl"
+        path = organism_path(_variant(args)) / "pairs_jailbreak.jsonl"
         return read_pairs(path), path
     return [], None
 
@@ -145,13 +254,15 @@ def _cipher_pairs(args: argparse.Namespace) -> list[PromptPair]:
     if args.cipher_pairs is not None:
         return read_pairs(args.cipher_pairs, n=args.n, seed=seed)
     if args.model == ORGANISM and args.pairs is None:
-        return read_pairs(organism_path() / "pairs_cipher.jsonl", n=args.n, seed=seed)
+        path = organism_path(_variant(args)) / "pairs_cipher.jsonl"
+        return read_pairs(path, n=args.n, seed=seed)
     return []
 
 
 def run(args: argparse.Namespace) -> int:
     from circuits.audit import AuditConfig, audit
     from circuits.cli.inputs import prepare
+    from circuits.cliff import read_traces
     from circuits.provenance import pairs_record
     from patching.checks import check_distinct_texts, check_pairs_fit
     from patching.errors import OptionError
@@ -161,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check_heads < 0:
         raise OptionError(f"--check-heads {args.check_heads}: use 0 (no cross-check) or more")
     check_count(args.screen_k, "--screen-k", "the heads measured exactly per screen ranking")
+    cliff = cliff_settings(args)
     config = AuditConfig(
         seed=args.seed,
         band=(args.band[0], args.band[1]),
@@ -175,8 +287,10 @@ def run(args: argparse.Namespace) -> int:
         screen_k=args.screen_k,
         screen_band_k=args.screen_k,
         cipher=args.cipher,
+        **cliff,
     )
     cipher_pairs = _cipher_pairs(args)
+    traces = read_traces(args.cliff_traces) if args.cliff_traces is not None else []
     jailbreak, jailbreak_file = _jailbreak(args)
     check_distinct_texts(jailbreak)
     prepared = prepare(
@@ -185,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
         ci=True,
         extra_tokens=config.gen_tokens,
         extra={"jailbreak": pairs_record(jailbreak, jailbreak_file) if jailbreak else None},
+        variant=_variant(args),
     )
     model, pairs = prepared.model, prepared.pairs
     check_pairs_fit(model, jailbreak, extra_tokens=config.gen_tokens)
@@ -198,6 +313,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         jailbreak=jailbreak,
         cipher_pairs=cipher_pairs,
+        cliff_traces=traces,
+        cliff_traces_source=str(args.cliff_traces),
         run=prepared.run,
     )
     for line in result.summary():

@@ -218,6 +218,10 @@ def test_ablating_the_cliff_head_stops_attack_success(
     for heads, rate in zip(three.random_heads, three.random_attack_success, strict=True):
         if list(truth.cliff_head) not in heads:
             assert rate == pytest.approx(planted)
+    # The test is one-sided towards lower attack success: random draws without the cliff
+    # head keep the planted level, so p is the smallest the draws allow.
+    assert all(list(truth.cliff_head) not in heads for heads in three.random_heads)
+    assert three.p_value == pytest.approx(1 / (1 + len(three.random_heads)))
 
 
 def test_renormalised_ablation_is_labelled_and_boosts_by_n_over_n_minus_k(
@@ -372,7 +376,7 @@ def test_random_heads_come_from_the_traced_candidates_and_k_is_capped(
             assert len(heads) == len(a.heads)
             assert all(layer < 2 for layer, _ in heads)
         rates = np.array(a.random_attack_success)
-        assert a.p_value == pytest.approx((1 + (rates >= a.attack_success).sum()) / 20)
+        assert a.p_value == pytest.approx((1 + (rates <= a.attack_success).sum()) / 20)
     # All six candidates ablated: every draw is the same set, so p = 1.
     assert big.p_value == 1.0
     assert C.DEFAULT_RANDOM_DRAWS == 99

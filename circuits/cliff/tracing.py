@@ -1,0 +1,99 @@
+"""Head tracing: each head's output scaled (or ablated) and the change of the probe's log-odds at
+the last position before the answer (docs/science.md#refusal-cliff).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from attribution.result import Result
+from attribution.statistics import EffectStats, HeadStat, effect_stats
+from circuits.cliff.probe import RefusalProbe, probe_positions
+from circuits.cliff.traces import TraceTokens
+from patching.executor import DEFAULT_BATCH_SIZE, run_and_cache
+from patching.interventions import Ablation, Intervention, Scale, z_hook
+from patching.model import HookedModel
+
+DEFAULT_ALPHA = 0.1
+TRACE_ABLATIONS = ("scale", "zero", "mean")
+TraceAblation = Literal["scale", "zero", "mean"]
+
+
+@dataclass(frozen=True)
+class HeadTrace(Result):
+    """Per head: the change of the probe's log-odds of refusal at the last position before
+    the answer when the head's output is scaled by ``alpha`` (``ablation="scale"``),
+    zeroed or mean-ablated; > 0 means the head suppresses refusal. Heads at or after
+    the probe layer cannot move it (NaN)."""
+
+    ablation: str
+    alpha: float
+    probe_layer: int
+    stats: EffectStats
+    ranked: list[HeadStat]
+
+    def derived(self) -> dict[str, Any]:
+        return {"top": [h.label for h in self.ranked[:5]]}
+
+
+def _head_rows(
+    layer: int, head: int, ablation: str, alpha: float, means: Tensor | None
+) -> Intervention:
+    if ablation == "scale":
+        return Scale(layer, head, "all", alpha)
+    if ablation == "mean" and means is not None:
+        return Ablation(layer, head, "all", "mean", means[layer, head])
+    return Ablation(layer, head, "all")
+
+
+def head_means(
+    model: HookedModel, tokens: Sequence[Tensor], *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Float[Tensor, "layer head d_head"]:
+    """Every head's output (``hook_z``) averaged over all positions of ``tokens``."""
+    names = {str(layer): z_hook(layer) for layer in range(model.n_layers)}
+    _, caches = run_and_cache(model, list(tokens), names=names, batch_size=batch_size, to_cpu=True)
+    return torch.stack(
+        [
+            torch.cat([c[str(layer)].double() for c in caches]).mean(0)
+            for layer in range(model.n_layers)
+        ]
+    ).float()
+
+
+def trace_heads(
+    model: HookedModel,
+    probe: RefusalProbe,
+    segments: Sequence[TraceTokens],
+    *,
+    ablation: TraceAblation = "scale",
+    alpha: float = DEFAULT_ALPHA,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> HeadTrace:
+    """Each head's effect on the probe at the last position before the answer."""
+    if ablation not in TRACE_ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; use one of {', '.join(TRACE_ABLATIONS)}")
+    # The model is causal: nothing after the last position before the answer matters.
+    tokens = [tt.tokens[: tt.answer] for tt in segments]
+    means = head_means(model, tokens, batch_size=batch_size) if ablation == "mean" else None
+    clean = np.array([x[0] for x in probe_positions(model, probe, tokens, at=[-1])])
+    effects = np.full((len(tokens), model.n_layers, model.n_heads), np.nan)
+    heads = [(a, b) for a in range(min(probe.layer, model.n_layers)) for b in range(model.n_heads)]
+    for layer, head in tqdm(heads, desc="heads", unit="head", disable=not progress):
+        iv = _head_rows(layer, head, ablation, alpha, means)
+        got = probe_positions(
+            model, probe, tokens, [[iv]] * len(tokens), at=[-1], batch_size=batch_size
+        )
+        effects[:, layer, head] = np.array([x[0] for x in got]) - clean
+    stats = effect_stats(effects, seed=seed)
+    ranked = stats.top(len(heads))
+    return HeadTrace(ablation, alpha if ablation == "scale" else 0.0, probe.layer, stats, ranked)
