@@ -52,7 +52,7 @@ from torch import Tensor
 from patching import compat, self_check
 from patching.clean_run import CleanRun, RunStats, clean_pass
 from patching.hooks import Hook
-from patching.interventions import Intervention, Scale, resolve_positions
+from patching.interventions import Ablation, Intervention, Scale, resolve_positions
 from patching.model import HookedModel
 from patching.rows import (
     CPU_CHUNK_MB,
@@ -162,7 +162,9 @@ def _self_check(model: HookedModel, prompt: Tensor) -> self_check.EngineCheck:
     position (a cached prefix, per-row starts); each row's clean logits and three
     patched variants (a head zero-ablated in the first, a middle and the last layer,
     rows joining at their own layer) must equal a plain forward pass of the same
-    variants on that row alone.
+    variants on that row alone. The knockout path too: the prompt and a copy one token
+    shorter (sharing all but their last two tokens), a middle-layer head zeroed at every
+    position, resumed at its layer with the shared prefix run once (:mod:`patching.executor`).
     """
     prompts = [prompt, prompt[1:]] if len(prompt) > 2 else [prompt]
     heads = model.n_heads
@@ -175,9 +177,12 @@ def _self_check(model: HookedModel, prompt: Tensor) -> self_check.EngineCheck:
         )
     ]
     where = f"on {model.name}, a {len(prompt)}-token prompt and a padded shorter copy"
+    nested = [prompt, prompt[:-1]] if len(prompt) > 2 else []
+    knockout: list[Intervention] = [Ablation(model.n_layers // 2, 0, kind="zero")]
     with torch.no_grad():
         plain = torch.cat(
             [run_rows_full(model, p, [[], *probe], readout=[len(p) - 1]) for p in prompts]
+            + [run_rows_full(model, p, [knockout], readout=[len(p) - 1]) for p in nested]
         )
         try:
             starts = [len(p) - 1 for p in prompts]
@@ -185,10 +190,28 @@ def _self_check(model: HookedModel, prompt: Tensor) -> self_check.EngineCheck:
             runs, _ = clean_pass(model, prompts, starts, reads, [{} for _ in prompts], ())
             fast = torch.cat(
                 [torch.cat([run.logits[None], run_rows_fast(model, run, probe)]) for run in runs]
+                + ([_knocked_out(model, nested, knockout)] if nested else [])
             )
         except Exception as exc:  # internals changed shape: a crash is a failed check too
             return self_check.crashed(f"{type(exc).__name__}: {exc}", plain, n_tokens=len(prompt))
+        finally:
+            model.knocked_prefix = None
     return self_check.compare(fast, plain, n_tokens=len(prompt), where=where)
+
+
+def _knocked_out(
+    model: HookedModel, prompts: list[Tensor], knockout: list[Intervention]
+) -> Float[Tensor, "batch 1 d_vocab"]:
+    """The knockout path (:mod:`patching.executor`): resumed at the head's layer from a
+    kept clean pass, the prompts' shared prefix run once under the knockout."""
+    from patching.executor import forward_batch
+
+    last = {"resid": f"blocks.{model.n_layers - 1}.hook_resid_post"}
+    at = [[len(p) - 1] for p in prompts]
+    clean = forward_batch(model, prompts, capture=last, at=at, readout=at, keep_blocks=True)
+    rows = [knockout for _ in prompts]
+    out = forward_batch(model, prompts, rows, capture=last, at=at, readout=at, resume=clean.blocks)
+    return out.logits
 
 
 def clean_run(

@@ -10,13 +10,17 @@ run as one left-padded pass with a cached prefix up to each row's last position,
 and each row's clean logits and three patched variants (a head zero-ablated in
 the first, a middle and the last layer, rows joining at their own layer) must
 equal plain forward passes of the same variants on that row alone, within a
-tolerance set by the dtype. On a mismatch, or if the fast path raises, the
-engine warns once, naming the installed versions, and uses plain forward passes
-for the rest of the process (same numbers, slower). The result is kept on the
-model (``HookedModel.engine_check``) and every output records it.
+tolerance set by the dtype; so must the knockouts' path (a middle-layer head
+zeroed in the prompt and a copy one token shorter, resumed at its layer from a
+kept clean pass, their shared prefix run once under the knockout). On a mismatch,
+or if the fast path raises, the engine warns once, naming the installed versions,
+and uses plain forward passes for the rest of the process (same numbers, slower).
+The result is kept on the model (``HookedModel.engine_check``) and every output
+records it.
 
 Cost, per model per process: one clean pass of two rows, six patched rows of one
-position, and two plain forward passes of four rows.
+position, two plain forward passes of four rows, and for the knockout path a clean
+and a resumed pass of two rows and two plain passes of one.
 
 Explained in ``docs/dependencies.md#three-defences-against-a-silent-change``.
 """

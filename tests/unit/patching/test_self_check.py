@@ -41,8 +41,8 @@ def _request(model):
 def _break_prefix(monkeypatch) -> None:
     reset = compat.reset_cache
 
-    def zeroed(cache, prefix, rows):
-        reset(cache, [(k * 0, v * 0) for k, v in prefix], rows)
+    def zeroed(cache, prefix, rows, first_layer=0):
+        reset(cache, [(k * 0, v * 0) for k, v in prefix], rows, first_layer)
 
     monkeypatch.setattr(compat, "reset_cache", zeroed)
 
@@ -50,7 +50,7 @@ def _break_prefix(monkeypatch) -> None:
 def test_a_crashing_fast_path_is_a_failed_check(fresh, monkeypatch) -> None:
     model = fresh("gpt2")
     prompts, rows = _request(model)
-    monkeypatch.setattr(compat, "reset_cache", lambda cache, prefix, rows: None)
+    monkeypatch.setattr(compat, "reset_cache", lambda cache, prefix, rows, first_layer=0: None)
     with pytest.warns(EngineMismatchWarning, match="raised RuntimeError"):
         _, patched = _patched(model, prompts, rows, start=[9, 6], quiet=False)
     assert model.engine_check is not None and not model.engine_check.fast_paths
@@ -78,7 +78,9 @@ def test_self_check_passes_and_is_recorded(fresh, arch) -> None:
     _, patched = _patched(model, prompts, rows, start=[9, 6])
     check = model.engine_check
     assert check is not None and check.passed and check.fast_paths
-    assert check.max_error <= check.tolerance and check.variants == 8  # 2 rows x 4 runs
+    assert (
+        check.max_error <= check.tolerance and check.variants == 10
+    )  # 2 rows x 4 runs, 2 knockouts
     assert check.versions["transformers"] == compat.versions()["transformers"]
     for fast, plain in zip(patched, _plain(model, prompts, rows), strict=True):
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
@@ -200,3 +202,24 @@ def test_the_check_covers_paths_the_first_call_does_not_use(fresh, monkeypatch) 
     _, patched = _patched(model, prompts, rows, start=[9, 6])
     for fast, plain in zip(patched, _plain(model, prompts, rows), strict=True):
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_a_wrong_knockout_prefix_is_caught(fresh, monkeypatch) -> None:
+    """The knockouts' own path: a prefix attending to every position (a mask layout the
+    adapter misreads) must fail the check, not change the numbers."""
+    model = fresh("qwen2")
+    prompts, rows = _request(model)
+    cut = compat.prefix_call
+
+    def unmasked(call, row, prefix, cache):
+        args, kwargs = cut(call, row, prefix, cache)
+        wide = {
+            k: torch.zeros_like(v) if isinstance(v, torch.Tensor) and v.ndim == 4 else v
+            for k, v in kwargs.items()
+        }
+        return args, wide
+
+    monkeypatch.setattr(compat, "prefix_call", unmasked)
+    with pytest.warns(EngineMismatchWarning, match="mismatch"):
+        _patched(model, prompts, rows, start=[9, 6], quiet=False)
+    assert model.engine_check is not None and not model.engine_check.fast_paths
