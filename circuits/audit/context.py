@@ -20,7 +20,7 @@ from attribution.refusal_tokens import refusal_token_ids
 from attribution.statistics import EffectStats, effect_stats
 from circuits.ablation_compare import AblationComparison
 from circuits.audit.config import AuditConfig
-from circuits.behaviour import Judge, PairBehaviour
+from circuits.behaviour import KEYWORD_JUDGE_VERSION, Judge, PairBehaviour
 from circuits.cascade import CascadeResult
 from circuits.cipher import CipherContrast
 from circuits.cliff import CliffResult, Trace
@@ -172,7 +172,9 @@ class AuditContext:
 
 
 def judge_name(judge: Judge | None) -> str:
-    return "keyword" if judge is None else getattr(judge, "__qualname__", type(judge).__name__)
+    if judge is None:
+        return f"keyword-v{KEYWORD_JUDGE_VERSION}"
+    return getattr(judge, "__qualname__", type(judge).__name__)
 
 
 def greedy_answers(model: HookedModel, prompts: Sequence[ChatPrompt]) -> torch.Tensor:
