@@ -171,7 +171,8 @@ def forward_batch(
     start = _resume_layer(model, rows, tokens, resume)
     shared_prefix = None
     if resume is not None and start > 0 and not extra_hooks and intervene_lengths is None:
-        shared_prefix = _shared_prefix(model, tokens, rows, reads, at, pads, resume, start)
+        captured = at if capture else []  # nothing captured: only the read-outs bound the cut
+        shared_prefix = _shared_prefix(model, tokens, rows, reads, captured, pads, resume, start)
     # With a shared prefix the pass computes columns ``cut..n_pos`` of the padded batch only.
     cut = shared_prefix[0] if shared_prefix is not None else 0
     columns = [[pad + p - cut for p in read] for pad, read in zip(pads, reads, strict=True)]
@@ -309,7 +310,8 @@ def _shared_prefix(
     first ``cut`` tokens the prompts share compute the same activations in every
     row: one pass of that prefix fills a key/value cache, and the batch then runs
     only its later positions against it (``docs/science.md#knockout-cascade``).
-    ``cut`` stops before the first read-out or captured position. Returns ``cut``
+    ``cut`` stops before the first read-out or captured position (``at``: the captured
+    positions; ``None`` when every position is captured, which leaves no prefix). Returns ``cut``
     and the suffix pass's block calls from ``start`` on, or ``None`` when the
     interventions, positions or the model's block calls do not allow it.
     """

@@ -30,3 +30,19 @@ def tiny_model(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):
     from patching.loading import load_model
 
     return load_model(tiny_dirs[request.param])
+
+
+@pytest.fixture
+def suffix_passes(monkeypatch) -> list[int]:
+    """The prefix length of every pass run from a shared prefix (empty: none was)."""
+    import patching.executor
+
+    cuts: list[int] = []
+    run = patching.executor._suffix_from
+
+    def spy(model, resume, start, prefix, hooks, columns=None):
+        cuts.append(prefix[0])
+        return run(model, resume, start, prefix, hooks, columns)
+
+    monkeypatch.setattr(patching.executor, "_suffix_from", spy)
+    return cuts

@@ -90,22 +90,6 @@ def _prefixed(lengths: tuple[int, ...] = (3, 8, 5, 8, 1), prefix: int = 6) -> li
     return [torch.cat([head, torch.randint(10, 400, (k,), generator=g)]) for k in lengths]
 
 
-@pytest.fixture
-def suffix_passes(monkeypatch) -> list[int]:
-    """The prefix length of every pass run from a shared prefix (empty: none was)."""
-    import patching.executor
-
-    cuts: list[int] = []
-    run = patching.executor._suffix_from
-
-    def spy(model, resume, start, prefix, hooks, columns=None):
-        cuts.append(prefix[0])
-        return run(model, resume, start, prefix, hooks, columns)
-
-    monkeypatch.setattr(patching.executor, "_suffix_from", spy)
-    return cuts
-
-
 @pytest.fixture(scope="module")
 def prefix_models(tiny_dirs):
     from patching.loading import load_model

@@ -35,7 +35,7 @@ def _prompts() -> list[ChatPrompt]:
 
 
 @pytest.mark.parametrize("kind", ["scale", "zero"])
-def test_per_head_scores_equal_lone_passes(model, kind) -> None:
+def test_per_head_scores_equal_lone_passes(model, kind, suffix_passes) -> None:
     prompts, ids = _prompts(), [3, 17, 42]
     heads = [(0, 1), (1, 0), (model.n_layers - 1, 2)]
 
@@ -53,9 +53,13 @@ def test_per_head_scores_equal_lone_passes(model, kind) -> None:
     measured[tuple(np.array(heads).T)] = True
     assert np.isnan(out[:, ~measured]).all() and np.isfinite(out[:, measured]).all()
     assert np.abs(out[:, 0, 1] - clean).max() > 1e-4  # the intervention does act
+    # The heads past layer 0 ran from the shared prefix, batch by batch: two batches of
+    # two prompts share 6 tokens, the last batch's lone prompt all 12 before its read-out.
+    # A layer-0 head has no clean layers to resume from: it runs whole.
+    assert suffix_passes == [6, 6, 6, 6, 12, 12]
 
 
-def test_dose_scores_equal_full_passes(model) -> None:
+def test_dose_scores_equal_full_passes(model, suffix_passes) -> None:
     """The dose-response's scores (resumed from a kept clean pass) == a full pass per dose."""
     prompts, ids = _prompts(), [3, 17, 42]
     heads = [(1, 0), (1, 2)]
@@ -65,3 +69,4 @@ def test_dose_scores_equal_full_passes(model) -> None:
         full = scores_under(model, prompts, ids, [row for _ in prompts])
         np.testing.assert_allclose([mean, sd], [full.mean(), full.std(ddof=1)], atol=1e-5)
     assert abs(dose.score_mean[0] - dose.score_mean[2]) > 1e-4  # the doses do differ
+    assert suffix_passes and set(suffix_passes) <= {6, 12}  # from the shared prefix
