@@ -19,7 +19,7 @@ Explained in ``docs/science.md#knockout-cascade``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,9 +32,22 @@ from attribution.metrics import refusal_score
 from patching.batching import length_batches
 from patching.chat import ChatPrompt
 from patching.components import decompose_residual
-from patching.executor import BlockInputs, Prompt, forward_batch, prompt_labels, run_and_cache
+from patching.executor import (
+    BatchOutput,
+    BlockInputs,
+    Prompt,
+    forward_batch,
+    prompt_labels,
+    run_and_cache,
+)
 from patching.fingerprint import digest
-from patching.interventions import Ablation, AblationKind, HeadIntervention, z_hook
+from patching.interventions import (
+    Ablation,
+    AblationKind,
+    HeadIntervention,
+    Intervention,
+    z_hook,
+)
 from patching.model import HookedModel
 
 Head = tuple[int, int]
@@ -118,6 +131,49 @@ def _clean_blocks(model: HookedModel, prompts: Sequence[Prompt]) -> BlockInputs:
     return kept[key]
 
 
+def variant_runs(
+    model: HookedModel,
+    tokens: Sequence[Tensor],
+    variants: Sequence[Callable[[int], Sequence[Intervention]]],
+    *,
+    capture: Mapping[str, str] | None = None,
+    at: Sequence[Sequence[int]] | None = None,
+    until: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "variants",
+) -> Iterator[tuple[int | None, list[int], BatchOutput]]:
+    """Every batch of ``tokens`` run clean, then under each variant: ``(v, idx, output)``
+    with ``v`` ``None`` for the clean pass, ``idx`` the batch's indices into ``tokens``.
+
+    ``variants[v](i)`` are sequence i's interventions in variant v (a head scaled, knocked
+    out...). Each batch of sequences of similar length runs clean once, kept, and then once
+    per variant from the variant's first intervened layer, the sequences' shared
+    chat-template prefix once per variant (:func:`patching.executor.forward_batch` with
+    ``resume``). ``capture``, ``at`` (each sequence's absolute positions) and ``until`` are
+    :func:`~patching.executor.forward_batch`'s.
+    """
+    batches = length_batches([len(t) for t in tokens], batch_size)
+    bar = tqdm(total=len(batches) * len(variants), desc=desc, unit="run", disable=not progress)
+    with bar:
+        for idx in batches:
+            batch = [tokens[i] for i in idx]
+            where = [at[i] for i in idx] if at is not None else None
+            # The clean pass runs to the end whatever ``until``: the variants' shared-prefix
+            # passes take every later block's call arguments from it.
+            base = forward_batch(
+                model, batch, capture=capture, at=where, keep_blocks=bool(variants)
+            )
+            yield None, idx, base
+            for v, variant in enumerate(variants):
+                rows = [list(variant(i)) for i in idx]
+                yield v, idx, forward_batch(
+                    model, batch, rows, capture=capture, at=where, until=until,
+                    resume=base.blocks,
+                )  # fmt: skip
+                bar.update(1)
+
+
 def variant_scores(
     model: HookedModel,
     prompts: Sequence[ChatPrompt],
@@ -128,28 +184,20 @@ def variant_scores(
     progress: bool = False,
     desc: str = "variants",
 ) -> tuple[Float[np.ndarray, " prompt"], Float[np.ndarray, "variant prompt"]]:
-    """Clean refusal score of every prompt, and its score under each variant's interventions.
-
-    ``variants[v](i)`` are prompt i's interventions in variant v (a head scaled, knocked
-    out...). Each batch of prompts of similar length runs clean once, kept, and then once
-    per variant from the variant's first intervened layer, the prompts' shared
-    chat-template prefix once per variant (:func:`patching.executor.forward_batch` with
-    ``resume``): the per-head and per-dose measurements of the audit.
-    """
+    """Clean refusal score of every prompt, and its score under each variant's interventions
+    (run by :func:`variant_runs`): the per-head and per-dose measurements of the audit."""
     clean = np.zeros(len(prompts))
     out = np.zeros((len(variants), len(prompts)))
-    batches = length_batches([len(p) for p in prompts], batch_size)
-    bar = tqdm(total=len(batches) * len(variants), desc=desc, unit="run", disable=not progress)
-    with torch.no_grad(), bar:
-        for idx in batches:
-            tokens = [prompts[i].tokens for i in idx]
-            base = forward_batch(model, tokens, keep_blocks=bool(variants))
-            clean[idx] = refusal_score(base.logits[:, -1], refusal_ids).cpu().numpy()
-            for v, variant in enumerate(variants):
-                rows = [list(variant(i)) for i in idx]
-                logits = forward_batch(model, tokens, rows, resume=base.blocks).logits[:, -1]
-                out[v, idx] = refusal_score(logits, refusal_ids).cpu().numpy()
-                bar.update(1)
+    tokens = [p.tokens for p in prompts]
+    runs = variant_runs(
+        model, tokens, variants, batch_size=batch_size, progress=progress, desc=desc
+    )
+    for v, idx, got in runs:
+        score = refusal_score(got.logits[:, -1], refusal_ids).cpu().numpy()
+        if v is None:
+            clean[idx] = score
+        else:
+            out[v, idx] = score
     return clean, out
 
 

@@ -38,7 +38,7 @@ Explained in ``docs/design.md#two-shapes-of-intervened-run``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -141,6 +141,7 @@ def forward_batch(
     keep_blocks: bool = False,
     resume: BlockInputs | None = None,
     logit_columns: Sequence[int] | None = None,
+    until: int | None = None,
 ) -> BatchOutput:
     """One left-padded forward pass of ``tokens`` with ``rows[r]`` applied to row ``r``.
 
@@ -159,9 +160,19 @@ def forward_batch(
             layer (same numbers; a full pass when the fast paths are off).
         logit_columns: compute these tokens' logits only; the others are NaN
             (:func:`patching.rows.final_logits`).
+        until: stop at block ``until``'s input (``blocks.{until}.hook_resid_pre``): the
+            captures there and before it are made, no later block runs nor the
+            unembedding, and ``.logits`` is empty (``[batch, 0, d_vocab]``). A probe read
+            at layer ``until`` needs nothing more. Not with ``keep_blocks``.
     """
     rows = rows if rows is not None else [[] for _ in tokens]
     check_rows(model, rows)
+    if until is not None and not 0 <= until < model.n_layers:
+        raise ValueError(f"until={until}: pass a block in 0..{model.n_layers - 1}")
+    if until is not None and keep_blocks:
+        raise ValueError(
+            "keep_blocks with until: a resumed pass needs every block's call; keep a whole pass"
+        )
     lengths = [len(t) for t in tokens]
     row_labels = list(labels) if labels is not None else [{"last": n - 1} for n in lengths]
     reads = list(readout) if readout is not None else [[n - 1] for n in lengths]
@@ -197,6 +208,8 @@ def forward_batch(
                 return x[row_index.to(x.device), col_index.to(x.device)]
 
         hooks += capture_hooks(capture, store, select)
+    if until is not None:  # after the captures: they run first on the same hook
+        hooks.append((f"blocks.{until}.hook_resid_pre", _stop))
     shared = all(c == columns[0] for c in columns)
     if shared:  # one set of columns: unembed those only
         hooks += readout_hooks(model.n_layers, columns[0], mlp=False)
@@ -209,11 +222,13 @@ def forward_batch(
                 logits = _blocks_from(model, resume, start, hooks, logit_columns)
         else:
             logits, blocks = _full_pass(model, padded, hooks, extra, keep_blocks)
-            if logit_columns is not None:  # the same NaNs whichever path ran
+            if logit_columns is not None and logits is not None:  # the same NaNs whichever path ran
                 keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
                 keep[list(logit_columns)] = True
                 logits = logits.masked_fill(~keep, float("nan"))
-    if not shared:
+    if logits is None:
+        logits = torch.empty(batch, 0, model.d_vocab, device=model.device)
+    elif not shared:
         index = torch.tensor(columns, device=logits.device)
         logits = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
     cache: list[dict[str, Tensor]] | None = None
@@ -229,6 +244,22 @@ def forward_batch(
     return BatchOutput(logits=logits, cache=cache, blocks=kept)
 
 
+class _Stopped(Exception):
+    """Raised by the hook that ends a pass at ``until`` (caught by :func:`_stopping`)."""
+
+
+def _stop(x: Tensor, hook: Any) -> Tensor:
+    raise _Stopped
+
+
+def _stopping(compute: Callable[[], Tensor]) -> Tensor | None:
+    """``compute()``, or ``None`` when a pass's ``until`` hook ended it."""
+    try:
+        return compute()
+    except _Stopped:
+        return None
+
+
 def _resume_layer(
     model: HookedModel, rows: Rows, tokens: Sequence[Tensor], resume: BlockInputs | None
 ) -> int:
@@ -242,11 +273,12 @@ def _resume_layer(
 
 def _full_pass(
     model: HookedModel, padded: Tensor, hooks: list[Hook], extra: dict[str, Any], keep: bool
-) -> tuple[Tensor, tuple[list[Tensor], list[tuple[tuple[Any, ...], dict[str, Any]]]] | None]:
-    """One pass of the whole model; with ``keep``, every block's input and call arguments."""
+) -> tuple[Tensor | None, tuple[list[Tensor], list[tuple[tuple[Any, ...], dict[str, Any]]]] | None]:
+    """One pass of the whole model (``None``: stopped early); with ``keep``, every block's
+    input and call arguments (those it reached)."""
     bridge, n = model.bridge, model.n_layers
     if not keep:
-        return bridge.run_with_hooks(padded, fwd_hooks=hooks, **extra), None
+        return _stopping(lambda: bridge.run_with_hooks(padded, fwd_hooks=hooks, **extra)), None
     inputs: list[Tensor] = [torch.empty(0)] * n
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((), {})] * n
 
@@ -265,7 +297,7 @@ def _full_pass(
         for layer in range(n)
     ]
     try:
-        logits = bridge.run_with_hooks(padded, fwd_hooks=hooks, **extra)
+        logits = _stopping(lambda: bridge.run_with_hooks(padded, fwd_hooks=hooks, **extra))
     finally:
         for handle in handles:
             handle.remove()
@@ -278,16 +310,21 @@ def _blocks_from(
     start: int,
     hooks: list[Hook],
     columns: Sequence[int] | None = None,
-) -> Tensor:
-    """Blocks ``start..n-1`` on the clean input of block ``start``, then the unembedding."""
+) -> Tensor | None:
+    """Blocks ``start..n-1`` on the clean input of block ``start``, then the unembedding
+    (``None``: stopped early)."""
     bridge = model.bridge
-    hidden = resume.inputs[start]
-    with bridge.hooks(fwd_hooks=hooks):
+
+    def blocks() -> Tensor:
+        hidden = resume.inputs[start]
         for layer in range(start, model.n_layers):
             args, kwargs = resume.calls[layer]
             out = bridge.blocks[layer](hidden, *args, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
         return final_logits(model, hidden, columns)
+
+    with bridge.hooks(fwd_hooks=hooks):
+        return _stopping(blocks)
 
 
 SharedPrefix = tuple[int, list[tuple[tuple[Any, ...], dict[str, Any]]]]
@@ -448,16 +485,21 @@ def _suffix_from(
     prefix: SharedPrefix,
     hooks: list[Hook],
     columns: Sequence[int] | None = None,
-) -> Tensor:
-    """Blocks ``start..n-1`` on the clean input of block ``start`` after the shared prefix."""
+) -> Tensor | None:
+    """Blocks ``start..n-1`` on the clean input of block ``start`` after the shared prefix
+    (``None``: stopped early)."""
     cut, calls = prefix
     bridge = model.bridge
-    hidden = resume.inputs[start][:, cut:]
-    with bridge.hooks(fwd_hooks=hooks):
+
+    def blocks() -> Tensor:
+        hidden = resume.inputs[start][:, cut:]
         for layer, (args, kwargs) in zip(range(start, model.n_layers), calls, strict=True):
             out = bridge.blocks[layer](hidden, *args, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
         return final_logits(model, hidden, columns)
+
+    with bridge.hooks(fwd_hooks=hooks):
+        return _stopping(blocks)
 
 
 def _positions(positions: Positions | Sequence[int]) -> Positions:

@@ -13,6 +13,7 @@ import numpy as np
 import circuits.cliff as package
 from attribution.result import Result
 from circuits.behaviour import Judge, classify
+from circuits.cliff.traces import Trace
 from circuits.cliff.tracing import HeadTrace
 from patching.executor import DEFAULT_BATCH_SIZE
 from patching.interventions import Ablation, Intervention, Scale
@@ -51,9 +52,15 @@ def attack_success(
     # Looked up on the package at call time, like every cross-call here: its names are the
     # ones a caller replaces (a stub generator, a cheaper attack success).
     traces = package.generate_traces(model, harmful, n_tokens, rows, batch_size=batch_size)
+    return answered_share(traces, judge)
+
+
+def answered_share(traces: Sequence[Trace | None], judge: Judge | None = None) -> tuple[float, int]:
+    """Share of ``traces`` whose response the behaviour classifier calls an answer (a trace
+    that never closed thinking, ``None``, counts as not answered), and how many never closed."""
     done = [t for t in traces if t is not None]
     labels = classify([t.response for t in done], judge) if done else []
-    return sum(1 for x in labels if x == "answer") / len(harmful), len(traces) - len(done)
+    return sum(1 for x in labels if x == "answer") / len(traces), len(traces) - len(done)
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,8 @@ def probe_sweep(
     return ProbeSweep(rows, layer, full, data.class_sizes, min_class, test_share, folds)
 
 
-def _hook(model: HookedModel, layer: int) -> str:
+def probe_hook(model: HookedModel, layer: int) -> str:
+    """The hook a probe at ``layer`` reads (block ``layer``'s input; the final residual last)."""
     return residual_hooks(model, list(range(model.n_layers)))[layer]
 
 
@@ -190,7 +191,7 @@ def probe_positions(
         model,
         list(tokens),
         [list(r) for r in rows] if rows is not None else None,
-        names={"r": _hook(model, probe.layer)},
+        names={"r": probe_hook(model, probe.layer)},
         at=at,  # type: ignore[arg-type]
         batch_size=batch_size,
         to_cpu=True,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tqdm.auto import tqdm
+
 from attribution.result import Result
 from circuits.behaviour import Judge
 from circuits.cliff.ablation import (
@@ -12,6 +14,7 @@ from circuits.cliff.ablation import (
     DEFAULT_TOP_PERCENT,
     TopKAblation,
     ablate_top_heads,
+    answered_share,
     attack_success,
 )
 from circuits.cliff.curves import CliffCurves, cliff_curves, trace_probabilities
@@ -31,7 +34,11 @@ from patching.model import HookedModel
 
 @dataclass(frozen=True)
 class CliffResult(Result):
-    """The ``cliff`` step's output (docs/science.md#refusal-cliff)."""
+    """The ``cliff`` step's output (docs/science.md#refusal-cliff).
+
+    ``n_traces`` traces are measured; ``n_incomplete`` generated ones never closed
+    ``</think>`` within the token budget: left out of the curves and the tracing, and
+    counted as not answered in ``attack_success``."""
 
     model: str
     sweep: ProbeSweep
@@ -86,6 +93,11 @@ def cliff_step(
         else list(traces)
     )
     complete = [t for t in made if t is not None]
+    if progress:  # before the long part: how much of the input the measurement keeps
+        tqdm.write(
+            f"{len(made) - len(complete)} of {len(made)} traces never closed {THINK_CLOSE} "
+            f"(left out); {len(complete)} kept"
+        )
     if not complete:
         raise TooFewExamplesError(
             f"none of {len(made)} traces has an end-of-thinking marker ({THINK_CLOSE}); raise "
@@ -102,7 +114,12 @@ def cliff_step(
             model, sweep.probe, segments, ablation=ablation, alpha=alpha, seed=seed,
             batch_size=batch_size, progress=progress,
         )  # fmt: skip
-        asr, _ = attack_success(model, harmful, gen_tokens, judge=judge, batch_size=batch_size)
+        # Generated traces are the unablated generations attack success judges: not rerun.
+        asr = (
+            answered_share(made, judge)[0]
+            if traces is None
+            else attack_success(model, harmful, gen_tokens, judge=judge, batch_size=batch_size)[0]
+        )
         ablations = ablate_top_heads(
             model, head_trace, harmful, gen_tokens, percents=percents, random_draws=random_draws,
             renormalise=renormalise, seed=seed, judge=judge, batch_size=batch_size,

@@ -4,7 +4,7 @@ the last position before the answer (docs/science.md#refusal-cliff).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from attribution.result import Result
 from attribution.statistics import EffectStats, HeadStat, effect_stats
-from circuits.cliff.probe import RefusalProbe, probe_positions
+from circuits.cliff.probe import RefusalProbe, probe_hook
 from circuits.cliff.traces import TraceTokens
+from circuits.knockout import variant_runs
 from patching.executor import DEFAULT_BATCH_SIZE, run_and_cache
 from patching.interventions import Ablation, Intervention, Scale, z_hook
 from patching.model import HookedModel
@@ -54,6 +54,10 @@ def _head_rows(
     return Ablation(layer, head, "all")
 
 
+def _one_row(iv: Intervention) -> Callable[[int], list[Intervention]]:
+    return lambda _: [iv]
+
+
 def head_means(
     model: HookedModel, tokens: Sequence[Tensor], *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Float[Tensor, "layer head d_head"]:
@@ -85,15 +89,26 @@ def trace_heads(
     # The model is causal: nothing after the last position before the answer matters.
     tokens = [tt.tokens[: tt.answer] for tt in segments]
     means = head_means(model, tokens, batch_size=batch_size) if ablation == "mean" else None
-    clean = np.array([x[0] for x in probe_positions(model, probe, tokens, at=[-1])])
-    effects = np.full((len(tokens), model.n_layers, model.n_heads), np.nan)
     heads = [(a, b) for a in range(min(probe.layer, model.n_layers)) for b in range(model.n_heads)]
-    for layer, head in tqdm(heads, desc="heads", unit="head", disable=not progress):
-        iv = _head_rows(layer, head, ablation, alpha, means)
-        got = probe_positions(
-            model, probe, tokens, [[iv]] * len(tokens), at=[-1], batch_size=batch_size
-        )
-        effects[:, layer, head] = np.array([x[0] for x in got]) - clean
+    variants = [_one_row(_head_rows(layer, head, ablation, alpha, means)) for layer, head in heads]
+    clean = np.zeros(len(tokens))
+    effects = np.full((len(tokens), model.n_layers, model.n_heads), np.nan)
+    # Each head's pass resumes at its layer from its batch's kept clean pass and stops at
+    # the probe's layer (its input is all the probe reads); the final residual needs them all.
+    runs = variant_runs(
+        model, tokens, variants, capture={"r": probe_hook(model, probe.layer)},
+        at=[[len(t) - 1] for t in tokens],
+        until=probe.layer if probe.layer < model.n_layers else None,
+        batch_size=batch_size, progress=progress, desc="heads",
+    )  # fmt: skip
+    for v, idx, out in runs:
+        assert out.cache is not None
+        logits = np.array([probe.logit(c["r"].float().cpu().numpy())[0] for c in out.cache])
+        if v is None:
+            clean[idx] = logits
+        else:
+            layer, head = heads[v]
+            effects[idx, layer, head] = logits - clean[idx]
     stats = effect_stats(effects, seed=seed)
     ranked = stats.top(len(heads))
     return HeadTrace(ablation, alpha if ablation == "scale" else 0.0, probe.layer, stats, ranked)

@@ -48,17 +48,30 @@ def harmful() -> list[str]:
     return [p.harmful for p in generate_pairs(N, 0, "plain")]
 
 
+# The interventions of every generation the cliff step runs through the package (the top-k%
+# ablations' attack success), filled by the ``result`` fixture.
+ABLATED_GENERATIONS: list[list[object]] = []
+
+
 @pytest.fixture(scope="module")
 def result(model: HookedModel, harmful: list[str]) -> C.CliffResult:
-    return C.cliff_step(
-        model,
-        harmful,
-        [p.control for p in generate_pairs(N, 0, "plain")],
-        probe_harmful=[p.harmful for p in generate_pairs(N, 0, "jailbreak")],
-        percents=(3.0, 10.0),
-        random_draws=2,
-        gen_tokens=24,
-    )
+    real = C.generate_traces
+
+    def spy(model, prompts, n_tokens, rows=None, **kw):  # type: ignore[no-untyped-def]
+        ABLATED_GENERATIONS.append(list(rows[0]) if rows else [])
+        return real(model, prompts, n_tokens, rows, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "generate_traces", spy)
+        return C.cliff_step(
+            model,
+            harmful,
+            [p.control for p in generate_pairs(N, 0, "plain")],
+            probe_harmful=[p.harmful for p in generate_pairs(N, 0, "jailbreak")],
+            percents=(3.0, 10.0),
+            random_draws=2,
+            gen_tokens=24,
+        )
 
 
 def susceptible(texts: list[str], truth: ThinkingTruth) -> np.ndarray:
@@ -205,6 +218,44 @@ def test_tracing_effect_matches_a_manual_intervened_run(
     assert result.tracing.stats.effect[layer, head] == pytest.approx(np.mean(effects), abs=1e-4)
     sus = susceptible([t.prompt for t in result.traces], truth)
     assert np.abs(np.array(effects)[~sus]).max() < 0.05
+
+
+@pytest.mark.parametrize(
+    ("ablation", "probe_layer"), [("scale", 4), ("zero", 4), ("mean", 4), ("scale", 8)]
+)
+def test_tracing_resumed_at_each_head_equals_full_passes(
+    model: HookedModel, result: C.CliffResult, ablation: str, probe_layer: int
+) -> None:
+    """Every head's mean effect, each pass resumed at the head's layer from a kept clean
+    pass (and stopped at a mid-depth probe's layer), against full passes from the
+    embeddings one head at a time."""
+    from dataclasses import replace
+
+    from circuits.cliff.tracing import _head_rows, head_means
+
+    probe = replace(result.sweep.probe, layer=probe_layer)
+    segments = [C.tokenize_trace(model.tokenizer, t) for t in result.traces]
+    traced = C.trace_heads(model, probe, segments, ablation=ablation, batch_size=5)  # type: ignore[arg-type]
+    tokens = [s.tokens[: s.answer] for s in segments]
+    means = head_means(model, tokens) if ablation == "mean" else None
+    clean = np.array([x[0] for x in C.probe_positions(model, probe, tokens, at=[-1])])
+    want = np.full((model.n_layers, model.n_heads), np.nan)
+    for layer in range(probe_layer):
+        for head in range(model.n_heads):
+            iv = _head_rows(layer, head, ablation, C.DEFAULT_ALPHA, means)
+            got = C.probe_positions(model, probe, tokens, [[iv]] * len(tokens), at=[-1])
+            want[layer, head] = np.mean(np.array([x[0] for x in got]) - clean)
+    np.testing.assert_allclose(traced.stats.effect, want, atol=1e-5, rtol=0)
+    assert np.abs(want[:probe_layer]).max() > 1e-2  # some head does move the probe
+
+
+def test_baseline_attack_success_reuses_the_generated_traces(
+    model: HookedModel, result: C.CliffResult, harmful: list[str]
+) -> None:
+    """The step judges the traces it generated: the same rate as a fresh unablated
+    generation, and every generation it ran besides carried an ablation."""
+    assert result.attack_success == C.attack_success(model, harmful, 24)[0]
+    assert ABLATED_GENERATIONS and all(ABLATED_GENERATIONS)
 
 
 def test_ablating_the_cliff_head_stops_attack_success(

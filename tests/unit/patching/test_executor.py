@@ -237,3 +237,55 @@ def test_cached_decoding_equals_full_passes(models, arch, intervene) -> None:
 
     cached_steps(model, [prompt_labels(p) for p in prompts], 10, rows, intervene, check)
     assert len(seqs[0]) - lengths[0] == len(forced)
+
+
+@pytest.mark.parametrize("arch", ARCHS[:2])
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_pass_stopped_at_a_block_captures_what_the_full_pass_does(
+    models, arch, shared, monkeypatch
+) -> None:
+    """``until``: full, resumed and shared-prefix passes stopped at block 2's input capture
+    what a whole pass does there (and before), and return no logits."""
+    from patching import executor
+    from patching.executor import forward_batch
+
+    suffix_passes: list[int] = []
+    real = executor._suffix_from
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        suffix_passes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executor, "_suffix_from", spy)
+
+    model = models[arch]
+    prompts = _prompts((9, 14, 11, 14))
+    if shared:  # a common prefix: the resumed pass runs it once (the shared-prefix path)
+        prompts = [torch.cat([prompts[0][:6], p]) for p in prompts]
+    names = {"z": z_hook(0), "r": "blocks.2.hook_resid_pre", "z1": z_hook(1)}
+    at = [[len(p) - 1] for p in prompts]
+    rows: list[list[Intervention]] = [[Scale(1, 2, "all", alpha=0.1)] for _ in prompts]
+    whole = forward_batch(model, prompts, capture=names, at=at, keep_blocks=True)
+    stopped = forward_batch(model, prompts, capture=names, at=at, until=2)
+    assert stopped.logits.shape == (len(prompts), 0, model.d_vocab)
+    knocked = forward_batch(model, prompts, rows, capture=names, at=at)
+    resumed = forward_batch(
+        model, prompts, rows, capture=names, at=at, until=2, resume=whole.blocks
+    )
+    if arch == "qwen2":  # GPT-2's block calls have no cache to run a prefix once into
+        assert bool(suffix_passes) == shared
+    assert resumed.logits.shape[1] == 0
+    assert resumed.cache is not None and knocked.cache is not None
+    for got, want in zip(resumed.cache, knocked.cache, strict=True):
+        for key in names:
+            torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5)
+    assert stopped.cache is not None and whole.cache is not None
+    for got, want in zip(stopped.cache, whole.cache, strict=True):
+        for key in names:
+            torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5)
+    # The scaling acts on block 2's input: the comparison is not of clean runs.
+    assert (knocked.cache[0]["r"] - whole.cache[0]["r"]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="until=9"):
+        forward_batch(model, prompts, until=9)
+    with pytest.raises(ValueError, match="keep_blocks"):
+        forward_batch(model, prompts, until=2, keep_blocks=True)
