@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from circuits.cliff import THINK_CLOSE, CliffResult, TopKAblation
+from circuits.cliff import CliffResult, TopKAblation
+from circuits.cliff.step import unclosed_note
 from circuits.views import Table, display_name, head_heatmap, head_map_figure, write_outputs
 
 LAYER_AXIS = "residual layer (l = block l's input; the last = final residual)"
@@ -165,9 +166,9 @@ def cliff_summary(result: CliffResult) -> list[str]:
         f"Probe at layer {s.layer} (chosen by {s.cv_folds}-fold cross-validated AUC "
         f"{best.cv_auc:.3f} on the training split): held-out test accuracy "
         f"{best.accuracy:.3f}, AUC {best.auc:.3f} ({sizes}; minimum {s.min_class} a side)",
-        f"{result.n_traces} traces ({result.traces_source}); {result.n_incomplete} of "
-        f"{result.n_traces + result.n_incomplete} never closed {THINK_CLOSE} (left out); mean "
-        f"cliff score {np.mean(result.curves.cliff_scores):.3f}",
+        f"{result.n_traces} traces ({result.traces_source}); "
+        f"{unclosed_note(result.n_incomplete, result.n_traces + result.n_incomplete)}; "
+        f"mean cliff score {np.mean(result.curves.cliff_scores):.3f}",
     ]
     if not s.class_sizes.get("complied_harmful"):
         lines.append("No complied harmful prompts: the probe may read harmfulness, not refusal")

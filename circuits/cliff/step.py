@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,6 +53,11 @@ class CliffResult(Result):
     traces: list[Trace] = field(default_factory=list, metadata={"group": "per_trace"})
 
 
+def unclosed_note(n_incomplete: int, n_made: int) -> str:
+    """How many of the traces never closed thinking (said before tracing, and in the summary)."""
+    return f"{n_incomplete} of {n_made} traces never closed {THINK_CLOSE} (left out)"
+
+
 def cliff_step(
     model: HookedModel,
     harmful: Sequence[str],
@@ -94,10 +100,8 @@ def cliff_step(
     )
     complete = [t for t in made if t is not None]
     if progress:  # before the long part: how much of the input the measurement keeps
-        tqdm.write(
-            f"{len(made) - len(complete)} of {len(made)} traces never closed {THINK_CLOSE} "
-            f"(left out); {len(complete)} kept"
-        )
+        # With the progress bars, on stderr: stdout is the same with --quiet.
+        tqdm.write(unclosed_note(len(made) - len(complete), len(made)), file=sys.stderr)
     if not complete:
         raise TooFewExamplesError(
             f"none of {len(made)} traces has an end-of-thinking marker ({THINK_CLOSE}); raise "

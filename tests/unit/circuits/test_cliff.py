@@ -13,7 +13,7 @@ import pytest
 from circuits import cliff as C
 from circuits.cli import build_parser
 from circuits.cli.cliff import check_options
-from circuits.cliff_views import cliff_figures, write_cliff_outputs
+from circuits.cliff_views import cliff_figures, cliff_summary, write_cliff_outputs
 from circuits.organism import generate_pairs, load_ground_truth, organism_dir, vocab
 from circuits.organism.build import ORGANISM_VARIANTS
 from circuits.organism.ground_truth import ThinkingTruth
@@ -256,6 +256,17 @@ def test_baseline_attack_success_reuses_the_generated_traces(
     generation, and every generation it ran besides carried an ablation."""
     assert result.attack_success == C.attack_success(model, harmful, 24)[0]
     assert ABLATED_GENERATIONS and all(ABLATED_GENERATIONS)
+    # The traces that never closed thinking, counted apart and said in the summary.
+    made = C.generate_traces(model, harmful, 24)
+    tok = model.tokenizer
+    texts = [
+        str(tok.decode(r)) for r in greedy_decode(model, [format_chat(tok, h) for h in harmful], 24)
+    ]
+    unclosed = sum("</think>" not in t for t in texts)
+    assert result.n_incomplete == unclosed == sum(t is None for t in made)
+    assert f"{unclosed} of {len(harmful)} traces never closed </think>" in "\n".join(
+        cliff_summary(result)
+    )
 
 
 def test_ablating_the_cliff_head_stops_attack_success(
