@@ -83,7 +83,12 @@ def trace_heads(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
 ) -> HeadTrace:
-    """Each head's effect on the probe at the last position before the answer."""
+    """Each head's effect on the probe at the last position before the answer.
+
+    Each head's pass starts at its layer from its batch's kept clean pass and ends at the
+    probe layer's input (:func:`circuits.knockout.variant_runs`): the numbers of one full
+    pass per head, at the cost of the layers between (docs/science.md#refusal-cliff).
+    """
     if ablation not in TRACE_ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; use one of {', '.join(TRACE_ABLATIONS)}")
     # The model is causal: nothing after the last position before the answer matters.
