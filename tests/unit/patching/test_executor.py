@@ -242,21 +242,11 @@ def test_cached_decoding_equals_full_passes(models, arch, intervene) -> None:
 @pytest.mark.parametrize("arch", ARCHS[:2])
 @pytest.mark.parametrize("shared", [False, True])
 def test_a_pass_stopped_at_a_block_captures_what_the_full_pass_does(
-    models, arch, shared, monkeypatch
+    models, arch, shared, suffix_passes
 ) -> None:
     """``until``: full, resumed and shared-prefix passes stopped at block 2's input capture
     what a whole pass does there (and before), and return no logits."""
-    from patching import executor
     from patching.executor import forward_batch
-
-    suffix_passes: list[int] = []
-    real = executor._suffix_from
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        suffix_passes.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(executor, "_suffix_from", spy)
 
     model = models[arch]
     prompts = _prompts((9, 14, 11, 14))
