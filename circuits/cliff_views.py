@@ -163,8 +163,10 @@ def cliff_summary(result: CliffResult) -> list[str]:
     best = next(r for r in s.layers if r.layer == s.layer)
     sizes = ", ".join(f"{k} {v}" for k, v in s.class_sizes.items())
     lines = [
-        f"Probe at layer {s.layer} (chosen by {s.cv_folds}-fold cross-validated AUC "
-        f"{best.cv_auc:.3f} on the training split): held-out test accuracy "
+        f"Probe at layer {s.layer} ("
+        + ("given; its " if s.layer_given else "chosen by ")
+        + f"{s.cv_folds}-fold cross-validated AUC {best.cv_auc:.3f} on the training split): "
+        f"held-out test accuracy "
         f"{best.accuracy:.3f}, AUC {best.auc:.3f} ({sizes}; minimum {s.min_class} a side)",
         f"{result.n_traces} traces ({result.traces_source}); "
         f"{unclosed_note(result.n_incomplete, result.n_traces + result.n_incomplete)}; "

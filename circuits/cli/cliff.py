@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
             "opening (traces generated with the model's thinking template, or asked to "
             "reason between <think> and </think>, or read from --traces), scores each "
             "trace's cliff, traces the heads that suppress refusal before the answer and "
-            "ablates the top k%% of them against as many random traced heads (empirical "
+            "ablates the top k% of them against as many random traced heads (empirical "
             "p). --judge-out writes the --top-frac traces with the largest cliffs "
             "(Cliff-as-a-Judge). Writes DIR/cliff.json, DIR/report.html and DIR/run.json. "
             "The default model is the organism's thinking variant."

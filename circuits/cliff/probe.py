@@ -98,6 +98,7 @@ class ProbeSweep(Result):
     min_class: int
     test_share: float
     cv_folds: int = 0
+    layer_given: bool = False  # the caller fixed ``layer``: nothing was chosen
 
     def derived(self) -> dict[str, Any]:
         # Without complied harmful prompts the probe may read harmfulness, not refusal.
@@ -165,11 +166,14 @@ def probe_sweep(
             ProbeLayer(lay, accuracy, auc, len(train), len(test), float(np.mean(cv[:, 1])),
                        float(np.mean(cv[:, 0])))
         )  # fmt: skip
+    given = layer is not None
     if layer is None:
         layer = max(rows, key=lambda r: (r.cv_auc, r.cv_accuracy, r.layer)).layer
     mean, scale = data.stream_stats()
     full = fit_probe(data.residuals[:, layer], y, layer, mean[layer], scale[layer])
-    return ProbeSweep(rows, layer, full, data.class_sizes, min_class, test_share, folds)
+    return ProbeSweep(
+        rows, layer, full, data.class_sizes, min_class, test_share, folds, layer_given=given
+    )
 
 
 def probe_hook(model: HookedModel, layer: int) -> str:

@@ -508,7 +508,11 @@ def test_probe_layer_is_chosen_on_training_folds_and_scored_on_test_only() -> No
             cv.append(C.roc_auc(p.logit(data.residuals[train[b], row.layer]), y[train[b]] == 1))
         assert row.cv_auc == pytest.approx(np.mean(cv))
     best = max(sweep.layers, key=lambda r: (r.cv_auc, r.cv_accuracy, r.layer))
-    assert sweep.layer == best.layer == 1
+    assert sweep.layer == best.layer == 1 and not sweep.layer_given
+    # A layer the caller fixes is kept (and said to be given, not chosen).
+    given = C.probe_sweep(data, layer=0, min_class=4, seed=2)
+    assert given.layer == 0 and given.layer_given
+    assert [r.cv_auc for r in given.layers] == [r.cv_auc for r in sweep.layers]
 
 
 def test_relative_bins_put_the_close_marker_in_the_last_thinking_bin() -> None:
