@@ -145,30 +145,36 @@ def add_cliff_args(parser: argparse.ArgumentParser) -> None:
         "--cliff-layer", type=int, default=None, help="probe layer (default: best CV AUC)"
     )
     group.add_argument(
-        "--cliff-gen-tokens", type=int, default=None, help="tokens of a generated trace (64)"
+        "--cliff-gen-tokens",
+        type=int,
+        default=None,
+        help="tokens of a generated trace (default: 64)",
     )
     group.add_argument(
         "--cliff-ablation",
         default=None,
         choices=TRACE_ABLATIONS,
         help="head tracing: scale each head's output by --cliff-alpha, or zero or mean "
-        "ablate it (scale)",
+        "ablate it (default: scale)",
     )
-    group.add_argument("--cliff-alpha", type=float, default=None, help=f"scale ({DEFAULT_ALPHA:g})")
+    group.add_argument(
+        "--cliff-alpha", type=float, default=None, help=f"scale (default: {DEFAULT_ALPHA:g})"
+    )
     group.add_argument(
         "--cliff-top-percent",
         type=float,
         nargs="+",
         default=None,
         help="percentages of heads to ablate, the top-ranked and as many random ones "
-        f"({' '.join(f'{p:g}' for p in DEFAULT_TOP_PERCENT)})",
+        f"(default: {' '.join(f'{p:g}' for p in DEFAULT_TOP_PERCENT)})",
     )
     group.add_argument(
         "--cliff-random-draws",
         type=int,
         default=None,
-        help=f"random head sets per k ({AUDIT_CLIFF_RANDOM_DRAWS}: empirical p down to 0.1; the "
-        "cliff command draws 99); each costs one generation over the harmful prompts",
+        help=f"random head sets per k (default: {AUDIT_CLIFF_RANDOM_DRAWS}, empirical p down "
+        "to 0.1; the cliff command draws 99); each costs one generation over the harmful "
+        "prompts",
     )
     group.add_argument(
         "--cliff-renormalise",
