@@ -59,6 +59,7 @@ from patching.hooks import (
 )
 from patching.interventions import (
     Ablation,
+    AddVector,
     Intervention,
     Positions,
     Scale,
@@ -192,12 +193,21 @@ def forward_batch(
         rows, intervene_lengths or [n - cut for n in lengths], row_labels, pads=pads
     )
     hooks += extra_hooks
+    shared = all(c == columns[0] for c in columns)
     store: dict[str, Tensor] = {}
     where = (
         [list(range(pad, n_pos - cut)) for pad in pads]
         if at is None
         else [[pad + p - cut for p in pos] for pad, pos in zip(pads, at, strict=True)]
     )
+    read: list[Hook] = []
+    if shared:  # one set of columns: the unembedding (and maybe the last MLP) at those only
+        mlp = _last_mlp_at_readout(model, rows, capture, where, columns[0], extra_hooks)
+        read = readout_hooks(model.n_layers, columns[0], mlp=mlp)
+    # The MLP output is scattered back to every position before a capture reads it; the
+    # MLP input is cut to the read-out positions after a capture there has read it.
+    scatter = f"blocks.{model.n_layers - 1}.mlp.hook_out"
+    hooks += [h for h in read if h[0] == scatter]
     if capture:
         select = None
         if at is not None:  # keep the chosen positions only: memory does not grow with length
@@ -210,9 +220,7 @@ def forward_batch(
         hooks += capture_hooks(capture, store, select)
     if until is not None:  # after the captures: they run first on the same hook
         hooks.append((f"blocks.{until}.hook_resid_pre", _stop))
-    shared = all(c == columns[0] for c in columns)
-    if shared:  # one set of columns: unembed those only
-        hooks += readout_hooks(model.n_layers, columns[0], mlp=False)
+    hooks += [h for h in read if h[0] != scatter]
     with torch.no_grad():
         if resume is not None and start > 0:
             store.update(resume.store)  # layers below ``start``: the clean pass's captures
@@ -242,6 +250,36 @@ def forward_batch(
     if keep_blocks and blocks is not None:
         kept = BlockInputs([t.cpu() for t in tokens], blocks[0], blocks[1], dict(store))
     return BatchOutput(logits=logits, cache=cache, blocks=kept)
+
+
+def _last_mlp_at_readout(
+    model: HookedModel,
+    rows: Rows,
+    capture: Mapping[str, str] | None,
+    where: Sequence[Sequence[int]],
+    readout: Sequence[int],
+    extra_hooks: Sequence[Hook],
+) -> bool:
+    """Whether the last block's MLP can run at the read-out positions only.
+
+    Nothing after the last block reads its other positions unless a capture does (at
+    a position that is not read out, or inside that MLP, which then sees fewer
+    positions), a raw hook might, or a steering vector acts in that block. A knockout's
+    DLA captures at its read-out position alone: its last MLP is then 1/14 of the pass.
+    """
+    last = model.n_layers - 1
+    if extra_hooks or any(
+        isinstance(iv, AddVector) and iv.layer == last for row in rows for iv in row
+    ):
+        return False
+    if not capture:
+        return True
+    keep = set(readout)
+    if any(not keep.issuperset(cols) for cols in where):
+        return False
+    inside = (f"blocks.{last}.ln2.", f"blocks.{last}.mlp.", f"blocks.{last}.hook_mlp_in")
+    allowed = (f"blocks.{last}.ln2.hook_in", f"blocks.{last}.mlp.hook_out")
+    return not any(n.startswith(inside) and n not in allowed for n in capture.values())
 
 
 class _Stopped(Exception):

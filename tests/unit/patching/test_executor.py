@@ -279,3 +279,46 @@ def test_a_pass_stopped_at_a_block_captures_what_the_full_pass_does(
         forward_batch(model, prompts, until=9)
     with pytest.raises(ValueError, match="keep_blocks"):
         forward_batch(model, prompts, until=2, keep_blocks=True)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_last_mlp_runs_at_the_read_out_only_when_nothing_else_reads_it(models, arch) -> None:
+    """A decomposition (captures at its read-out position) runs the last block's MLP at that
+    position only, with the same terms as a pass that runs it everywhere; a capture at other
+    positions, or a raw hook, keeps every position."""
+    from patching.executor import forward_batch
+
+    model = models[arch]
+    last = model.n_layers - 1
+    prompts, rows = _prompts(), [*_rows(model)[:1], [], [Scale(1, 0, alpha=0.5)], []]
+    seen: list[int] = []
+    handle = model.bridge.blocks[last].mlp.register_forward_pre_hook(
+        lambda module, args: seen.append(int(args[0].shape[1]))
+    )
+    try:
+        trimmed = decompose_residual(model, prompts, rows=rows)
+        assert seen and set(seen) == {1}
+        seen.clear()
+        everywhere = decompose_residual(
+            model, prompts, rows=rows, interventions=[("hook_embed", lambda x, hook: x)]
+        )
+        assert set(seen) == {max(map(len, prompts))}
+        for field in (
+            "heads",
+            "attn_bias",
+            "mlps",
+            "embed",
+            "resid_final",
+            "final_scale",
+            "logits",
+        ):
+            torch.testing.assert_close(
+                getattr(trimmed, field), getattr(everywhere, field), atol=1e-5, rtol=1e-5
+            )
+        seen.clear()
+        names = {"mlp": f"blocks.{last}.hook_mlp_out"}
+        whole = forward_batch(model, prompts, capture=names)
+        assert set(seen) == {max(map(len, prompts))}
+        assert whole.cache is not None and (whole.cache[0]["mlp"][:-1] != 0).any()
+    finally:
+        handle.remove()
