@@ -234,13 +234,15 @@ def attribute(
     direction = refusal_direction(model.W_U, refusal_ids, answer_ids)  # [batch, d_model]
     gain = model.final_norm_gain.double()
     scale = dec.final_scale.double().view(-1)
+    # (x / scale * gain) . direction, with the gain folded into the direction: one pass over
+    # the terms instead of three (the heads' terms are batch x layers x heads x d_model).
+    read = direction * gain
+    if model.norm_kind == "LN":  # LayerNorm's centring is linear: centre the read-out instead
+        read = read - read.mean(dim=-1, keepdim=True)
 
     def to_logits(x: Tensor) -> Tensor:
-        x = x.double()
-        if model.norm_kind == "LN":
-            x = x - x.mean(dim=-1, keepdim=True)  # LayerNorm's centring is linear
-        x = x / scale.view(-1, *([1] * (x.dim() - 1))) * gain
-        return torch.einsum("b...m,bm->b...", x, direction)
+        dots = torch.einsum("b...m,bm->b...", x.double(), read)
+        return dots / scale.view(-1, *([1] * (dots.dim() - 1)))
 
     components: dict[str, Tensor] = {"embed": to_logits(dec.embed)}
     bias_dla = to_logits(dec.attn_bias)

@@ -49,6 +49,7 @@ from patching.interventions import (
     z_hook,
 )
 from patching.model import HookedModel
+from patching.rows import FINAL_NORMED, UNEMBED_ROWS, unembed
 
 Head = tuple[int, int]
 RowInterventions = Sequence[Sequence[HeadIntervention]]
@@ -139,6 +140,7 @@ def variant_runs(
     capture: Mapping[str, str] | None = None,
     at: Sequence[Sequence[int]] | None = None,
     until: int | None = None,
+    logit_columns: Sequence[int] | None = None,
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "variants",
@@ -150,8 +152,8 @@ def variant_runs(
     out...). Each batch of sequences of similar length runs clean once, kept, and then once
     per variant from the variant's first intervened layer, the sequences' shared
     chat-template prefix once per variant (:func:`patching.executor.forward_batch` with
-    ``resume``). ``capture``, ``at`` (each sequence's absolute positions) and ``until`` are
-    :func:`~patching.executor.forward_batch`'s.
+    ``resume``). ``capture``, ``at`` (each sequence's absolute positions), ``until`` and
+    ``logit_columns`` are :func:`~patching.executor.forward_batch`'s.
     """
     batches = length_batches([len(t) for t in tokens], batch_size)
     bar = tqdm(total=len(batches) * len(variants), desc=desc, unit="run", disable=not progress)
@@ -162,14 +164,15 @@ def variant_runs(
             # The clean pass runs to the end whatever ``until``: the variants' shared-prefix
             # passes take every later block's call arguments from it.
             base = forward_batch(
-                model, batch, capture=capture, at=where, keep_blocks=bool(variants)
-            )
+                model, batch, capture=capture, at=where, keep_blocks=bool(variants),
+                logit_columns=logit_columns,
+            )  # fmt: skip
             yield None, idx, base
             for v, variant in enumerate(variants):
                 rows = [list(variant(i)) for i in idx]
                 yield v, idx, forward_batch(
                     model, batch, rows, capture=capture, at=where, until=until,
-                    resume=base.blocks,
+                    resume=base.blocks, logit_columns=logit_columns,
                 )  # fmt: skip
                 bar.update(1)
 
@@ -185,20 +188,30 @@ def variant_scores(
     desc: str = "variants",
 ) -> tuple[Float[np.ndarray, " prompt"], Float[np.ndarray, "variant prompt"]]:
     """Clean refusal score of every prompt, and its score under each variant's interventions
-    (run by :func:`variant_runs`): the per-head and per-dose measurements of the audit."""
-    clean = np.zeros(len(prompts))
-    out = np.zeros((len(variants), len(prompts)))
+    (run by :func:`variant_runs`): the per-head and per-dose measurements of the audit.
+
+    The passes keep each prompt's final-normalised residual and the scores unembed them
+    all at the end, :data:`~patching.rows.UNEMBED_ROWS` rows at a time (a pass unembedding
+    its own 16 rows read the whole unembedding each time: a tenth of the step).
+    """
     tokens = [p.tokens for p in prompts]
+    normed = torch.zeros(len(variants) + 1, len(prompts), model.d_model, dtype=model.dtype)
     runs = variant_runs(
-        model, tokens, variants, batch_size=batch_size, progress=progress, desc=desc
-    )
+        model, tokens, variants,
+        capture={"normed": FINAL_NORMED}, at=[[len(t) - 1] for t in tokens], logit_columns=(),
+        batch_size=batch_size, progress=progress, desc=desc,
+    )  # fmt: skip
     for v, idx, got in runs:
-        score = refusal_score(got.logits[:, -1], refusal_ids).cpu().numpy()
-        if v is None:
-            clean[idx] = score
-        else:
-            out[v, idx] = score
-    return clean, out
+        assert got.cache is not None
+        normed[0 if v is None else v + 1, idx] = torch.cat([c["normed"] for c in got.cache]).cpu()
+    flat = normed.flatten(0, 1)
+    scores = torch.cat(
+        [
+            refusal_score(unembed(model, c.to(model.device)), refusal_ids).cpu()
+            for c in flat.split(UNEMBED_ROWS)
+        ]
+    ).view(len(variants) + 1, len(prompts))
+    return scores[0].numpy(), scores[1:].numpy()
 
 
 def intervened_dla(

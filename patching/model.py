@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -141,7 +142,7 @@ class HookedModel:
     def norm_kind(self) -> NormKind:
         return "LN" if self.bridge.cfg.normalization_type in ("LN", "LNPre") else "RMS"
 
-    @property
+    @cached_property  # the bridge's hook_dict is rebuilt on every read (0.6 ms)
     def has_post_attention_norm(self) -> bool:
         """Gemma-2/3: a norm between each attention block and the residual stream."""
         return "blocks.0.ln1_post.hook_scale" in self.bridge.hook_dict

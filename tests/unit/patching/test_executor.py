@@ -322,3 +322,19 @@ def test_the_last_mlp_runs_at_the_read_out_only_when_nothing_else_reads_it(model
         assert whole.cache is not None and (whole.cache[0]["mlp"][:-1] != 0).any()
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_unembedding_captured_normalised_residuals_gives_the_pass_logits(models, arch) -> None:
+    """Rows captured at the final norm's output and unembedded later (many passes' rows at
+    once) give the logits the pass computes, soft-cap included (Gemma-2)."""
+    from patching.executor import forward_batch
+    from patching.rows import FINAL_NORMED, unembed
+
+    model = models[arch]
+    prompts = _prompts()
+    at = [[len(p) - 1] for p in prompts]
+    out = forward_batch(model, prompts, capture={"n": FINAL_NORMED}, at=at)
+    assert out.cache is not None
+    normed = torch.cat([c["n"] for c in out.cache])
+    torch.testing.assert_close(unembed(model, normed), out.logits[:, -1], atol=1e-5, rtol=1e-5)
