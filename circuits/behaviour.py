@@ -33,7 +33,7 @@ from typing import Any
 
 from attribution.result import Result
 from patching.chat import ChatPrompt
-from patching.decoding import Intervene, greedy_decode
+from patching.decoding import DECODE_BATCH_SIZE, Intervene, greedy_decode
 from patching.hooks import Rows
 from patching.model import HookedModel
 
@@ -95,7 +95,7 @@ def greedy_continuations(
     prompts: Sequence[ChatPrompt],
     n_tokens: int = 8,
     rows: Rows | None = None,
-    batch_size: int = 16,
+    batch_size: int = DECODE_BATCH_SIZE,
     *,
     intervene: Intervene = "every_step",
 ) -> list[str]:

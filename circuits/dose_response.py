@@ -17,9 +17,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import torch
-from tqdm.auto import tqdm
-
 from attribution.result import Result
 from circuits.behaviour import BEHAVIOURS, Judge, class_shares, classify, greedy_continuations
 from circuits.knockout import Head, variant_scores
@@ -72,20 +69,27 @@ def dose_response(
     ]
     # Scores of every dose from one kept clean pass, each from the gate's layer on.
     _, all_scores = variant_scores(
-        model, prompts, refusal_ids, [partial(_same_row, row) for row in dose_rows]
+        model,
+        prompts,
+        refusal_ids,
+        [partial(_same_row, row) for row in dose_rows],
+        progress=progress,
+        desc="dose-response",
     )
-    with torch.no_grad():
-        for row, scores in zip(
-            tqdm(dose_rows, desc="dose-response", unit="alpha", disable=not progress),
-            all_scores,
-            strict=True,
-        ):
-            rows = [row for _ in prompts]
-            texts = greedy_continuations(model, prompts, n_tokens, rows)
-            means.append(float(scores.mean()))
-            sds.append(float(scores.std(ddof=1)) if len(scores) > 1 else 0.0)
-            shares.append(class_shares(classify(texts, judge)))
-            examples.append(texts[0] if texts else "")
+    # Every dose's continuations in one decoding: a step costs little more for more rows.
+    n = len(prompts)
+    texts = greedy_continuations(
+        model,
+        [p for _ in dose_rows for p in prompts],
+        n_tokens,
+        [row for row in dose_rows for _ in prompts],
+    )
+    for d, scores in enumerate(all_scores):
+        dose_texts = texts[d * n : (d + 1) * n]
+        means.append(float(scores.mean()))
+        sds.append(float(scores.std(ddof=1)) if len(scores) > 1 else 0.0)
+        shares.append(class_shares(classify(dose_texts, judge)))
+        examples.append(dose_texts[0] if dose_texts else "")
     return DoseResponse(
         heads=list(heads),
         alphas=[float(a) for a in alphas],

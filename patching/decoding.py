@@ -48,16 +48,23 @@ from torch import Tensor
 
 from patching import compat
 from patching.batching import left_padded, length_batches
-from patching.executor import DEFAULT_BATCH_SIZE, Prompt, forward_batch, prompt_labels
+from patching.executor import Prompt, forward_batch, prompt_labels
 from patching.hooks import Rows, intervention_hooks, padding_hooks, readout_hooks
 from patching.interventions import Ablation, AddVector, Scale
 from patching.model import HookedModel
 from patching.rows import check_rows
 
+# Prompts decoded together. A cached decoding step reads every weight for a handful of
+# rows, so it costs about the same for 16 rows as for 64 on a CPU: 48 prompts x 8 tokens
+# take 12 s in one batch and 18-20 s in three (Qwen2.5-0.5B, 2 cores).
+DECODE_BATCH_SIZE = 64
+
 Intervene = Literal["every_step", "prompt"]
 INTERVENE: tuple[Intervene, ...] = ("every_step", "prompt")
 
-__all__ = ["INTERVENE", "FirstTokenEdit", "ForceAbove", "Intervene", "LogitBias", "greedy_decode"]
+__all__ = [
+    "DECODE_BATCH_SIZE",
+    "INTERVENE", "FirstTokenEdit", "ForceAbove", "Intervene", "LogitBias", "greedy_decode"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def greedy_decode(
     *,
     intervene: Intervene = "every_step",
     stop_at_eos: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = DECODE_BATCH_SIZE,
     use_cache: bool = True,
     first_token: Sequence[FirstTokenEdit | None] | None = None,
 ) -> list[list[int]]:
