@@ -204,6 +204,14 @@ def reset_cache(
         layer.values = values.expand(n, -1, -1, -1)
 
 
+def select_cache_rows(cache: Any, index: Tensor) -> None:
+    """Make row ``i`` of every layer of ``cache`` its row ``index[i]`` (a prefix run once per
+    distinct row of interventions, handed to every prompt that carries that row)."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, index)
+        layer.values = layer.values.index_select(0, index)
+
+
 def suffix_call(
     call: tuple[tuple[Any, ...], dict[str, Any]], prefix: int, pads: Sequence[int], cache: Any
 ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -50,7 +50,14 @@ from patching import compat
 from patching.batching import left_padded, length_batches
 from patching.executor import Prompt, forward_batch, prompt_labels
 from patching.hooks import Rows, intervention_hooks, padding_hooks, readout_hooks
-from patching.interventions import Ablation, AddVector, Scale
+from patching.interventions import (
+    Ablation,
+    AddVector,
+    Intervention,
+    Scale,
+    acts_alike_everywhere,
+    same_interventions,
+)
 from patching.model import HookedModel
 from patching.rows import check_rows
 
@@ -64,7 +71,13 @@ INTERVENE: tuple[Intervene, ...] = ("every_step", "prompt")
 
 __all__ = [
     "DECODE_BATCH_SIZE",
-    "INTERVENE", "FirstTokenEdit", "ForceAbove", "Intervene", "LogitBias", "greedy_decode"]
+    "INTERVENE",
+    "FirstTokenEdit",
+    "ForceAbove",
+    "Intervene",
+    "LogitBias",
+    "greedy_decode",
+]
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,49 @@ def _edit_first(
     )
 
 
+def _shared_prefix(
+    model: HookedModel, tokens: Sequence[Tensor], rows: Rows | None
+) -> tuple[int, Any]:
+    """The prompts' common first tokens run once per distinct row of interventions, and a
+    key/value cache holding them for every prompt: ``(cut, cache)``, ``cut`` 0 when none.
+
+    Chat prompts share their template's opening (a system prompt, the user turn's
+    header: 60% of a short Qwen prompt), which a prompt pass would otherwise run for
+    every prompt. Only rows whose interventions act alike at every position
+    (:func:`~patching.interventions.acts_alike_everywhere`) give the prefix the same
+    activations in every prompt that carries them; a cache layer that keeps more
+    than keys and values (sliding windows) cannot be handed on: then no prefix.
+    """
+    cache = compat.new_cache()
+    groups: list[int] = []
+    distinct: list[Sequence[Intervention]] = []
+    for row in rows if rows is not None else [[] for _ in tokens]:
+        if not all(acts_alike_everywhere(iv) for iv in row):
+            return 0, cache
+        same = [g for g, seen in enumerate(distinct) if same_interventions(seen, row)]
+        if not same:
+            distinct.append(row)
+        groups.append(same[0] if same else len(distinct) - 1)
+    first = tokens[0]
+    cut = min(len(t) for t in tokens) - 1  # every prompt keeps a token to read out
+    for t in tokens[1:]:
+        differ = (t[:cut] != first[:cut]).nonzero()
+        cut = int(differ[0, 0]) if len(differ) else cut
+    if cut < 1 or len(distinct) >= len(tokens):
+        return 0, cache
+    batch = first[:cut].expand(len(distinct), -1)
+    hooks = intervention_hooks(distinct, cut, {"last": cut - 1}) if rows is not None else []
+    hooks += readout_hooks(model.n_layers, [cut - 1])
+    with torch.no_grad():
+        model.bridge.run_with_hooks(
+            batch, fwd_hooks=hooks, **compat.cache_kwargs(model.bridge, cache)
+        )
+    if not compat.prefix_supported(cache):
+        return 0, compat.new_cache()
+    compat.select_cache_rows(cache, torch.tensor(groups, device=first.device))
+    return cut, cache
+
+
 def _cache_exact(model: HookedModel, rows: Rows | None, intervene: Intervene) -> bool:
     """Whether a cached decoding gives a full pass's numbers (module docstring)."""
     if compat.missing_internals(model.bridge):
@@ -258,21 +314,24 @@ def cached_steps(
     """
     bridge, n = model.bridge, len(prompts)
     tokens = [t.to(model.device) for t, _ in prompts]
-    padded, pads, _ = left_padded(tokens)
-    model.check_tokens(padded)
-    mask = torch.ones_like(padded)
-    for r, pad in enumerate(pads):
-        mask[r, :pad] = 0
+    model.check_tokens(left_padded(tokens)[0])
     check_rows(model, rows or [])
+    cut, cache = _shared_prefix(model, tokens, rows)
+    # The prompts' own tokens after the shared prefix, left-padded: row r's mask is the
+    # prefix, then padding, then its tokens (its positions count on from the prefix).
+    padded, pads, _ = left_padded([t[cut:] for t in tokens])
+    mask = torch.ones(n, cut + int(padded.shape[1]), dtype=padded.dtype, device=padded.device)
+    for r, pad in enumerate(pads):
+        mask[r, cut : cut + pad] = 0
     hooks = padding_hooks(model.n_layers) if any(pads) else []
     if rows is not None:
-        lengths = [len(t) for t in tokens]
-        hooks += intervention_hooks(rows, lengths, [lab for _, lab in prompts], pads=pads)
+        lengths = [len(t) - cut for t in tokens]
+        labels = [{k: v - cut for k, v in lab.items()} for _, lab in prompts]
+        hooks += intervention_hooks(rows, lengths, labels, pads=pads)
     # The prompt pass unembeds its last position only (the vocabulary projection of every
     # position would cost as much as the model), and runs the last block's MLP there only:
     # the cache holds keys and values, which that MLP does not feed.
     hooks += readout_hooks(model.n_layers, [int(padded.shape[1]) - 1])
-    cache = compat.new_cache()
     step_tokens = padded
     with torch.no_grad():
         for _ in range(n_steps):

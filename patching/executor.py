@@ -39,7 +39,7 @@ Explained in ``docs/design.md#two-shapes-of-intervened-run``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,13 +58,13 @@ from patching.hooks import (
     readout_hooks,
 )
 from patching.interventions import (
-    Ablation,
     AddVector,
     Intervention,
     Positions,
-    Scale,
+    acts_alike_everywhere,
     first_layer,
     resolve_positions,
+    same_interventions,
 )
 from patching.model import HookedModel
 from patching.rows import check_rows, fast_paths, final_logits
@@ -466,7 +466,7 @@ def _kept_prefix(
         return None
     tokens, kept_row, cache, keys, first_layer = model.knocked_prefix
     n = len(prefix)
-    same_row = len(kept_row) == len(row) and all(map(_equal, kept_row, row))
+    same_row = same_interventions(kept_row, row)
     if not same_row or first_layer > start or len(tokens) < n:
         return None
     if not torch.equal(tokens[:n], prefix.cpu()):
@@ -479,41 +479,9 @@ def _same_everywhere(rows: Rows) -> bool:
     first = rows[0]
     if not first:
         return False
-    if not all(iv.positions == "all" and _uniform(iv) for iv in first):
+    if not all(acts_alike_everywhere(iv) for iv in first):
         return False
-    return all(
-        len(row) == len(first) and all(_equal(a, b) for a, b in zip(row, first, strict=True))
-        for row in rows
-    )
-
-
-def _uniform(iv: Intervention) -> bool:
-    """Whether ``iv`` writes the same thing at every position whatever the prompt.
-
-    Resampling and ``[pos, d_head]`` means write each prompt's own values.
-    """
-    if isinstance(iv, Scale):
-        return True
-    if not isinstance(iv, Ablation):
-        return False
-    one_mean = iv.kind == "mean" and iv.reference is not None and iv.reference.dim() == 1
-    return iv.kind == "zero" or one_mean
-
-
-def _equal(a: object, b: object) -> bool:
-    """Two interventions with equal fields (tensors compared by value)."""
-    if type(a) is not type(b):
-        return False
-    for f in fields(a):  # type: ignore[arg-type]
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, Tensor) or isinstance(y, Tensor):
-            if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
-                return False
-            if x.shape != y.shape or not torch.equal(x, y):
-                return False
-        elif x != y:
-            return False
-    return True
+    return all(same_interventions(row, first) for row in rows)
 
 
 def _suffix_from(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -194,3 +194,40 @@ def first_layer(rows: Sequence[Sequence[Intervention]]) -> int:
     if not layers:
         raise ValueError("no interventions given")
     return min(layers)
+
+
+def acts_alike_everywhere(iv: Intervention) -> bool:
+    """Whether ``iv`` acts at every position and writes the same thing at each, whatever
+    the prompt (a scaling, a zero or ``[d_head]`` mean ablation): a prompt prefix then
+    computes the same activations under it in every row that shares the prefix.
+
+    Resampling and ``[pos, d_head]`` means write each prompt's own values.
+    """
+    if iv.positions != "all":
+        return False
+    if isinstance(iv, Scale):
+        return True
+    if not isinstance(iv, Ablation):
+        return False
+    one_mean = iv.kind == "mean" and iv.reference is not None and iv.reference.dim() == 1
+    return iv.kind == "zero" or one_mean
+
+
+def same_interventions(a: Sequence[Intervention], b: Sequence[Intervention]) -> bool:
+    """Two rows of interventions with equal fields, in order (tensors compared by value)."""
+    return len(a) == len(b) and all(map(_same, a, b))
+
+
+def _same(a: Intervention, b: Intervention) -> bool:
+    if type(a) is not type(b):
+        return False
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, Tensor) or isinstance(y, Tensor):
+            if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+                return False
+            if x.shape != y.shape or not torch.equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True

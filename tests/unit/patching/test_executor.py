@@ -338,3 +338,66 @@ def test_unembedding_captured_normalised_residuals_gives_the_pass_logits(models,
     assert out.cache is not None
     normed = torch.cat([c["n"] for c in out.cache])
     torch.testing.assert_close(unembed(model, normed), out.logits[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("intervene", ["every_step", "prompt"])
+def test_decoding_runs_a_shared_prefix_once_per_distinct_row(
+    models, arch, intervene, monkeypatch
+) -> None:
+    """Prompts that share their opening decode from one prefix pass per distinct row of
+    interventions (left padding then sits between the prefix and each prompt's own
+    tokens): every step's tokens and logits equal full passes."""
+    import patching.decoding
+    from patching.executor import forward_batch
+
+    model = models[arch]
+    opening = _prompts((7,), seed=5)[0]
+    prompts = [torch.cat([opening, p]) for p in _prompts((4, 9, 6, 9, 2))]
+    rows: list[list[Intervention]] = [
+        [Ablation(1, 0)],
+        [Scale(0, 1, alpha=3.0)],
+        [],
+        [Ablation(1, 0)],
+        [Scale(0, 1, alpha=3.0), Ablation(1, 2, kind="zero")],
+    ]
+    cuts: list[int] = []
+    real = patching.decoding._shared_prefix
+
+    def spy(*args):
+        cut, cache = real(*args)
+        cuts.append(cut)
+        return cut, cache
+
+    monkeypatch.setattr(patching.decoding, "_shared_prefix", spy)
+    for use in (rows, None):
+        cached = greedy_decode(model, prompts, 5, use, intervene=intervene, stop_at_eos=False)
+        full = greedy_decode(
+            model, prompts, 5, use, intervene=intervene, stop_at_eos=False, use_cache=False
+        )
+        assert cached == full
+    assert cuts == [len(opening), len(opening)]
+    lengths = [len(p) for p in prompts]
+    seqs = [p.clone() for p in prompts]
+    forced = torch.randint(10, 400, (3, len(prompts)), generator=torch.Generator().manual_seed(2))
+
+    def check(logits: torch.Tensor) -> torch.Tensor | None:
+        full = forward_batch(
+            model,
+            seqs,
+            rows,
+            [{"last": len(q) - 1} for q in seqs],
+            intervene_lengths=lengths if intervene == "prompt" else None,
+        ).logits[:, -1]
+        torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
+        step = len(seqs[0]) - lengths[0]
+        if step == len(forced):
+            return None
+        seqs[:] = [torch.cat([q, forced[step, r : r + 1]]) for r, q in enumerate(seqs)]
+        return forced[step]
+
+    from patching.decoding import cached_steps
+    from patching.executor import prompt_labels
+
+    cached_steps(model, [prompt_labels(p) for p in prompts], 10, rows, intervene, check)
+    assert len(seqs[0]) - lengths[0] == len(forced)
