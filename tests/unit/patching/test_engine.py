@@ -201,7 +201,8 @@ def test_exact_step_reuses_the_estimate_clean_runs(organism) -> None:
             reused.patched[d], fresh.patched[d], atol=1e-5, rtol=0, equal_nan=True
         )
     torch.testing.assert_close(reused.clean_harmful, estimate.clean_harmful, atol=1e-5, rtol=0)
-    assert reused.stats.forward_passes == fresh.stats.forward_passes - len(pairs)
+    # The fresh step runs both pairs' clean runs in one batched pass (one CLEAN_PAIRS group).
+    assert reused.stats.forward_passes == fresh.stats.forward_passes - 1
     over = attribution_estimate(model, pairs, metric, keep_runs=True, budget_mb=1e-3)
     assert over.runs is None  # over the memory budget: the exact step runs its own
     with pytest.raises(ValueError, match="other prompts"):
@@ -272,9 +273,9 @@ def test_chosen_heads_merged_into_one_run_equal_the_full_grid(organism, position
                 some.patched[d][:, layer, head], full.patched[d][:, layer, head], atol=1e-5, rtol=0
             )
         assert int((~some.patched[d].isnan()).sum()) == len(heads) * len(pairs)
-    # Per pair: one batched clean pass of both prompts, one patched pass per direction
-    # in which each head's row joins at its own layer.
-    assert some.stats.forward_passes == 3 * len(pairs)
+    # One batched clean pass of both pairs' prompts, then per pair one patched pass per
+    # direction in which each head's row joins at its own layer.
+    assert some.stats.forward_passes == 1 + 2 * len(pairs)
     joined = sum(model.n_layers - layer for layer, _ in heads)
     assert some.stats.block_rows == 2 * len(pairs) * joined
 
