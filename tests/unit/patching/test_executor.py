@@ -205,18 +205,29 @@ def test_cached_decoding_equals_full_passes(models, arch, intervene) -> None:
         [Scale(0, 1, alpha=3.0), AddVector("blocks.1.hook_resid_pre", steer)],
         [],
     ]
+    _assert_decoding_equals_full_passes(model, prompts, rows, intervene, forced=(5, 1))
+
+
+def _assert_decoding_equals_full_passes(
+    model, prompts, rows, intervene, *, forced: tuple[int, int]
+) -> None:
+    """Greedy tokens with and without the cache, with and without ``rows``; then each cached
+    step's logits against a full pass, on sequences whose next tokens are forced to vary
+    (greedy tokens of a random tiny model repeat, which would test little): ``forced`` is
+    (steps, seed)."""
+    from patching.decoding import cached_steps
+    from patching.executor import forward_batch, prompt_labels
+
     for use in (rows, None):
         cached = greedy_decode(model, prompts, 6, use, intervene=intervene, stop_at_eos=False)
         full = greedy_decode(
             model, prompts, 6, use, intervene=intervene, stop_at_eos=False, use_cache=False
         )
         assert cached == full
-    # Each cached step's logits against a full pass, on sequences whose next tokens are
-    # forced to vary (greedy tokens of a random tiny model repeat, which would test little).
-    from patching.decoding import cached_steps
-    from patching.executor import forward_batch, prompt_labels
-
-    forced = torch.randint(10, 400, (5, 3), generator=torch.Generator().manual_seed(1))
+    steps, seed = forced
+    tokens = torch.randint(
+        10, 400, (steps, len(prompts)), generator=torch.Generator().manual_seed(seed)
+    )
     seqs = [p.clone() for p in prompts]
     lengths = [len(p) for p in prompts]
 
@@ -230,13 +241,13 @@ def test_cached_decoding_equals_full_passes(models, arch, intervene) -> None:
         ).logits[:, -1]
         torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
         step = len(seqs[0]) - lengths[0]
-        if step == len(forced):
+        if step == steps:
             return None
-        seqs[:] = [torch.cat([q, forced[step, r : r + 1]]) for r, q in enumerate(seqs)]
-        return forced[step]
+        seqs[:] = [torch.cat([q, tokens[step, r : r + 1]]) for r, q in enumerate(seqs)]
+        return tokens[step]
 
     cached_steps(model, [prompt_labels(p) for p in prompts], 10, rows, intervene, check)
-    assert len(seqs[0]) - lengths[0] == len(forced)
+    assert len(seqs[0]) - lengths[0] == steps
 
 
 @pytest.mark.parametrize("arch", ARCHS[:2])
@@ -349,7 +360,6 @@ def test_decoding_runs_a_shared_prefix_once_per_distinct_row(
     interventions (left padding then sits between the prefix and each prompt's own
     tokens): every step's tokens and logits equal full passes."""
     import patching.decoding
-    from patching.executor import forward_batch
 
     model = models[arch]
     opening = _prompts((7,), seed=5)[0]
@@ -370,34 +380,7 @@ def test_decoding_runs_a_shared_prefix_once_per_distinct_row(
         return cut, cache
 
     monkeypatch.setattr(patching.decoding, "_shared_prefix", spy)
-    for use in (rows, None):
-        cached = greedy_decode(model, prompts, 5, use, intervene=intervene, stop_at_eos=False)
-        full = greedy_decode(
-            model, prompts, 5, use, intervene=intervene, stop_at_eos=False, use_cache=False
-        )
-        assert cached == full
-    assert cuts == [len(opening), len(opening)]
-    lengths = [len(p) for p in prompts]
-    seqs = [p.clone() for p in prompts]
-    forced = torch.randint(10, 400, (3, len(prompts)), generator=torch.Generator().manual_seed(2))
-
-    def check(logits: torch.Tensor) -> torch.Tensor | None:
-        full = forward_batch(
-            model,
-            seqs,
-            rows,
-            [{"last": len(q) - 1} for q in seqs],
-            intervene_lengths=lengths if intervene == "prompt" else None,
-        ).logits[:, -1]
-        torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
-        step = len(seqs[0]) - lengths[0]
-        if step == len(forced):
-            return None
-        seqs[:] = [torch.cat([q, forced[step, r : r + 1]]) for r, q in enumerate(seqs)]
-        return forced[step]
-
-    from patching.decoding import cached_steps
-    from patching.executor import prompt_labels
-
-    cached_steps(model, [prompt_labels(p) for p in prompts], 10, rows, intervene, check)
-    assert len(seqs[0]) - lengths[0] == len(forced)
+    _assert_decoding_equals_full_passes(model, prompts, rows, intervene, forced=(3, 2))
+    # The cached decodings (with and without rows, and the forced steps) ran from the
+    # shared prefix; full-pass decodings do not run one.
+    assert cuts == [len(opening)] * 3
