@@ -13,7 +13,10 @@ act at ``"all"`` positions (a knocked-out or scaled head, a steering vector) wit
 no per-position reference; each position is then intervened on exactly when it is
 computed, as in a full pass. Otherwise (``-1``, ``last``, a resample reference...)
 each step is a full pass of the executor (:func:`patching.executor.forward_batch`);
-tests hold both paths equal (1e-5).
+tests hold both paths equal (1e-5). The prompts' shared opening (a chat template's
+system prompt and user header) fills the cache once per distinct row of interventions
+that act alike at every position, and each prompt then runs its own tokens only
+(:func:`_shared_prefix`).
 
 Where interventions act is explicit (``intervene``):
 
