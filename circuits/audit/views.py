@@ -264,7 +264,11 @@ def dose_response_chart(result: AuditResult) -> go.Figure:
     )
     fig.update_yaxes(title_text="refusal score (log-odds)", secondary_y=False)
     fig.update_yaxes(
-        title_text="share of greedy responses (fraction)", range=[0, 1], secondary_y=True
+        title_text="share of greedy responses (fraction)",
+        range=[0, 1],
+        tickvals=[0, 0.25, 0.5, 0.75, 1],  # its own ticks, not the score axis's grid
+        showgrid=False,
+        secondary_y=True,
     )
     return fig
 
